@@ -17,6 +17,9 @@ from caimx import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "caimx.cli.serve_cmd",
     "caimx.cli.model_cmd",
+    "caimx.cli.process_cmd",
+    "caimx.cli.simulate_cmd",
+    "caimx.cli.train_cmd",
 )
 
 
