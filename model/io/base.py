@@ -1,0 +1,103 @@
+"""The reader interface shared by every movie format."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from model.io.errors import MovieFormatError
+
+SUPPORTED_KINDS = frozenset("uif")  # unsigned, signed integers and floats
+
+
+class MovieReader(ABC):
+    """A movie on disk, read lazily as ``(T, H, W)`` frames.
+
+    Attributes
+    ----------
+    path : Path
+        The file (or Zarr directory) the frames come from.
+    shape : tuple of int
+        ``(T, H, W)``: frames, rows, columns.
+    dtype : numpy.dtype
+        Pixel type as stored (native byte order when read).
+    fps : float or None
+        Frames per second when the file records it.
+    """
+
+    def __init__(
+        self, path: Path, *, shape: tuple[int, int, int], dtype: np.dtype, fps: float | None
+    ) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = np.dtype(dtype).newbyteorder("=")
+        self.fps = fps
+        _check_shape_and_dtype(path, shape, self.dtype)
+
+    @property
+    def n_frames(self) -> int:
+        return self.shape[0]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(
+        self, t0: int, t1: int, *, y: slice = slice(None), x: slice = slice(None)
+    ) -> np.ndarray:
+        """Frames ``t0`` (inclusive) to ``t1`` (exclusive), cropped to rows ``y`` and columns ``x``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(t1 - t0, h, w)`` array in the movie's dtype, native byte order, owned by the caller.
+        """
+        n = self.shape[0]
+        if not (0 <= t0 <= t1 <= n):
+            raise IndexError(f"frames [{t0}, {t1}) are outside the movie's 0..{n} frames")
+        if t0 == t1:
+            h = len(range(*y.indices(self.shape[1])))
+            w = len(range(*x.indices(self.shape[2])))
+            return np.empty((0, h, w), dtype=self.dtype)
+        frames = self._read(t0, t1, y, x)
+        return np.ascontiguousarray(frames, dtype=self.dtype)
+
+    @abstractmethod
+    def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
+        """Format-specific read of a non-empty frame range."""
+
+    def close(self) -> None:  # noqa: B027 - readers without a handle have nothing to release
+        """Release the file; further reads are not allowed."""
+
+    def __enter__(self) -> MovieReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        t, h, w = self.shape
+        return f"<{type(self).__name__} {self.path.name!r} {t}x{h}x{w} {self.dtype}>"
+
+
+def _check_shape_and_dtype(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    name = path.name
+    if dtype.kind not in SUPPORTED_KINDS:
+        raise MovieFormatError(
+            f"{name!r} stores {dtype} pixels; caimx reads grayscale movies with integer or "
+            "floating-point pixels"
+        )
+    if len(shape) != 3:
+        raise MovieFormatError(f"{name!r} has shape {shape}; a movie is (frames, height, width)")
+    t, h, w = shape
+    if h == 0 or w == 0:
+        raise MovieFormatError(f"{name!r} has empty frames ({h}x{w} pixels)")
+    if t == 0:
+        raise MovieFormatError(f"{name!r} contains no frames")
