@@ -1,0 +1,143 @@
+"""Custom Keras layers of the LSTM-ISTA network, written with ``keras.ops`` only.
+
+They replace the ``Lambda`` and raw TensorFlow ops of the published model, so the network
+serializes cleanly, trains under the JAX backend and exports under TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+PACKAGE = "caimx"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def keras2_hard_sigmoid(x: Any) -> Any:
+    """Keras 2's ``hard_sigmoid``: ``clip(0.2 * x + 0.5, 0, 1)``.
+
+    Keras 3's ``hard_sigmoid`` is ``relu6(x + 3) / 6``, a different function; the published
+    ConvLSTM weights were trained with this one.
+    """
+    return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SoftThreshold(keras.layers.Layer):
+    """ISTA shrinkage ``sign(x) * relu(|x| - theta)``, element-wise."""
+
+    def __init__(self, theta: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.theta = float(theta)
+
+    def call(self, x: Any) -> Any:
+        return ops.sign(x) * ops.relu(ops.abs(x) - self.theta)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "theta": self.theta}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DataConsistency(keras.layers.Layer):
+    """Gradient step towards the measurement: ``[y, x0] -> y - step * (y - x0)``."""
+
+    def __init__(self, step: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = float(step)
+
+    def call(self, inputs: list[Any]) -> Any:
+        y, x0 = inputs
+        return y - self.step * (y - x0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "step": self.step}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AbsTanh(keras.layers.Layer):
+    """Sparse-code read-out ``tanh(|x|)``."""
+
+    def call(self, x: Any) -> Any:
+        return ops.tanh(ops.abs(x))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ScaledChannelMean(keras.layers.Layer):
+    """Mean over the last axis (kept, size 1) divided by ``divisor``.
+
+    Used for the symmetry term: the block sum of ``G2(G1(c)) - a`` averaged over channels and
+    divided by the number of ISTA blocks. ``(..., C) -> (..., 1)``.
+    """
+
+    def __init__(self, divisor: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.divisor = float(divisor)
+
+    def call(self, x: Any) -> Any:
+        return ops.mean(x, axis=-1, keepdims=True) / self.divisor
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "divisor": self.divisor}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DropChannel(keras.layers.Layer):
+    """Remove a trailing size-1 channel axis: ``(..., 1) -> (...)``."""
+
+    def call(self, x: Any) -> Any:
+        return ops.squeeze(x, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MorphologicalOpening(keras.layers.Layer):
+    """Grey-scale opening of every channel with a flat ``size x size`` square.
+
+    Erosion is a min-pool (``-maxpool(-x)``), dilation a max-pool, both stride 1 and ``same``
+    padding (padded pixels never win), as ``tf.nn.erosion2d``/``dilation2d`` with a flat
+    element. ``(B, H, W, C) -> (B, H, W, C)``.
+    """
+
+    def __init__(self, size: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def _max_pool(self, x: Any) -> Any:
+        return ops.max_pool(x, pool_size=self.size, strides=1, padding="same")
+
+    def call(self, x: Any) -> Any:
+        eroded = -self._max_pool(-x)
+        return self._max_pool(eroded)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedTraces(keras.layers.Layer):
+    """Per-channel weighted spatial mean per frame.
+
+    Inputs ``[code (B, T, H, W, N), attention (B, T, H, W, 1), masks (B, H, W, N)]``; output
+    ``mean_{h,w}(code * attention * mask)`` of shape ``(B, T, N)``.
+    """
+
+    def call(self, inputs: list[Any]) -> Any:
+        code, attention, masks = inputs
+        weighted = (code * attention) * ops.expand_dims(masks, axis=1)
+        return ops.mean(weighted, axis=(2, 3))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Transpose(keras.layers.Layer):
+    """``ops.transpose`` with a fixed permutation that includes the batch axis."""
+
+    def __init__(self, axes: tuple[int, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axes = tuple(int(a) for a in axes)
+
+    def call(self, x: Any) -> Any:
+        return ops.transpose(x, self.axes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axes": list(self.axes)}
