@@ -1,0 +1,1 @@
+"""Routes, one folder per API version; health probes sit at the root."""

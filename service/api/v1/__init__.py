@@ -1,0 +1,8 @@
+"""API version 1."""
+
+from fastapi import APIRouter
+
+from service.api.v1 import jobs
+
+router = APIRouter()
+router.include_router(jobs.router)

@@ -1,0 +1,65 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+from fastapi import FastAPI
+
+from caimx import __version__
+from caimx.jobs import DEFAULT_PREFIX
+from caimx.queue import make_celery
+from caimx.settings import Settings, get_settings
+from service.api import health
+from service.api.v1 import router as v1_router
+from service.errors import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX) -> FastAPI:
+    """Build the API for ``settings`` (default: the process settings from ``CAIMX_*``).
+
+    Refuses to start without ``redis_url``: ``caimx serve`` sets it to the embedded Redis.
+    """
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise ValueError(
+            "CAIMX_REDIS_URL is not set; run `caimx serve` (which starts a private Redis) or "
+            "point CAIMX_REDIS_URL at the lab's Redis"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        settings.results_dir.mkdir(parents=True, exist_ok=True)
+        app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        app.state.celery = make_celery(settings)
+        log.info("caimx API %s: data in %s, models in %s", __version__, settings.data_dir,
+                 settings.models_dir)  # fmt: skip
+        try:
+            yield
+        finally:
+            app.state.celery.close()
+            app.state.redis.close()
+
+    app = FastAPI(
+        title="caimx",
+        version=__version__,
+        summary="Two-photon calcium-imaging movies to neuron footprints and traces.",
+        description=(
+            "Upload a movie to `POST /v1/jobs`, poll `GET /v1/jobs/{id}` until it is "
+            "`succeeded`, then `GET /v1/jobs/{id}/result` says where the Zarr result is. "
+            "Errors are `application/problem+json` (RFC 9457)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.prefix = prefix
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(v1_router, prefix="/v1")
+    return app

@@ -1,0 +1,60 @@
+"""Checks made before a job is queued: the model exists and the upload is a usable movie."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.io import open_movie
+from model.registry import UnknownModelError, resolve_model
+from service.errors import MovieTooSmallError, UnknownModelNameError
+
+
+@dataclass(frozen=True)
+class MovieFacts:
+    shape: tuple[int, int, int]
+    dtype: str
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    frames: int
+    """Frames in one network patch (the model card's ``T``): the shortest movie it can process."""
+
+
+def choose_model(name: str, models_dir: Path) -> ModelChoice:
+    """The installed model called ``name``, or a 422 listing the installed ones."""
+    try:
+        installed = resolve_model(name, models_dir)
+    except UnknownModelError as exc:
+        names = sorted(exc.installed)
+        raise UnknownModelNameError(
+            f"there is no model called {name!r}; installed: {', '.join(names) or 'none'}",
+            installed=names,
+        ) from exc
+    return ModelChoice(name=installed.card.name, frames=int(installed.card.T))
+
+
+def inspect_movie(path: Path, *, min_frames: int, model: str) -> MovieFacts:
+    """Open the movie's header and its first and last frames; raise if it cannot be processed.
+
+    Raises
+    ------
+    model.io.MovieFormatError
+        Not a readable (T, H, W) movie, or truncated.
+    MovieTooSmallError
+        Fewer frames than one network patch.
+    """
+    with open_movie(path) as movie:
+        t = movie.shape[0]
+        if t < min_frames:
+            raise MovieTooSmallError(
+                f"the movie has {t} frames; model {model!r} needs at least {min_frames}",
+                frames=t,
+                min_frames=min_frames,
+            )
+        movie.read(0, 1)
+        movie.read(t - 1, t)
+        return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps)
