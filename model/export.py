@@ -1,0 +1,141 @@
+"""Export a network as an installable model folder (SavedModel + card + weights + licence).
+
+Layout written by :func:`write_model_dir` (see docs/architecture.md)::
+
+    <out>/<name>/saved_model/        TF SavedModel, signature ``serving_default``
+    <out>/<name>/model_card.json     :class:`model.registry.ModelCard`
+    <out>/<name>/model.weights.h5    Keras 3 weights of the network
+    <out>/<name>/LICENSE*.txt        licence of the weights, when given
+
+The signature takes ``movie`` float32 ``(B, T, H, W, 1)`` and returns ``denoised`` and
+``attention`` ``(B, T, H, W)``, ``footprints`` (opened masks) and ``raw_footprints``
+``(B, N, H, W)``, and ``traces`` ``(B, N, T - 4)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
+
+from model.network import TRACE_OFFSET, NetworkConfig, build_network, count_parameters
+from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
+
+WEIGHTS_FILE = "model.weights.h5"
+SIGNATURE = "serving_default"
+INPUT_NAME = "movie"
+SERVING_OUTPUTS = ("denoised", "attention", "footprints", "raw_footprints", "traces")
+PUBLISHED_TRAINING_DATA = (
+    "published DeepCaImX mini weights (Zhang & Yang): simulated two-photon movies "
+    "(modified NAOMi and a SimCalc/FISSA-style generator, GCaMP6/7 kernels), "
+    "500 samples x 200 epochs"
+)
+
+
+def serving_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Network outputs renamed and laid out as the serving contract says."""
+    return {
+        "denoised": outputs["denoised"],
+        "attention": outputs["attention"],
+        "footprints": outputs["opened_masks"],
+        "raw_footprints": outputs["raw_masks"],
+        "traces": keras.ops.transpose(outputs["traces"], (0, 2, 1)),
+    }
+
+
+def export_saved_model(model: keras.Model, config: NetworkConfig, path: str | Path) -> Path:
+    """Write ``model`` as a TF SavedModel at ``path`` with the ``serving_default`` signature."""
+    path = Path(path)
+    spec = tf.TensorSpec((None, config.T, config.H, config.W, 1), tf.float32, name=INPUT_NAME)
+
+    def serve(movie: tf.Tensor) -> dict[str, tf.Tensor]:
+        return serving_outputs(model(movie, training=False))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_model_dir(
+    model: keras.Model,
+    config: NetworkConfig,
+    out_dir: str | Path,
+    *,
+    name: str,
+    preset: str,
+    version: str,
+    training_data: str,
+    license: str,
+    license_file: str | Path | None = None,
+    metrics: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the installable folder ``out_dir/name`` and return its path."""
+    target = Path(out_dir) / name
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} exists (use overwrite to replace it)")
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    weights = target / WEIGHTS_FILE
+    model.save_weights(weights)
+    export_saved_model(model, config, target / SAVED_MODEL_DIR)
+    if license_file is not None:
+        shutil.copyfile(license_file, target / Path(license_file).name)
+    card = ModelCard(
+        name=name,
+        version=version,
+        preset=preset,
+        T=config.T,
+        H=config.H,
+        W=config.W,
+        N=config.N,
+        trace_offset=TRACE_OFFSET,
+        input_scaling="minmax-per-patch",
+        training_data=training_data,
+        weights_sha256=sha256_file(weights),
+        parameters=count_parameters(model),
+        license=license,
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        metrics=dict(metrics or {}),
+    )
+    card.write(target / CARD_FILE)
+    return target
+
+
+def load_weights(model: keras.Model, config: NetworkConfig, weights: str | Path) -> None:
+    """Load a Keras 3 ``.weights.h5`` or the authors' Keras-2 full-model ``.h5`` into ``model``."""
+    weights = Path(weights)
+    if weights.name.endswith(".weights.h5"):
+        model.load_weights(weights)
+        return
+    from model.weights_import import load_published_weights
+
+    load_published_weights(model, weights, config)
+
+
+def export_from_weights(
+    config: NetworkConfig,
+    weights: str | Path,
+    out_dir: str | Path,
+    **card_fields: Any,
+) -> Path:
+    """Build the network, load ``weights`` and write the installable folder."""
+    model = build_network(config)
+    load_weights(model, config, weights)
+    return write_model_dir(model, config, out_dir, **card_fields)
