@@ -1,5 +1,78 @@
-"""Sub-commands (being written)."""
+"""``caimx serve`` (the whole service on one machine) and ``caimx worker`` (one GPU worker)."""
+
+from __future__ import annotations
+
+import argparse
+
+from caimx.settings import get_settings
 
 
-def register(subparsers) -> None:
-    """Add this module's sub-commands."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve`` and ``worker``."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the API, one worker and (without CAIMX_REDIS_URL) a private Redis",
+        description=(
+            "Start the caimx service on this machine. Without CAIMX_REDIS_URL a private Redis is "
+            "started on a free port; data goes to CAIMX_DATA_DIR. Ctrl-C stops everything."
+        ),
+    )
+    serve.add_argument("--host", help="address of the API (default: CAIMX_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port of the API (default: CAIMX_PORT, 8000)")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="run only the API (workers run elsewhere)"
+    )
+    serve.set_defaults(func=run_serve)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="run one worker that takes jobs from the queue (needs CAIMX_REDIS_URL)",
+        description="Start a Celery worker consuming queue 'gpu' of the Redis in CAIMX_REDIS_URL.",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="processes (default: CAIMX_WORKER_CONCURRENCY, 1)"
+    )
+    worker.add_argument("--name", default="caimx@%h", help="worker node name (default: caimx@%%h)")
+    worker.add_argument("--loglevel", default="INFO", help="log level (default: INFO)")
+    worker.set_defaults(func=run_worker)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+    from caimx.embedded import LaunchError, serve
+
+    settings = get_settings()
+    try:
+        return serve(
+            settings,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            with_worker=not args.no_worker,
+        )
+    except LaunchError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+
+    settings = get_settings()
+    if not settings.redis_url:
+        raise CliError("caimx worker needs CAIMX_REDIS_URL, the Redis that the API uses")
+    from worker.celery_app import create_celery
+
+    app = create_celery(settings)
+    concurrency = args.concurrency or settings.worker_concurrency
+    app.worker_main(
+        [
+            "worker",
+            "--queues", "gpu",
+            "--concurrency", str(concurrency),
+            "--pool", "prefork",
+            "--hostname", args.name,
+            "--loglevel", args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )  # fmt: skip
+    return 0

@@ -1,0 +1,39 @@
+"""The worker's Celery application: configuration, task registration, heartbeat."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from caimx.jobs import DEFAULT_PREFIX
+from caimx.queue import Heartbeat, make_celery
+from caimx.settings import Settings, get_settings
+from worker.tasks import register_tasks
+
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX) -> Celery:
+    """A Celery app that consumes queue ``gpu`` and beats ``{prefix}:worker:<name>`` in Redis."""
+    settings = settings or get_settings()
+    app = make_celery(settings, main="caimx.worker")
+    register_tasks(app, settings=settings, prefix=prefix)
+    beats: list[Heartbeat] = []
+
+    def on_ready(sender, **_: object) -> None:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        beat = Heartbeat(client, sender.hostname, prefix=prefix)
+        beat.start()
+        beats.append(beat)
+        log.info("worker %s ready; models from %s", sender.hostname, settings.models_dir)
+
+    def on_shutdown(**_: object) -> None:
+        while beats:
+            beats.pop().stop()
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    return app

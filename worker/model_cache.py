@@ -1,0 +1,51 @@
+"""One loaded model per worker process, loaded on first use (after the pool has forked)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    predictor: Any
+    load_s: float
+    """Seconds this call spent loading (0 when the model was already in memory)."""
+
+
+def get_predictor(name: str, models_dir: Path) -> CachedModel:
+    """The ``SavedModelPredictor`` for model ``name``; loads TensorFlow and the model once.
+
+    Raises
+    ------
+    model.registry.UnknownModelError
+        No such model is installed on this worker.
+    """
+    key = (str(models_dir), name)
+    with _lock:
+        if key in _cache:
+            return CachedModel(_cache[key], 0.0)
+        from model.registry import resolve_model
+        from model.serving import SavedModelPredictor
+
+        start = time.perf_counter()
+        installed = resolve_model(name, models_dir)
+        predictor = SavedModelPredictor.load(installed.path)
+        _cache[key] = predictor
+        return CachedModel(predictor, time.perf_counter() - start)
+
+
+def loaded_models() -> list[str]:
+    with _lock:
+        return sorted(name for _, name in _cache)
+
+
+def clear() -> None:
+    with _lock:
+        _cache.clear()

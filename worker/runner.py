@@ -1,0 +1,154 @@
+"""Running one job: the job-state mechanics around ``model.inference.process_movie``.
+
+Kept apart from Celery so that it reads as plain code: mark running, open the movie, load the
+model (cached), process with progress written to the job store, and record success or a short
+failure reason. Exceptions stop here; a bad movie fails only its own job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caimx.jobs import InvalidTransitionError, JobState, JobStore
+from caimx.settings import Settings
+from worker import model_cache
+
+log = logging.getLogger(__name__)
+RESULT_NAME = "result.zarr"
+
+
+class JobCanceled(Exception):
+    """The job was canceled while it ran."""
+
+
+def result_path(settings: Settings, job_id: str) -> Path:
+    return settings.results_dir / job_id / RESULT_NAME
+
+
+def inference_params(settings: Settings, overrides: dict[str, Any] | None = None):
+    """Engine parameters from the deployment settings, then the job's own overrides."""
+    from model.inference.params import InferenceParams
+
+    plan: dict[str, Any] = {
+        "tile_overlap": settings.tile_overlap,
+        "window_overlap": settings.window_overlap,
+    }
+    if settings.tile_size is not None:
+        plan["tile"] = settings.tile_size
+    data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return InferenceParams.from_dict(data)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"array{value.shape}"
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One short line a scientist can act on."""
+    from model.io import MovieFormatError
+
+    if isinstance(exc, MovieFormatError | ValueError):
+        text = str(exc)
+    elif isinstance(exc, FileNotFoundError):
+        text = f"a file is missing on the worker: {exc.filename or exc}"
+    elif isinstance(exc, MemoryError):
+        text = "the worker ran out of memory; try a smaller movie or fewer patches per batch"
+    else:
+        text = f"internal error ({type(exc).__name__}: {exc}); see the worker log"
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def run_job(job_id: str, *, settings: Settings, store: JobStore) -> JobState:
+    """Process job ``job_id`` to a final state and return it."""
+    job = store.get(job_id)
+    if job.state.terminal:
+        log.info("job %s is already %s; nothing to do", job_id, job.state)
+        return job.state
+    started = time.time()
+    try:
+        store.transition(
+            job_id, JobState.RUNNING, started_at=started, attempts=job.attempts + 1,
+            chunks_done=0, error=None,
+        )  # fmt: skip
+    except InvalidTransitionError:
+        return store.state(job_id)
+    try:
+        timings, summary, output = _process(job_id, job.model, job.input_path, job.params,
+                                            settings=settings, store=store)  # fmt: skip
+    except JobCanceled:
+        log.info("job %s canceled", job_id)
+        shutil.rmtree(result_path(settings, job_id).parent, ignore_errors=True)
+        return store.state(job_id)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        return _finish(store, job_id, JobState.FAILED, started, error=failure_reason(exc))
+    return _finish(store, job_id, JobState.SUCCEEDED, started, result_path=str(output),
+                   summary=summary, timings=timings)  # fmt: skip
+
+
+def _finish(store: JobStore, job_id: str, state: JobState, started: float, **values: Any):
+    values.setdefault("timings", {})
+    values["timings"] = {**values["timings"], "total_s": round(time.time() - started, 3)}
+    try:
+        return store.transition(job_id, state, finished_at=time.time(), **values).state
+    except InvalidTransitionError as exc:  # canceled meanwhile
+        return exc.current
+
+
+def _process(
+    job_id: str, model: str, input_path: str, overrides: dict[str, Any], *,
+    settings: Settings, store: JobStore,
+) -> tuple[dict[str, float], dict[str, Any], Path]:  # fmt: skip
+    from model.inference import process_movie
+    from model.io import open_movie
+
+    timings: dict[str, float] = {}
+    cached = model_cache.get_predictor(model, settings.models_dir)
+    timings["load_model_s"] = round(cached.load_s, 3)
+    params = inference_params(settings, overrides)
+    store.update(job_id, params=params.to_dict())
+    output = result_path(settings, job_id)
+    if output.exists():  # a redelivered job starts from a clean folder
+        shutil.rmtree(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def progress(done: int, total: int) -> None:
+        store.set_progress(job_id, done, total)
+
+    def should_cancel() -> bool:
+        return store.state(job_id) is JobState.CANCELED
+
+    start = time.perf_counter()
+    with open_movie(input_path) as movie:
+        summary = process_movie(movie, cached.predictor, output=output, params=params,
+                                progress=progress, should_cancel=should_cancel)  # fmt: skip
+    timings["inference_s"] = round(time.perf_counter() - start, 3)
+    if should_cancel():
+        raise JobCanceled(job_id)
+    return timings, _jsonable(summary) or {}, output
