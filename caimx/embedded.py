@@ -24,6 +24,9 @@ import redis
 
 from caimx.settings import Settings
 
+CAIMX = [sys.executable, "-c", "import sys; from caimx.cli import main; sys.exit(main())"]
+"""The ``caimx`` command run with this interpreter (works without the console script)."""
+
 
 class LaunchError(RuntimeError):
     """A part of the embedded service could not be started."""
@@ -157,7 +160,7 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True)
         env = child_env(settings, redis_url)
         if with_worker:
             launcher.spawn(
-                "worker", [sys.executable, "-m", "caimx.cli", "worker", "--name", "embedded@%h"],
+                "worker", [*CAIMX, "worker", "--name", "embedded@%h"],
                 env=env, grace_s=30,
             )  # fmt: skip
         launcher.spawn(
