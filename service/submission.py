@@ -17,11 +17,16 @@ class MovieFacts:
     fps: float | None
 
 
+MIN_FRAMES = 16
+"""Shortest movie accepted; equal to the inference plan's default ``PlanParams.min_frames``."""
+MIN_EDGE = 8
+"""Smallest frame edge in pixels; equal to the inference plan's default ``PlanParams.min_size``."""
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     name: str
-    frames: int
-    """Frames in one network patch (the model card's ``T``): the shortest movie it can process."""
+    version: str
 
 
 def choose_model(name: str, models_dir: Path) -> ModelChoice:
@@ -34,10 +39,12 @@ def choose_model(name: str, models_dir: Path) -> ModelChoice:
             f"there is no model called {name!r}; installed: {', '.join(names) or 'none'}",
             installed=names,
         ) from exc
-    return ModelChoice(name=installed.card.name, frames=int(installed.card.T))
+    return ModelChoice(name=installed.card.name, version=installed.card.version)
 
 
-def inspect_movie(path: Path, *, min_frames: int, model: str) -> MovieFacts:
+def inspect_movie(
+    path: Path, *, min_frames: int = MIN_FRAMES, min_edge: int = MIN_EDGE
+) -> MovieFacts:
     """Open the movie's header and its first and last frames; raise if it cannot be processed.
 
     Raises
@@ -45,15 +52,22 @@ def inspect_movie(path: Path, *, min_frames: int, model: str) -> MovieFacts:
     model.io.MovieFormatError
         Not a readable (T, H, W) movie, or truncated.
     MovieTooSmallError
-        Fewer frames than one network patch.
+        Fewer than ``min_frames`` frames, or frames smaller than ``min_edge`` pixels.
     """
     with open_movie(path) as movie:
-        t = movie.shape[0]
+        t, h, w = movie.shape
         if t < min_frames:
             raise MovieTooSmallError(
-                f"the movie has {t} frames; model {model!r} needs at least {min_frames}",
+                f"the movie has {t} frames; caimx needs at least {min_frames}",
                 frames=t,
                 min_frames=min_frames,
+            )
+        if min(h, w) < min_edge:
+            raise MovieTooSmallError(
+                f"the frames are {h}x{w} pixels; caimx needs at least {min_edge}x{min_edge}",
+                height=h,
+                width=w,
+                min_edge=min_edge,
             )
         movie.read(0, 1)
         movie.read(t - 1, t)

@@ -16,7 +16,7 @@ _cache: dict[tuple[str, str], Any] = {}
 class CachedModel:
     predictor: Any
     load_s: float
-    """Seconds this call spent loading (0 when the model was already in memory)."""
+    """Seconds this call spent importing TensorFlow and loading (0 when already in memory)."""
 
 
 def get_predictor(name: str, models_dir: Path) -> CachedModel:
@@ -32,10 +32,11 @@ def get_predictor(name: str, models_dir: Path) -> CachedModel:
         if key in _cache:
             return CachedModel(_cache[key], 0.0)
         from model.registry import resolve_model
+
+        installed = resolve_model(name, models_dir)  # fails fast, before TensorFlow loads
+        start = time.perf_counter()
         from model.serving import SavedModelPredictor
 
-        start = time.perf_counter()
-        installed = resolve_model(name, models_dir)
         predictor = SavedModelPredictor.load(installed.path)
         _cache[key] = predictor
         return CachedModel(predictor, time.perf_counter() - start)

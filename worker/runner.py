@@ -125,7 +125,7 @@ def _process(
     job_id: str, model: str, input_path: str, overrides: dict[str, Any], *,
     settings: Settings, store: JobStore,
 ) -> tuple[dict[str, float], dict[str, Any], Path]:  # fmt: skip
-    from model.inference import process_movie
+    from model.inference import InferenceCancelled, process_movie
     from model.io import open_movie
 
     timings: dict[str, float] = {}
@@ -145,10 +145,15 @@ def _process(
         return store.state(job_id) is JobState.CANCELED
 
     start = time.perf_counter()
-    with open_movie(input_path) as movie:
-        summary = process_movie(movie, cached.predictor, output=output, params=params,
-                                progress=progress, should_cancel=should_cancel)  # fmt: skip
+    try:
+        with open_movie(input_path) as movie:
+            summary = process_movie(movie, cached.predictor, output=output, params=params,
+                                    progress=progress, should_cancel=should_cancel)  # fmt: skip
+    except InferenceCancelled as exc:
+        raise JobCanceled(job_id) from exc
     timings["inference_s"] = round(time.perf_counter() - start, 3)
-    if should_cancel():
-        raise JobCanceled(job_id)
-    return timings, _jsonable(summary) or {}, output
+    facts = _jsonable(summary) or {}
+    for phase, seconds in (facts.pop("seconds", None) or {}).items():
+        timings[f"{phase}_s"] = round(float(seconds), 3)
+    facts.pop("decisions", None)  # per-candidate detail stays in the result group
+    return timings, facts, output

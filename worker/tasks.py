@@ -17,7 +17,7 @@ def register_tasks(app: Celery, *, settings: Settings, prefix: str = DEFAULT_PRE
     def store_for(hostname: str) -> JobStore:
         if hostname not in stores:  # one connection pool per worker process
             stores[hostname] = JobStore.from_url(
-                settings.redis_url, writer=f"worker@{hostname}", prefix=prefix
+                settings.redis_url, writer=f"worker:{hostname}", prefix=prefix
             )
         return stores[hostname]
 

@@ -74,9 +74,7 @@ async def submit_job(
         model = await run_in_threadpool(
             choose_model, form.fields.get("model") or settings.default_model, settings.models_dir
         )
-        facts = await run_in_threadpool(
-            inspect_movie, upload.path, min_frames=model.frames, model=model.name
-        )
+        facts = await run_in_threadpool(inspect_movie, upload.path)
         job = await run_in_threadpool(
             lambda: store.create(
                 job_id,
