@@ -26,9 +26,7 @@ class NpyMovie(MovieReader):
                 reason = f"the header is not valid ({text})"
             raise MovieFormatError(f"{path.name!r} is not a usable .npy movie: {reason}") from exc
         except (OSError, EOFError) as exc:
-            raise MovieFormatError(
-                f"{path.name!r} is not a usable .npy movie: {exc}"
-            ) from exc
+            raise MovieFormatError(f"{path.name!r} is not a usable .npy movie: {exc}") from exc
         if not isinstance(array, np.ndarray):
             raise MovieFormatError(f"{path.name!r} holds several arrays; save one (T, H, W) array")
         self._array = array

@@ -36,9 +36,11 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
     """
     path = Path(path)
     if path.is_dir():
-        if (path / "zarr.json").exists() or (path / ".zarray").exists() or (
-            path / ".zgroup"
-        ).exists():
+        if (
+            (path / "zarr.json").exists()
+            or (path / ".zarray").exists()
+            or (path / ".zgroup").exists()
+        ):
             return "zarr"
         raise UnsupportedFormatError(f"{path.name!r} is a folder, not a Zarr store or a movie file")
     if not path.exists():

@@ -32,7 +32,9 @@ class TiffMovie(MovieReader):
 
     def _layout(self, path: Path) -> tuple[tuple[int, int, int], np.dtype]:
         if not self._tif.series:
-            raise MovieFormatError(f"{path.name!r} is a TIFF without any image in it")
+            raise MovieFormatError(
+                f"{path.name!r} is a TIFF without a readable image; it may be truncated or damaged"
+            )
         series = self._tif.series[0]
         shape, axes = tuple(series.shape), series.axes
         if "S" in axes:

@@ -1,0 +1,161 @@
+"""Shared fixtures: a private Redis database, a live Celery worker, small synthetic movies.
+
+Service and worker tests use real parts. They need a Redis (``CAIMX_TEST_REDIS_URL``, default
+``redis://127.0.0.1:6379``; ``.ci/run`` starts one when none answers). The session claims an empty
+database number (15 down to 1) so the developer's data in database 0 is never touched, and
+empties it again at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import tifffile
+
+from caimx.jobs import JobStore
+from caimx.queue import live_workers
+from caimx.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CAIMX = [sys.executable, "-c", "import sys; from caimx.cli import main; sys.exit(main())"]
+CLAIM_KEY = "caimx-test:claim"
+
+
+def synthetic_movie(t: int = 120, h: int = 48, w: int = 48, *, seed: int = 0) -> np.ndarray:
+    """``(t, h, w)`` uint16: Poisson background plus three blobs that flash like cells."""
+    rng = np.random.default_rng(seed)
+    movie = rng.poisson(20, (t, h, w)).astype(np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    kernel = np.exp(-np.arange(20) / 5.0)
+    for cy, cx in ((h // 4, w // 4), (h // 2 + 6, w // 2 + 8), (3 * h // 4, w // 5)):
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+        spikes = np.zeros(t)
+        spikes[rng.integers(0, max(t - 10, 1), 6)] = 1.0
+        activity = np.convolve(spikes, kernel)[:t]
+        movie += 200.0 * activity[:, None, None] * blob
+    return movie.astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a database of the test Redis that this session owns."""
+    base = os.environ.get("CAIMX_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    token = uuid.uuid4().hex
+    for db in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        try:
+            if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True, ex=3600):
+                break
+        except redis.ConnectionError as exc:
+            pytest.fail(f"no Redis at {base} ({exc}); start one or run .ci/run")
+        finally:
+            client.close()
+    else:
+        pytest.fail(f"every database 1..15 of {base} is in use; cannot isolate the tests")
+    url = f"{base}/{db}"
+    yield url
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key namespace of this test alone; its keys are deleted afterwards."""
+    prefix = f"caimx-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Storage shared by the API and the worker of this session (uploads, results)."""
+    return tmp_path_factory.mktemp("caimx-data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, redis_url: str) -> Settings:
+    return Settings(data_dir=data_dir, redis_url=redis_url)
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIMX_")}
+    env.update(
+        CAIMX_DATA_DIR=str(settings.data_dir),
+        CAIMX_REDIS_URL=settings.redis_url or "",
+        CAIMX_MODELS_DIR=str(settings.models_dir),
+        PYTHONUNBUFFERED="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    return env
+
+
+def stop_process(
+    process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 30
+) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def celery_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``caimx worker`` subprocess on the session's Redis; yields its node name."""
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = tmp_path_factory.mktemp("worker-log") / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*CAIMX, "worker", "--name", name, "--loglevel", "INFO"],
+            env=process_env(settings), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(w["hostname"] == name for w in live_workers(client)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                pytest.fail(f"the worker did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield name
+    finally:
+        stop_process(process)
+        client.close()
+        if process.returncode not in (0, -signal.SIGTERM):
+            print(log.read_text()[-4000:], file=sys.stderr)
+
+
+@pytest.fixture
+def job_store(redis_client: redis.Redis, key_prefix: str) -> JobStore:
+    return JobStore(redis_client, writer="test", prefix=key_prefix)
+
+
+@pytest.fixture
+def movie_tiff(tmp_path: Path) -> Path:
+    """A 120-frame 48x48 uint16 multi-page TIFF: bigger than one 100x32x32 network patch."""
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, synthetic_movie())
+    return path
