@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -83,6 +84,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
     MovieFormatError: (422, "not-a-movie", "Not a usable movie"),
     UnknownJobError: (404, "unknown-job", "Unknown job"),
     InvalidTransitionError: (409, "invalid-job-state", "Job is not in the right state"),
+    redis.RedisError: (503, "store-unavailable", "Job store unavailable"),
 }
 
 

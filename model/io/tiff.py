@@ -75,9 +75,15 @@ class TiffMovie(MovieReader):
         if series.dataoffset is None:
             return None
         dtype = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
-        return np.memmap(
-            self.path, dtype=dtype, mode="r", offset=series.dataoffset, shape=self.shape
-        )
+        try:
+            return np.memmap(
+                self.path, dtype=dtype, mode="r", offset=series.dataoffset, shape=self.shape
+            )
+        except ValueError as exc:  # the pixel data end beyond the end of the file
+            raise MovieFormatError(
+                f"{self.path.name!r} is shorter than its header says: the file is truncated or "
+                "damaged (incomplete copy or upload?)"
+            ) from exc
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
         if self._memmap is not None:

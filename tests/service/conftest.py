@@ -1,0 +1,23 @@
+"""An API instance per test, with its own data folder and Redis key namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from caimx.settings import Settings
+from service.app import create_app
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", redis_url=redis_url)
+
+
+@pytest.fixture
+def api(api_settings: Settings, key_prefix: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, prefix=key_prefix)) as client:
+        yield client
