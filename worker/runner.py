@@ -129,8 +129,6 @@ def _process(
     from model.io import open_movie
 
     timings: dict[str, float] = {}
-    cached = model_cache.get_predictor(model, settings.models_dir)
-    timings["load_model_s"] = round(cached.load_s, 3)
     params = inference_params(settings, overrides)
     store.update(job_id, params=params.to_dict())
     output = result_path(settings, job_id)
@@ -144,9 +142,11 @@ def _process(
     def should_cancel() -> bool:
         return store.state(job_id) is JobState.CANCELED
 
-    start = time.perf_counter()
     try:
-        with open_movie(input_path) as movie:
+        with open_movie(input_path) as movie:  # a bad movie fails before TensorFlow loads
+            cached = model_cache.get_predictor(model, settings.models_dir)
+            timings["load_model_s"] = round(cached.load_s, 3)
+            start = time.perf_counter()
             summary = process_movie(movie, cached.predictor, output=output, params=params,
                                     progress=progress, should_cancel=should_cancel)  # fmt: skip
     except InferenceCancelled as exc:

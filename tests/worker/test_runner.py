@@ -1,0 +1,50 @@
+"""The job runner without Celery: parameters, failure reasons, no-ops on finished jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from caimx.jobs import JobState, JobStore
+from caimx.queue import celery_config
+from caimx.settings import Settings
+from worker.runner import failure_reason, inference_params, run_job
+
+
+def test_settings_become_inference_parameters(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, tile_size=48, tile_overlap=6, window_overlap=24,
+                        batch_size=4)  # fmt: skip
+    params = inference_params(settings, {"plan": {"tile_overlap": 10}, "write_denoised": True})
+    assert (params.plan.tile, params.plan.tile_overlap, params.plan.window_overlap) == (48, 10, 24)
+    assert params.batch_size == 4 and params.write_denoised
+    with pytest.raises(ValueError, match="unknown"):
+        inference_params(settings, {"no_such_stage": {}})
+
+
+def test_celery_is_configured_for_long_gpu_tasks(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, redis_url="redis://x", task_time_limit_s=7200)
+    conf = celery_config(settings)
+    assert conf["task_acks_late"] and conf["worker_prefetch_multiplier"] == 1
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+
+
+def test_unknown_model_fails_the_job(job_store: JobStore, movie_tiff: Path, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    job_id = job_store.new_id()
+    job_store.create(job_id, model="no-such-model", input_name="m.tif", input_path=str(movie_tiff))
+    assert run_job(job_id, settings=settings, store=job_store) is JobState.FAILED
+    job = job_store.get(job_id)
+    assert "no model named 'no-such-model'" in job.error and job.finished_at
+    assert job.attempts == 1 and "total_s" in job.timings
+    # A finished job delivered again is left alone.
+    assert run_job(job_id, settings=settings, store=job_store) is JobState.FAILED
+    assert job_store.get(job_id).attempts == 1
+
+
+def test_failure_reasons_are_short_and_plain() -> None:
+    assert failure_reason(ValueError("the movie is dark")) == "the movie is dark"
+    assert "internal error (RuntimeError: x" in failure_reason(RuntimeError("x" * 2000))
+    assert len(failure_reason(RuntimeError("x" * 2000))) == 500
+    assert "out of memory" in failure_reason(MemoryError())
