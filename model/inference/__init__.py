@@ -1,0 +1,30 @@
+"""Full field-of-view inference: plan, patches through the network, decide, stitch, write.
+
+``process_movie`` runs everything in one process; ``prepare``, ``run_chunk`` and ``finalize`` are the
+same steps for a queue of workers (one chunk per task). Nothing here imports TensorFlow: the network
+comes in as a predictor object.
+"""
+
+from model.inference.engine import (
+    InferenceCancelled,
+    ResultSummary,
+    finalize,
+    load_plan,
+    prepare,
+    process_movie,
+    run_chunk,
+)
+from model.inference.params import InferenceParams
+from model.inference.plan import Plan
+
+__all__ = [
+    "InferenceCancelled",
+    "InferenceParams",
+    "Plan",
+    "ResultSummary",
+    "finalize",
+    "load_plan",
+    "prepare",
+    "process_movie",
+    "run_chunk",
+]

@@ -1,0 +1,87 @@
+"""Per-chunk partial results on disk: written atomically, byte-identical when a chunk is re-run.
+
+A chunk folder ``<work_dir>/chunks/<chunk id>/`` holds ``.npy`` files (``np.save`` output depends only
+on the array) and a ``meta.json`` with sorted keys. It is written to a temporary sibling and renamed
+into place, so a reader never sees half a chunk and a retried chunk replaces it with the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.inference.decide import Candidates
+
+CANDIDATE_FIELDS = ("tile", "channel", "bbox", "mask_offsets", "masks", "traces", "snr")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk found.
+
+    Attributes
+    ----------
+    chunk_id : str
+    window : int
+    tiles : tuple of int
+    candidates : Candidates
+    images : ndarray, shape (n_tiles, 3, S, S), float32
+        Per tile, sums over the window's owned frames of: the movie (movie-range units), then the
+        per-frame maximum (not a sum), then the network attention.
+    denoised : ndarray or None, shape (n_tiles, n_owned_frames, S, S), float32
+    """
+
+    chunk_id: str
+    window: int
+    tiles: tuple[int, ...]
+    candidates: Candidates
+    images: np.ndarray
+    denoised: np.ndarray | None = None
+
+
+def chunk_dir(work_dir: str | Path, chunk_id: str) -> Path:
+    return Path(work_dir) / "chunks" / chunk_id
+
+
+def write_chunk(work_dir: str | Path, result: ChunkResult) -> Path:
+    """Write ``result`` atomically; returns its folder."""
+    final = chunk_dir(work_dir, result.chunk_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{result.chunk_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name in CANDIDATE_FIELDS:
+        np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(result.candidates, name)))
+    np.save(tmp / "images.npy", np.ascontiguousarray(result.images, dtype=np.float32))
+    if result.denoised is not None:
+        np.save(tmp / "denoised.npy", np.ascontiguousarray(result.denoised, dtype=np.float32))
+    meta = {"chunk_id": result.chunk_id, "window": result.window, "tiles": list(result.tiles),
+            "n_candidates": len(result.candidates)}
+    (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def chunk_done(work_dir: str | Path, chunk_id: str) -> bool:
+    """Whether the chunk's partial result is complete on disk."""
+    return (chunk_dir(work_dir, chunk_id) / "meta.json").is_file()
+
+
+def read_chunk(work_dir: str | Path, chunk_id: str) -> ChunkResult:
+    """Read a chunk written by :func:`write_chunk`."""
+    folder = chunk_dir(work_dir, chunk_id)
+    if not chunk_done(work_dir, chunk_id):
+        raise FileNotFoundError(f"chunk {chunk_id} has no result in {folder}")
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    cands = Candidates(**{name: np.load(folder / f"{name}.npy") for name in CANDIDATE_FIELDS})
+    denoised = np.load(folder / "denoised.npy") if (folder / "denoised.npy").exists() else None
+    return ChunkResult(chunk_id=meta["chunk_id"], window=meta["window"], tiles=tuple(meta["tiles"]),
+                       candidates=cands, images=np.load(folder / "images.npy"), denoised=denoised)

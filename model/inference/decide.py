@@ -1,0 +1,169 @@
+"""Which network channels become neurons.
+
+A channel of one patch is only a *candidate* when its opened mask has at least ``min_area`` pixels
+above ``mask_threshold`` inside the real frame. After stitching, a *neuron* is kept when all of these
+hold (each threshold a :class:`~model.inference.params.DecideParams` field):
+
+- its footprint area is in ``[min_area, max_area]``;
+- it was detected in at least ``min_windows`` temporal windows;
+- tile evidence: in the windows where it was detected, at least ``min_tile_evidence`` of the tiles
+  that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
+- its raw fluorescence trace shows real transients: best candidate SNR >= ``min_snr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.inference.params import DecideParams
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidates of one chunk, as flat arrays (cheap to store, byte-stable on disk).
+
+    Attributes
+    ----------
+    tile : (n,) int32
+        Plan tile index.
+    channel : (n,) int32
+        Network output channel.
+    bbox : (n, 4) int32
+        ``(y0, x0, h, w)`` of the mask in real frame coordinates.
+    mask_offsets : (n + 1,) int64
+        Start of each mask in ``masks``.
+    masks : (sum h*w,) float32
+        Opened-mask values, row-major per candidate.
+    traces : (n, L) float32
+        Network traces times the patch divisor (movie-range units); frame i is window frame i.
+    snr : (n,) float32
+        Transient SNR of the raw fluorescence under the binarized mask.
+    """
+
+    tile: np.ndarray
+    channel: np.ndarray
+    bbox: np.ndarray
+    mask_offsets: np.ndarray
+    masks: np.ndarray
+    traces: np.ndarray
+    snr: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.tile.shape[0])
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask ``i`` as ``(h, w)`` float32."""
+        h, w = int(self.bbox[i, 2]), int(self.bbox[i, 3])
+        return self.masks[self.mask_offsets[i]:self.mask_offsets[i + 1]].reshape(h, w)
+
+    @classmethod
+    def empty(cls, trace_length: int) -> Candidates:
+        return cls(
+            tile=np.zeros(0, np.int32), channel=np.zeros(0, np.int32), bbox=np.zeros((0, 4), np.int32),
+            mask_offsets=np.zeros(1, np.int64), masks=np.zeros(0, np.float32),
+            traces=np.zeros((0, trace_length), np.float32), snr=np.zeros(0, np.float32),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Candidates], trace_length: int) -> Candidates:
+        if not parts:
+            return cls.empty(trace_length)
+        sizes = [p.masks.shape[0] for p in parts]
+        shifts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        offsets = [p.mask_offsets[:-1] + s for p, s in zip(parts, shifts, strict=True)]
+        offsets.append(np.array([sum(sizes)], np.int64))
+        return cls(
+            tile=np.concatenate([p.tile for p in parts]),
+            channel=np.concatenate([p.channel for p in parts]),
+            bbox=np.concatenate([p.bbox for p in parts]),
+            mask_offsets=np.concatenate(offsets),
+            masks=np.concatenate([p.masks for p in parts]),
+            traces=np.concatenate([p.traces for p in parts]),
+            snr=np.concatenate([p.snr for p in parts]),
+        )
+
+
+def transient_snr(trace: np.ndarray) -> float:
+    """``(99th percentile - median) / noise`` of a 1-D trace; noise from frame-to-frame differences."""
+    trace = np.asarray(trace, dtype=np.float64)
+    if trace.size < 3:
+        return 0.0
+    noise = np.median(np.abs(np.diff(trace))) / (0.6745 * np.sqrt(2.0))
+    spread = np.percentile(trace, 99) - np.median(trace)
+    return float(spread / noise) if noise > 0 else (float("inf") if spread > 0 else 0.0)
+
+
+def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *,
+                     origin: tuple[int, int], frame_shape: tuple[int, int], span: np.ndarray,
+                     offset: int, params: DecideParams) -> Candidates:
+    """Candidates from one batch of network outputs.
+
+    Parameters
+    ----------
+    outputs : PatchOutputs
+        ``footprints`` ``(b, N, S, S)``, ``traces`` ``(b, N, L)`` of patches ``first .. first + b``.
+    tiles : list of Tile
+        The chunk's tiles, in patch order.
+    block_data : ndarray, shape (T_model, h, w)
+        The chunk's block (movie-range units), for the raw traces.
+    origin : (y0, x0)
+        Block origin on the padded frame.
+    frame_shape : (H, W)
+        Real frame size; masks are cropped to it.
+    span : ndarray, shape (B,)
+        Per-patch divisors of the whole chunk.
+    offset : int
+        Frames trimmed by the network at each window end.
+    """
+    footprints = np.asarray(outputs.footprints, dtype=np.float32)
+    traces = np.asarray(outputs.traces, dtype=np.float32)
+    length = traces.shape[-1]
+    rows = {k: [] for k in ("tile", "channel", "bbox", "masks", "traces", "snr")}
+    for b in range(footprints.shape[0]):
+        tile = tiles[first + b]
+        h = min(footprints.shape[2], frame_shape[0] - tile.y0)
+        w = min(footprints.shape[3], frame_shape[1] - tile.x0)
+        oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
+        for n in range(footprints.shape[1]):
+            mask = footprints[b, n, :h, :w]
+            on = mask > params.mask_threshold
+            if on.sum() < max(params.min_area, 1):
+                continue
+            ys, xs = np.nonzero(on)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            pixels = block_data[:, oy + y0:oy + y1, ox + x0:ox + x1][:, on[y0:y1, x0:x1]]
+            raw = pixels.mean(axis=1)[offset:offset + length]
+            rows["tile"].append(tile.index)
+            rows["channel"].append(n)
+            rows["bbox"].append((tile.y0 + y0, tile.x0 + x0, y1 - y0, x1 - x0))
+            rows["masks"].append(np.where(on[y0:y1, x0:x1], mask[y0:y1, x0:x1], 0.0).ravel())
+            rows["traces"].append(traces[b, n] * span[first + b])
+            rows["snr"].append(transient_snr(raw))
+    if not rows["tile"]:
+        return Candidates.empty(length)
+    sizes = [m.size for m in rows["masks"]]
+    return Candidates(
+        tile=np.asarray(rows["tile"], np.int32), channel=np.asarray(rows["channel"], np.int32),
+        bbox=np.asarray(rows["bbox"], np.int32),
+        mask_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        masks=np.concatenate(rows["masks"]).astype(np.float32),
+        traces=np.asarray(rows["traces"], np.float32), snr=np.asarray(rows["snr"], np.float32),
+    )
+
+
+def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
+                params: DecideParams) -> tuple[bool, str]:
+    """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test)."""
+    if area < params.min_area:
+        return False, "area below min_area"
+    if area > params.max_area:
+        return False, "area above max_area"
+    if n_windows < params.min_windows:
+        return False, "seen in too few windows"
+    if tile_evidence < params.min_tile_evidence:
+        return False, "too few covering tiles agree"
+    if snr < params.min_snr:
+        return False, "no clear transient"
+    return True, "kept"

@@ -1,0 +1,248 @@
+"""The engine: prepare a plan, run chunks, finalize into one result.
+
+One process (``caimx process``, a notebook) calls :func:`process_movie`. A queue of workers calls
+:func:`prepare` once, :func:`run_chunk` once per chunk (any order, any worker, retries harmless) and
+:func:`finalize` once at the end; finalize reads only the chunks' partial results, never the movie.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.inference import motion, patches
+from model.inference.chunks import ChunkResult, chunk_done, read_chunk, write_chunk
+from model.inference.decide import Candidates, patch_candidates
+from model.inference.finalize import finalize_result
+from model.inference.params import DecideParams, InferenceParams
+from model.inference.plan import Plan, check_movie, make_plan
+from model.inference.run import Predictor, card_geometry, predict_batches
+from model.inference.scaling import movie_range
+from model.inference.source import as_movie, movie_name, movie_sha256
+
+PLAN_FILE = "plan.json"
+REFERENCE_FILE = "motion_reference.npy"
+
+
+class InferenceCancelled(RuntimeError):
+    """Raised when ``should_cancel()`` returned true between chunks."""
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """What :func:`process_movie` did."""
+
+    output: str
+    n_neurons: int
+    movie_shape: tuple[int, int, int]
+    n_chunks: int
+    n_candidates: int
+    decisions: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames_per_s(self) -> float:
+        total = sum(self.seconds.values())
+        return self.movie_shape[0] / total if total > 0 else float("inf")
+
+
+def prepare(movie: Any, card: Any, *, work_dir: str | Path,
+            params: InferenceParams = InferenceParams()) -> Plan:
+    """Measure the movie's range (and motion reference), build the plan, write both to ``work_dir``.
+
+    Parameters
+    ----------
+    movie : MovieReader or ndarray, shape (T, H, W)
+    card : ModelCard
+        Gives the patch size ``(T, H, W)``, ``N`` and ``trace_offset``.
+    work_dir : path
+        Folder shared by chunks and finalize.
+    """
+    movie = as_movie(movie)
+    check_movie(tuple(movie.shape), params.plan)
+    patch, _, offset = card_geometry(card)
+    rng = movie_range(movie, params=params.scaling)
+    plan = make_plan(tuple(movie.shape), patch=patch, trace_offset=offset, params=params.plan,
+                     movie_low=rng.low, movie_high=rng.high, all_params=params.to_dict())
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if params.motion.enabled:
+        np.save(work / REFERENCE_FILE, motion.reference_image(movie, params=params.motion))
+    (work / PLAN_FILE).write_text(plan.to_json(), encoding="utf-8")
+    return plan
+
+
+def load_plan(work_dir: str | Path) -> Plan:
+    return Plan.from_json((Path(work_dir) / PLAN_FILE).read_text(encoding="utf-8"))
+
+
+def _tile_images(block: patches.Block, tiles, plan: Plan, window: int, attention_sum: np.ndarray):
+    w = plan.windows[window]
+    size = plan.patch[1]
+    lo = w.own_first - w.start + plan.trace_offset
+    hi = w.own_stop - w.start + plan.trace_offset
+    out = np.zeros((len(tiles), 3, size, size), np.float32)
+    raw = patches.cut_patches(block, tiles, size)[:, lo:hi]
+    out[:, 0] = raw.sum(axis=1)
+    out[:, 1] = raw.max(axis=1) if hi > lo else 0.0
+    out[:, 2] = attention_sum
+    return out, (lo, hi)
+
+
+def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
+                  reference: np.ndarray | None = None) -> ChunkResult:
+    """Run one chunk through the network and extract its candidates (nothing written)."""
+    params = InferenceParams.from_dict(plan.params)
+    chunk = plan.chunk(chunk_id)
+    tiles = [plan.tiles[i] for i in chunk.tiles]
+    size = plan.patch[1]
+    block = patches.read_block(movie, plan, chunk.window, tuple(tiles), reference=reference,
+                               motion_params=params.motion, sigma=params.scaling.spatial_sigma)
+    scaled, span = patches.network_patches(block, tuple(tiles), size,
+                                           min_range=params.scaling.min_patch_range)
+    w = plan.windows[chunk.window]
+    lo = w.own_first - w.start + plan.trace_offset
+    hi = w.own_stop - w.start + plan.trace_offset
+    attention = np.zeros((len(tiles), size, size), np.float32)
+    denoised = (np.zeros((len(tiles), hi - lo, size, size), np.float32)
+                if params.write_denoised else None)
+    collect_params = DecideParams(mask_threshold=params.decide.mask_threshold, min_area=1,
+                                  max_area=params.decide.max_area)
+    parts: list[Candidates] = []
+    for first, out in predict_batches(predictor, scaled, batch_size=params.batch_size):
+        n = np.asarray(out.traces).shape[0]
+        attention[first:first + n] = np.asarray(out.attention)[:, lo:hi].sum(axis=1)
+        if denoised is not None:
+            denoised[first:first + n] = (np.asarray(out.denoised)[:, lo:hi]
+                                         * span[first:first + n, None, None, None])
+        parts.append(patch_candidates(
+            out, first, tiles, block.data, origin=(block.y0, block.x0),
+            frame_shape=plan.movie_shape[1:], span=span, offset=plan.trace_offset,
+            params=collect_params))
+    images, _ = _tile_images(block, tiles, plan, chunk.window, attention)
+    return ChunkResult(chunk_id=chunk_id, window=chunk.window, tiles=chunk.tiles,
+                       candidates=Candidates.concat(parts, plan.trace_length), images=images,
+                       denoised=denoised)
+
+
+def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
+              work_dir: str | Path) -> Path:
+    """Compute one chunk and write its partial result to ``work_dir`` (idempotent); returns its folder."""
+    movie = as_movie(movie)
+    if tuple(movie.shape) != plan.movie_shape:
+        raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
+                         f"{plan.movie_shape}")
+    ref_path = Path(work_dir) / REFERENCE_FILE
+    reference = np.load(ref_path) if plan.params.get("motion", {}).get("enabled") else None
+    if reference is None and plan.params.get("motion", {}).get("enabled"):
+        raise FileNotFoundError(f"motion reference missing: {ref_path}")
+    result = compute_chunk(movie, predictor, plan, chunk_id, reference=reference)
+    return write_chunk(work_dir, result)
+
+
+def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
+             attrs: dict[str, Any] | None = None,
+             params: InferenceParams | None = None) -> ResultSummary:
+    """Stitch all chunk results in ``work_dir`` into the result group at ``output``.
+
+    ``params`` may override the decision and stitching thresholds of the plan (to study them without
+    re-running the network); scaling, plan and motion parameters always come from the plan.
+    """
+    missing = [c.id for c in plan.chunks if not chunk_done(work_dir, c.id)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} chunk(s) have no result yet, e.g. {missing[0]}")
+    base = InferenceParams.from_dict(plan.params)
+    if params is not None:
+        base = InferenceParams(scaling=base.scaling, motion=base.motion, plan=base.plan,
+                               decide=params.decide, stitch=params.stitch,
+                               batch_size=base.batch_size, write_denoised=base.write_denoised)
+    t0 = time.perf_counter()
+    info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
+                           params=base, attrs=dict(attrs or {}))
+    return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
+                         movie_shape=plan.movie_shape, n_chunks=len(plan.chunks),
+                         n_candidates=info["n_candidates"], decisions=info["decisions"],
+                         seconds={"finalize": time.perf_counter() - t0})
+
+
+def software_version() -> str:
+    """The installed caimx version (``unknown`` when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("caimx")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, Any]:
+    """Group attributes: model, input (name, sha256, shape, dtype, fps), software, parameters."""
+    card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
+    return {
+        "model": {"name": card_dict.get("name"), "version": card_dict.get("version"),
+                  "card": card_dict},
+        "input": {"name": movie_name(movie), "sha256": movie_sha256(movie),
+                  "shape": list(movie.shape), "dtype": str(getattr(movie, "dtype", "")),
+                  "fps": getattr(movie, "fps", None)},
+        "software": {"caimx": software_version()},
+        "parameters": params.to_dict(),
+    }
+
+
+def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
+                  params: InferenceParams = InferenceParams(),
+                  progress: Callable[[int, int], None] | None = None,
+                  should_cancel: Callable[[], bool] | None = None,
+                  work_dir: str | Path | None = None) -> ResultSummary:
+    """Find neurons and their traces in a whole movie and write the result group.
+
+    Parameters
+    ----------
+    movie : MovieReader or array-like, shape (T, H, W)
+        Read lazily, one window of frames at a time.
+    predictor : Predictor
+        E.g. ``model.serving.SavedModelPredictor``.
+    output : path
+        Folder of the Zarr v3 result group (replaced if present).
+    params : InferenceParams
+    progress : callable(done, total), optional
+        Called after each chunk.
+    should_cancel : callable() -> bool, optional
+        Checked before each chunk; true raises :class:`InferenceCancelled`.
+    work_dir : path, optional
+        Where chunk results go; default ``<output>.work`` next to the output, removed on success.
+
+    Returns
+    -------
+    ResultSummary
+    """
+    movie = as_movie(movie)
+    output = Path(output)
+    work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    plan = prepare(movie, predictor.card, work_dir=work, params=params)
+    reference = np.load(work / REFERENCE_FILE) if params.motion.enabled else None
+    timings["prepare"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for done, chunk in enumerate(plan.chunks, start=1):
+        if should_cancel is not None and should_cancel():
+            raise InferenceCancelled(f"cancelled after {done - 1} of {len(plan.chunks)} chunks")
+        write_chunk(work, compute_chunk(movie, predictor, plan, chunk.id, reference=reference))
+        if progress is not None:
+            progress(done, len(plan.chunks))
+    timings["chunks"] = time.perf_counter() - t0
+    summary = finalize(plan, work_dir=work, output=output,
+                       attrs=result_attrs(movie, predictor.card, params))
+    timings.update(summary.seconds)
+    if work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return ResultSummary(output=summary.output, n_neurons=summary.n_neurons,
+                         movie_shape=summary.movie_shape, n_chunks=summary.n_chunks,
+                         n_candidates=summary.n_candidates, decisions=summary.decisions,
+                         seconds=timings)

@@ -1,0 +1,159 @@
+"""Finalize: read chunk results window by window, stitch, decide, and write the result group."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.inference.chunks import ChunkResult
+from model.inference.decide import Candidates, keep_neuron
+from model.inference.params import DecideParams, InferenceParams
+from model.inference.plan import Plan
+from model.inference.stitch import (
+    Neuron,
+    assemble_trace,
+    centroid,
+    link_window,
+    merge_duplicates,
+    merge_tiles,
+)
+from model.results import ResultWriter
+
+
+def _filter(cands: Candidates, params: DecideParams) -> Candidates:
+    """Drop candidates whose binarized mask area is outside ``[min_area, max_area]``."""
+    areas = np.add.reduceat((cands.masks > params.mask_threshold).astype(np.int64),
+                            cands.mask_offsets[:-1]) if len(cands) else np.zeros(0, np.int64)
+    sizes = np.diff(cands.mask_offsets)
+    areas = np.where(sizes > 0, areas, 0)
+    keep = np.nonzero((areas >= params.min_area) & (areas <= params.max_area))[0]
+    parts = []
+    for i in keep:
+        parts.append(Candidates(
+            tile=cands.tile[i:i + 1], channel=cands.channel[i:i + 1], bbox=cands.bbox[i:i + 1],
+            mask_offsets=np.array([0, sizes[i]], np.int64),
+            masks=cands.masks[cands.mask_offsets[i]:cands.mask_offsets[i + 1]],
+            traces=cands.traces[i:i + 1], snr=cands.snr[i:i + 1]))
+    return Candidates.concat(parts, cands.traces.shape[1])
+
+
+class _Images:
+    """Running sums of the mean image, max projection and attention over tile-owned regions."""
+
+    def __init__(self, plan: Plan) -> None:
+        _, height, width = plan.movie_shape
+        self.plan = plan
+        self.mean = np.zeros((height, width), np.float64)
+        self.max = np.full((height, width), -np.inf, np.float64)
+        self.attention = np.zeros((height, width), np.float64)
+
+    def add(self, chunk: ChunkResult) -> None:
+        for i, index in enumerate(chunk.tiles):
+            tile = self.plan.tiles[index]
+            (ya, yb), (xa, xb) = tile.own_y, tile.own_x
+            local = (slice(ya - tile.y0, yb - tile.y0), slice(xa - tile.x0, xb - tile.x0))
+            self.mean[ya:yb, xa:xb] += chunk.images[i, 0][local]
+            self.max[ya:yb, xa:xb] = np.maximum(self.max[ya:yb, xa:xb], chunk.images[i, 1][local])
+            self.attention[ya:yb, xa:xb] += chunk.images[i, 2][local]
+
+    def finish(self) -> dict[str, np.ndarray]:
+        n_frames = self.plan.movie_shape[0]
+        low, span = self.plan.movie_low, self.plan.movie_high - self.plan.movie_low
+        return {
+            "mean_image": (self.mean / n_frames * span + low).astype(np.float32),
+            "max_projection": (np.where(np.isfinite(self.max), self.max, 0) * span + low)
+            .astype(np.float32),
+            "attention_mean": (self.attention / n_frames).astype(np.float32),
+        }
+
+
+def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: InferenceParams,
+               images: _Images | None = None) -> tuple[list[Neuron], int]:
+    """Merge, link and de-duplicate every window's candidates; returns ``(neurons, n_candidates)``."""
+    neurons: list[Neuron] = []
+    n_candidates = 0
+    for window in plan.windows:
+        parts = []
+        for chunk in (c for c in plan.chunks if c.window == window.index):
+            result = load(chunk.id)
+            parts.append(result.candidates)
+            if images is not None:
+                images.add(result)
+        cands = Candidates.concat(parts, plan.trace_length)
+        n_candidates += len(cands)
+        found = merge_tiles(_filter(cands, params.decide), decide=params.decide,
+                            stitch=params.stitch)
+        link_window(neurons, window.index, found, plan, decide=params.decide, stitch=params.stitch)
+    return merge_duplicates(neurons, decide=params.decide, stitch=params.stitch), n_candidates
+
+
+def decide_all(neurons: list[Neuron], params: DecideParams) -> tuple[list[dict[str, Any]], Counter]:
+    """Apply the neuron rule; returns kept neurons as records (sorted) and a count per reason."""
+    kept, reasons = [], Counter()
+    for neuron in neurons:
+        fp = neuron.footprint
+        on = fp.values > params.mask_threshold
+        ok, reason = keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
+                                 tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params)
+        reasons[reason] += 1
+        if ok:
+            kept.append({
+                "neuron": neuron, "footprint": np.where(on, fp.values, 0).astype(np.float32),
+                "y0": fp.y0, "x0": fp.x0, "centroid": centroid(fp, params.mask_threshold),
+                "area": int(on.sum()),
+            })
+    kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
+    return kept, reasons
+
+
+def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:
+    _, height, width = plan.movie_shape
+    for window in plan.windows:
+        slab = np.zeros((window.own_stop - window.own_first, height, width), np.float32)
+        for chunk in (c for c in plan.chunks if c.window == window.index):
+            result = load(chunk.id)
+            for i, index in enumerate(result.tiles):
+                tile = plan.tiles[index]
+                (ya, yb), (xa, xb) = tile.own_y, tile.own_x
+                slab[:, ya:yb, xa:xb] = result.denoised[i][:, ya - tile.y0:yb - tile.y0,
+                                                           xa - tile.x0:xb - tile.x0]
+        span = plan.movie_high - plan.movie_low
+        writer.put_denoised(window.own_first, slab * span)
+
+
+def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: str | Path,
+                    params: InferenceParams, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions"}``."""
+    images = _Images(plan)
+    neurons, n_candidates = stitch_all(plan, load, params, images)
+    kept, reasons = decide_all(neurons, params.decide)
+    attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,
+             "plan": {"n_windows": len(plan.windows), "n_tiles": len(plan.tiles),
+                      "n_chunks": len(plan.chunks), "movie_low": plan.movie_low,
+                      "movie_high": plan.movie_high},
+             "parameters": params.to_dict()}
+    writer = ResultWriter(output, movie_shape=plan.movie_shape, n_neurons=len(kept), attrs=attrs,
+                          with_denoised=params.write_denoised)
+    traces = np.zeros((len(kept), plan.movie_shape[0]), np.float32)
+    for k, rec in enumerate(kept):
+        writer.put_footprint(k, rec["y0"], rec["x0"], rec["footprint"])
+        traces[k] = assemble_trace(plan, rec["neuron"].segments)
+    writer.put_traces(traces)
+    for name, image in images.finish().items():
+        writer.put_image(name, image)
+    writer.put_neurons({
+        "centroid": np.array([r["centroid"] for r in kept], np.float32).reshape(-1, 2),
+        "area": [r["area"] for r in kept],
+        "snr": [r["neuron"].snr for r in kept],
+        "first_window": [r["neuron"].first_window for r in kept],
+        "n_windows": [len(r["neuron"].segments) for r in kept],
+        "tile_evidence": [r["neuron"].tile_evidence for r in kept],
+    })
+    if params.write_denoised:
+        _write_denoised(writer, plan, load)
+    return {"n_neurons": len(kept), "n_candidates": n_candidates,
+            "decisions": dict(sorted(reasons.items()))}

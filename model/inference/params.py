@@ -1,0 +1,190 @@
+"""Parameters of the inference engine: frozen dataclasses, one per stage, with descriptions and bounds.
+
+Every field carries ``metadata={"description": ..., "bounds": (low, high)}``; the bounds are checked
+when an object is built, so a bad value fails early with a message naming the field. Use
+:func:`describe` to list them (for ``docs/parameters.md`` or a ``--help`` text) and
+:func:`InferenceParams.from_dict` / :meth:`InferenceParams.to_dict` for a JSON round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _p(default: Any, description: str, low: float | None = None, high: float | None = None) -> Any:
+    return field(default=default, metadata={"description": description, "bounds": (low, high)})
+
+
+def _check_bounds(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(f.type) or f.name.startswith("_"):
+            continue
+        value = getattr(obj, f.name)
+        low, high = f.metadata.get("bounds", (None, None))
+        if value is None or isinstance(value, (bool, str)) or dataclasses.is_dataclass(value):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be finite, got {value}")
+        if low is not None and value < low:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be <= {high}, got {value}")
+
+
+@dataclass(frozen=True)
+class ScalingParams:
+    """Intensity scaling: a robust per-movie range, then per-patch min-max as in training."""
+
+    sample_frames: int = _p(200, "Frames (evenly spaced) sampled for the movie percentiles.", 1, 10_000)
+    low_percentile: float = _p(1.0, "Movie percentile mapped to 0 before patch scaling.", 0.0, 50.0)
+    high_percentile: float = _p(99.9, "Movie percentile mapped to 1; brighter pixels are clipped.",
+                                50.0, 100.0)
+    spatial_sigma: float = _p(
+        1.0,
+        "Gaussian smoothing (pixels) of each frame before the network; the published weights were "
+        "trained on far cleaner patches than real movies, and this lowers the per-pixel noise.",
+        0.0, 10.0,
+    )
+    min_patch_range: float = _p(
+        0.25,
+        "Floor on a patch's min-max range, as a fraction of the movie range: a patch with only "
+        "background is not stretched to [0, 1], which keeps noise from looking like cells.",
+        0.0, 1.0,
+    )
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError("ScalingParams.low_percentile must be below high_percentile")
+
+
+@dataclass(frozen=True)
+class MotionParams:
+    """Rigid motion correction by phase correlation against a reference image."""
+
+    enabled: bool = _p(True, "Correct rigid motion; turn off for already registered movies.")
+    reference_frames: int = _p(100, "Frames (evenly spaced) averaged into the reference.", 1, 5000)
+    max_shift: int = _p(15, "Largest accepted shift in pixels; larger estimates are clipped.", 0, 256)
+    upsample: int = _p(1, "Sub-pixel factor of the phase correlation (1: whole pixels).", 1, 100)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    """How the movie is cut into tiles, windows and chunks."""
+
+    tile: int | None = _p(None, "Tile edge in pixels; None: the model's patch size.", 8, 4096)
+    tile_overlap: int = _p(8, "Pixels shared by neighbouring tiles.", 0, 2048)
+    window_overlap: int = _p(20, "Frames shared by neighbouring windows (>= 4 covers the trim).",
+                             4, 10_000)
+    tiles_per_chunk: int | None = _p(None, "Tiles in one chunk; None: every tile of a window.", 1,
+                                     1_000_000)
+    min_frames: int = _p(16, "Shortest accepted movie (shorter movies are refused).", 1, 10_000)
+    min_size: int = _p(8, "Smallest accepted frame edge in pixels.", 1, 4096)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+
+
+@dataclass(frozen=True)
+class DecideParams:
+    """Which network channels become neurons. Every threshold is explicit."""
+
+    mask_threshold: float = _p(0.5, "Opened-mask value above which a pixel belongs to a channel.",
+                               0.0, 1.0)
+    min_area: int = _p(20, "Smallest footprint (pixels) kept, per candidate and per neuron.", 0,
+                       100_000)
+    max_area: int = _p(400, "Largest footprint (pixels) kept.", 1, 10_000_000)
+    min_tile_evidence: float = _p(
+        0.5,
+        "Fraction of the tiles covering a neuron (in windows where it was seen) that must detect it.",
+        0.0, 1.0,
+    )
+    edge_margin: int = _p(4, "A tile covers a neuron when its centroid is this far inside the tile.",
+                          0, 1024)
+    min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
+    min_snr: float = _p(
+        3.0,
+        "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "
+        "noise, noise from the median absolute frame-to-frame difference.",
+        0.0, 1000.0,
+    )
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+        if self.min_area > self.max_area:
+            raise ValueError("DecideParams.min_area must not exceed max_area")
+
+
+@dataclass(frozen=True)
+class StitchParams:
+    """How candidates from overlapping tiles and windows become one neuron."""
+
+    merge_iou: float = _p(0.3, "IoU at which two tiles' footprints (same window) are one neuron.",
+                          0.0, 1.0)
+    merge_containment: float = _p(
+        0.7, "Share of the smaller footprint inside the larger one that also merges (tile borders).",
+        0.0, 1.0,
+    )
+    link_iou: float = _p(0.3, "IoU at which footprints of different windows are one neuron.",
+                         0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """All parameters of :func:`model.inference.process_movie`."""
+
+    scaling: ScalingParams = field(default_factory=ScalingParams)
+    motion: MotionParams = field(default_factory=MotionParams)
+    plan: PlanParams = field(default_factory=PlanParams)
+    decide: DecideParams = field(default_factory=DecideParams)
+    stitch: StitchParams = field(default_factory=StitchParams)
+    batch_size: int = _p(16, "Patches per network call.", 1, 65_536)
+    write_denoised: bool = _p(False, "Also store the denoised movie (T, H, W) in the result.")
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All values as a JSON-able nested dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceParams:
+        """Build from :meth:`to_dict` output (missing keys take defaults, unknown keys are refused)."""
+        stages = {
+            "scaling": ScalingParams, "motion": MotionParams, "plan": PlanParams,
+            "decide": DecideParams, "stitch": StitchParams,
+        }
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown inference parameters: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            kwargs[key] = stages[key](**value) if key in stages else value
+        return cls(**kwargs)
+
+
+def describe(cls: type = InferenceParams, prefix: str = "") -> list[dict[str, Any]]:
+    """List every parameter as ``{"name", "default", "bounds", "description"}`` (dotted names)."""
+    rows: list[dict[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:  # a nested stage
+            rows.extend(describe(type(f.default_factory()), prefix=f"{prefix}{f.name}."))
+            continue
+        rows.append({
+            "name": prefix + f.name,
+            "default": f.default,
+            "bounds": f.metadata.get("bounds"),
+            "description": f.metadata.get("description", ""),
+        })
+    return rows

@@ -1,0 +1,48 @@
+"""Batch patches through a predictor (a loaded SavedModel, or anything with the same two members)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Predictor(Protocol):
+    """What the engine needs from a model: its card and ``predict``.
+
+    ``predict(patches)`` takes float32 ``(B, T, H, W)`` scaled to [0, 1] per patch and returns an
+    object with numpy fields ``denoised`` and ``attention`` ``(B, T, H, W)``, ``footprints`` (opened
+    masks) and ``raw_footprints`` ``(B, N, H, W)``, and ``traces`` ``(B, N, T - 4)``.
+    """
+
+    card: Any
+
+    def predict(self, patches: np.ndarray) -> Any: ...
+
+
+def card_geometry(card: Any) -> tuple[tuple[int, int, int], int, int]:
+    """``((T, H, W), N, trace_offset)`` from a model card (attributes or mapping)."""
+    get = card.get if isinstance(card, dict) else lambda k, d=None: getattr(card, k, d)
+    patch = (int(get("T")), int(get("H")), int(get("W")))
+    return patch, int(get("N")), int(get("trace_offset", 2))
+
+
+def predict_batches(predictor: Predictor, patches: np.ndarray, *,
+                    batch_size: int) -> Iterator[tuple[int, Any]]:
+    """Run ``patches`` ``(B, T, H, W)`` through the predictor ``batch_size`` at a time.
+
+    Yields
+    ------
+    (first, outputs)
+        Index of the batch's first patch, and the predictor's outputs for that batch.
+    """
+    if patches.ndim != 4:
+        raise ValueError(f"patches must be (B, T, H, W), got shape {patches.shape}")
+    for first in range(0, patches.shape[0], batch_size):
+        batch = np.ascontiguousarray(patches[first:first + batch_size], dtype=np.float32)
+        outputs = predictor.predict(batch)
+        n_traces = np.asarray(outputs.traces).shape
+        if n_traces[0] != batch.shape[0]:
+            raise RuntimeError(f"the model returned {n_traces[0]} results for {batch.shape[0]} patches")
+        yield first, outputs

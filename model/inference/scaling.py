@@ -1,0 +1,96 @@
+"""Robust per-movie intensity range, and the per-patch min-max scaling the network was trained with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.inference.params import ScalingParams
+
+
+@dataclass(frozen=True)
+class MovieRange:
+    """Robust intensity range of a movie (raw units).
+
+    Attributes
+    ----------
+    low, high : float
+        The movie's ``low_percentile`` and ``high_percentile`` over sampled frames.
+    """
+
+    low: float
+    high: float
+
+    @property
+    def span(self) -> float:
+        return self.high - self.low
+
+
+def sample_indices(n_frames: int, n_samples: int) -> np.ndarray:
+    """Evenly spaced frame indices, at most ``n_samples`` of them, int64 ``(k,)``."""
+    k = min(n_frames, n_samples)
+    return np.unique(np.linspace(0, n_frames - 1, k).round().astype(np.int64))
+
+
+def movie_range(movie, *, params: ScalingParams) -> MovieRange:
+    """Percentile range of a sample of frames.
+
+    Parameters
+    ----------
+    movie : MovieLike
+        ``(T, H, W)`` movie with ``.read``.
+    params : ScalingParams
+        Which percentiles and how many frames.
+
+    Raises
+    ------
+    ValueError
+        If the sampled frames hold NaN/Inf or the movie is constant.
+    """
+    frames = [movie.read(int(t), int(t) + 1) for t in sample_indices(movie.shape[0],
+                                                                     params.sample_frames)]
+    sample = np.concatenate(frames).astype(np.float64)
+    if not np.all(np.isfinite(sample)):
+        raise ValueError("the movie holds NaN or infinite pixel values; fix or drop those frames")
+    low, high = np.percentile(sample, [params.low_percentile, params.high_percentile])
+    if not high > low:
+        low, high = float(sample.min()), float(sample.max())
+    if not high > low:
+        raise ValueError(f"the movie is constant (every sampled pixel is {low:g}); nothing to find")
+    return MovieRange(low=float(low), high=float(high))
+
+
+def scale_block(block: np.ndarray, movie_range: MovieRange) -> np.ndarray:
+    """Map raw intensities to the movie range: ``(x - low) / span`` clipped to [0, 1], float32."""
+    out = (np.asarray(block, dtype=np.float32) - np.float32(movie_range.low))
+    out /= np.float32(movie_range.span)
+    np.clip(out, 0.0, 1.0, out=out)
+    if not np.all(np.isfinite(out)):
+        raise ValueError("the movie holds NaN or infinite pixel values; fix or drop those frames")
+    return out
+
+
+def minmax_patches(patches: np.ndarray, *, min_range: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch min-max scaling to [0, 1], with a floor on the range.
+
+    Parameters
+    ----------
+    patches : ndarray, shape (B, T, h, w), float32
+        Patches already mapped to the movie range ([0, 1]).
+    min_range : float
+        Smallest divisor; a flat (background-only) patch is not stretched beyond it.
+
+    Returns
+    -------
+    scaled : ndarray, shape (B, T, h, w), float32
+        New array in [0, 1].
+    span : ndarray, shape (B,), float32
+        The divisor used per patch (multiply network traces by it to return to movie units).
+    """
+    lo = patches.min(axis=(1, 2, 3), keepdims=True)
+    hi = patches.max(axis=(1, 2, 3), keepdims=True)
+    span = np.maximum(hi - lo, np.float32(max(min_range, 1e-6))).astype(np.float32)
+    scaled = (patches - lo) / span
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    return scaled.astype(np.float32, copy=False), span.reshape(-1)

@@ -1,0 +1,277 @@
+"""Stitch candidates into neurons: merge across tiles, link across windows, assemble full traces.
+
+Rules (thresholds in :class:`~model.inference.params.StitchParams`):
+
+1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their binarized
+   footprints have IoU >= ``merge_iou``, or when at least ``merge_containment`` of the smaller one lies
+   inside the larger one (a neuron cut by a tile border is a part of the same neuron seen whole by the
+   neighbouring tile). Merging is transitive (union-find). Channels of one patch are never merged
+   with each other directly: the network already separated them. The merged footprint is the mean of
+   the members' masks over the members that detected each pixel; the window's trace is the mean of the
+   members' traces.
+2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint IoU
+   >= ``link_iou``, best pairs first, one to one; an unmatched window neuron starts a new neuron.
+3. *Duplicates.* Neurons whose footprints overlap by IoU >= ``link_iou`` but were never seen in the
+   same window are one neuron seen twice, and are merged.
+4. *Traces.* Each window covers real frames ``[start, start + L)``; in an overlap the windows'
+   traces are blended with linear ramps (:func:`~model.inference.plan.window_weights`). A window in
+   which the neuron was not detected contributes zero (the network reports no activity there), so a
+   trace always has exactly ``T`` frames and no frame is counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.inference.decide import Candidates
+from model.inference.params import DecideParams, StitchParams
+from model.inference.plan import Plan, window_weights
+
+
+@dataclass
+class Footprint:
+    """A float mask on a bounding box of the frame: ``values`` ``(h, w)`` at ``(y0, x0)``."""
+
+    y0: int
+    x0: int
+    values: np.ndarray
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.y0, self.x0, self.y0 + self.values.shape[0], self.x0 + self.values.shape[1]
+
+
+def iou_and_containment(a: Footprint, b: Footprint, threshold: float) -> tuple[float, float]:
+    """IoU and ``|a & b| / min(|a|, |b|)`` of the two binarized (``> threshold``) footprints."""
+    ay0, ax0, ay1, ax1 = a.box
+    by0, bx0, by1, bx1 = b.box
+    na, nb = int((a.values > threshold).sum()), int((b.values > threshold).sum())
+    y0, x0, y1, x1 = max(ay0, by0), max(ax0, bx0), min(ay1, by1), min(ax1, bx1)
+    if y1 <= y0 or x1 <= x0 or na == 0 or nb == 0:
+        return 0.0, 0.0
+    sa = a.values[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] > threshold
+    sb = b.values[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] > threshold
+    inter = int((sa & sb).sum())
+    return inter / (na + nb - inter), inter / min(na, nb)
+
+
+def _accumulate(total: Footprint | None, count: Footprint | None, fp: Footprint,
+                weight: np.ndarray) -> tuple[Footprint, Footprint]:
+    """Add ``fp`` (and ``weight`` of the same shape) into running sums, growing the box as needed."""
+    if total is None:
+        return Footprint(fp.y0, fp.x0, fp.values.astype(np.float32)), Footprint(
+            fp.y0, fp.x0, weight.astype(np.float32))
+    ty0, tx0, ty1, tx1 = total.box
+    fy0, fx0, fy1, fx1 = fp.box
+    y0, x0, y1, x1 = min(ty0, fy0), min(tx0, fx0), max(ty1, fy1), max(tx1, fx1)
+    new_t = np.zeros((y1 - y0, x1 - x0), np.float32)
+    new_c = np.zeros_like(new_t)
+    new_t[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = total.values
+    new_c[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = count.values
+    new_t[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] += fp.values
+    new_c[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] += weight
+    return Footprint(y0, x0, new_t), Footprint(y0, x0, new_c)
+
+
+def _mean(total: Footprint, count: Footprint) -> Footprint:
+    values = np.divide(total.values, count.values, out=np.zeros_like(total.values),
+                       where=count.values > 0)
+    return Footprint(total.y0, total.x0, values)
+
+
+def centroid(fp: Footprint, threshold: float) -> tuple[float, float]:
+    """``(y, x)`` centre of the binarized footprint in frame coordinates."""
+    ys, xs = np.nonzero(fp.values > threshold)
+    if ys.size == 0:
+        return float(fp.y0), float(fp.x0)
+    return float(ys.mean() + fp.y0), float(xs.mean() + fp.x0)
+
+
+@dataclass
+class WindowNeuron:
+    """One neuron within one window, merged over tiles."""
+
+    footprint: Footprint
+    trace: np.ndarray
+    tiles: frozenset[int]
+    snr: float
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+    def groups(self) -> list[list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            out.setdefault(self.find(i), []).append(i)
+        return [out[k] for k in sorted(out)]
+
+
+def _boxes_overlap(boxes: np.ndarray) -> list[tuple[int, int]]:
+    """Index pairs ``i < j`` whose ``(y0, x0, h, w)`` boxes intersect."""
+    y0, x0 = boxes[:, 0], boxes[:, 1]
+    y1, x1 = y0 + boxes[:, 2], x0 + boxes[:, 3]
+    hit = ((y0[:, None] < y1[None, :]) & (y0[None, :] < y1[:, None])
+           & (x0[:, None] < x1[None, :]) & (x0[None, :] < x1[:, None]))
+    i, j = np.nonzero(np.triu(hit, k=1))
+    return list(zip(i.tolist(), j.tolist(), strict=True))
+
+
+def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams) -> list[WindowNeuron]:
+    """Merge one window's candidates from overlapping tiles into window neurons (rule 1)."""
+    fps = [Footprint(int(b[0]), int(b[1]), cands.mask(i)) for i, b in enumerate(cands.bbox)]
+    uf = _UnionFind(len(cands))
+    for i, j in _boxes_overlap(cands.bbox):
+        if cands.tile[i] == cands.tile[j]:
+            continue
+        iou, contained = iou_and_containment(fps[i], fps[j], decide.mask_threshold)
+        if iou >= stitch.merge_iou or contained >= stitch.merge_containment:
+            uf.union(i, j)
+    neurons = []
+    for members in uf.groups():
+        total = count = None
+        for m in members:
+            total, count = _accumulate(total, count, fps[m], (fps[m].values > 0).astype(np.float32))
+        neurons.append(WindowNeuron(
+            footprint=_mean(total, count), trace=cands.traces[members].mean(axis=0),
+            tiles=frozenset(int(cands.tile[m]) for m in members),
+            snr=float(cands.snr[members].max()),
+        ))
+    return neurons
+
+
+@dataclass
+class Neuron:
+    """A neuron followed across windows."""
+
+    total: Footprint
+    count: Footprint
+    segments: dict[int, np.ndarray] = field(default_factory=dict)
+    detected: int = 0
+    covering: int = 0
+    snr: float = 0.0
+
+    @property
+    def footprint(self) -> Footprint:
+        return _mean(self.total, self.count)
+
+    @property
+    def first_window(self) -> int:
+        return min(self.segments)
+
+    def add(self, window: int, wn: WindowNeuron, covering: frozenset[int]) -> None:
+        weight = np.ones_like(wn.footprint.values)
+        self.total, self.count = _accumulate(self.total, self.count, wn.footprint, weight)
+        self.segments[window] = wn.trace
+        self.detected += len(wn.tiles & covering)
+        self.covering += len(covering)
+        self.snr = max(self.snr, wn.snr)
+
+    @property
+    def tile_evidence(self) -> float:
+        return self.detected / self.covering if self.covering else 1.0
+
+
+def covering_tiles(plan: Plan, point: tuple[float, float], margin: int) -> frozenset[int]:
+    """Tiles holding ``point`` at least ``margin`` pixels inside every side that is not a frame edge."""
+    _, height, width = plan.movie_shape
+    size = plan.patch[1]
+    cy, cx = point
+    out = []
+    for t in plan.tiles:
+        y1, x1 = min(t.y0 + size, height), min(t.x0 + size, width)
+        inside_y = (t.y0 == 0 or cy - t.y0 >= margin) and (y1 == height or y1 - 1 - cy >= margin)
+        inside_x = (t.x0 == 0 or cx - t.x0 >= margin) and (x1 == width or x1 - 1 - cx >= margin)
+        if t.y0 <= cy < y1 and t.x0 <= cx < x1 and inside_y and inside_x:
+            out.append(t.index)
+    return frozenset(out)
+
+
+def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], plan: Plan, *,
+                decide: DecideParams, stitch: StitchParams) -> None:
+    """Link one window's neurons to ``neurons`` (rule 2), appending new ones; updates in place."""
+    thr = decide.mask_threshold
+    current = [n.footprint for n in neurons]
+    pairs = []
+    for j, wn in enumerate(found):
+        for i, fp in enumerate(current):
+            iou, _ = iou_and_containment(fp, wn.footprint, thr)
+            if iou >= stitch.link_iou:
+                pairs.append((-iou, i, j))
+    used_i: set[int] = set()
+    target: dict[int, int] = {}
+    for _, i, j in sorted(pairs):
+        if i not in used_i and j not in target:
+            used_i.add(i)
+            target[j] = i
+    for j, wn in enumerate(found):
+        covering = covering_tiles(plan, centroid(wn.footprint, thr), decide.edge_margin)
+        if j in target:
+            neurons[target[j]].add(window, wn, covering)
+        else:
+            neuron = Neuron(total=None, count=None)  # type: ignore[arg-type]
+            neuron.total, neuron.count = _accumulate(None, None, wn.footprint,
+                                                     np.ones_like(wn.footprint.values))
+            neuron.segments[window] = wn.trace
+            neuron.detected, neuron.covering = len(wn.tiles & covering), len(covering)
+            neuron.snr = wn.snr
+            neurons.append(neuron)
+
+
+def merge_duplicates(neurons: list[Neuron], *, decide: DecideParams,
+                     stitch: StitchParams) -> list[Neuron]:
+    """Merge neurons that overlap but never share a window (rule 3); returns a new list."""
+    if len(neurons) < 2:
+        return list(neurons)
+    fps = [n.footprint for n in neurons]
+    boxes = np.array([[f.y0, f.x0, *f.values.shape] for f in fps], dtype=np.int64)
+    uf = _UnionFind(len(neurons))
+    for i, j in _boxes_overlap(boxes):
+        if set(neurons[i].segments) & set(neurons[j].segments):
+            continue
+        iou, _ = iou_and_containment(fps[i], fps[j], decide.mask_threshold)
+        if iou >= stitch.link_iou:
+            uf.union(i, j)
+    out = []
+    for members in uf.groups():
+        base = neurons[members[0]]
+        for m in members[1:]:
+            other = neurons[m]
+            if set(base.segments) & set(other.segments):
+                out.append(other)  # chained through a third neuron and co-active: keep apart
+                continue
+            base.total, base.count = _accumulate(base.total, base.count, other.total,
+                                                 other.count.values)
+            base.segments.update(other.segments)
+            base.detected += other.detected
+            base.covering += other.covering
+            base.snr = max(base.snr, other.snr)
+        out.append(base)
+    return out
+
+
+def assemble_trace(plan: Plan, segments: dict[int, np.ndarray]) -> np.ndarray:
+    """Full-length trace ``(T,)`` float32 from per-window segments (rule 4)."""
+    n_frames = plan.movie_shape[0]
+    num = np.zeros(n_frames, np.float64)
+    den = np.zeros(n_frames, np.float64)
+    for w in plan.windows:
+        weights = window_weights(plan, w.index)[: w.stop - w.first]
+        den[w.first:w.stop] += weights
+        if w.index in segments:
+            num[w.first:w.stop] += weights * segments[w.index][: w.stop - w.first]
+    return (num / np.maximum(den, 1e-12)).astype(np.float32)

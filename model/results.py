@@ -1,0 +1,141 @@
+"""The result of processing one movie: a Zarr v3 group (schema in ``docs/results.md``).
+
+No TensorFlow here: the API reads results with this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+SCHEMA_VERSION = "1"
+IMAGE_NAMES = ("mean_image", "attention_mean", "max_projection")
+NEURON_FIELDS = {
+    "centroid": np.float32, "area": np.int32, "snr": np.float32, "first_window": np.int32,
+    "n_windows": np.int32, "tile_evidence": np.float32,
+}
+
+
+class ResultWriter:
+    """Write a result group piece by piece (footprints one neuron at a time, memory stays small).
+
+    Parameters
+    ----------
+    path : str or Path
+        Folder of the Zarr v3 group; replaced if it exists.
+    movie_shape : (T, H, W)
+    n_neurons : int
+        K, the number of neurons.
+    attrs : dict
+        Group attributes (JSON-able); ``schema_version`` is added.
+    with_denoised : bool
+        Create the ``denoised`` ``(T, H, W)`` array.
+    """
+
+    def __init__(self, path: str | Path, *, movie_shape: tuple[int, int, int], n_neurons: int,
+                 attrs: dict[str, Any], with_denoised: bool = False) -> None:
+        n_frames, height, width = movie_shape
+        self.path = Path(path)
+        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION})
+        k = int(n_neurons)
+        self.footprints = self.group.create_array(
+            "footprints", shape=(k, height, width), chunks=(1, height, width), dtype="float32",
+            fill_value=0.0)
+        self.traces = self.group.create_array(
+            "traces", shape=(k, n_frames), chunks=(max(1, min(k, 64)), min(n_frames, 16384)),
+            dtype="float32", fill_value=0.0)
+        for name in IMAGE_NAMES:
+            self.group.create_array(name, shape=(height, width), chunks=(height, width),
+                                    dtype="float32", fill_value=0.0)
+        neurons = self.group.create_group("neurons")
+        for name, dtype in NEURON_FIELDS.items():
+            shape = (k, 2) if name == "centroid" else (k,)
+            neurons.create_array(name, shape=shape, chunks=(max(k, 1),) + shape[1:], dtype=dtype,
+                                 fill_value=0)
+        self.denoised = None
+        if with_denoised:
+            self.denoised = self.group.create_array(
+                "denoised", shape=(n_frames, height, width),
+                chunks=(min(n_frames, 32), min(height, 256), min(width, 256)), dtype="float32",
+                fill_value=0.0)
+
+    def put_footprint(self, k: int, y0: int, x0: int, values: np.ndarray) -> None:
+        """Footprint ``k``: ``values`` ``(h, w)`` placed at ``(y0, x0)``; zero elsewhere."""
+        _, height, width = self.footprints.shape
+        full = np.zeros((height, width), np.float32)
+        h, w = values.shape
+        full[y0:y0 + h, x0:x0 + w] = values
+        self.footprints[k] = full
+
+    def put_traces(self, traces: np.ndarray) -> None:
+        """All traces ``(K, T)`` float32."""
+        if traces.shape != self.traces.shape:
+            raise ValueError(f"traces must be {self.traces.shape}, got {traces.shape}")
+        if traces.size:
+            self.traces[...] = traces.astype(np.float32)
+
+    def put_image(self, name: str, image: np.ndarray) -> None:
+        """One of :data:`IMAGE_NAMES`, ``(H, W)`` float32."""
+        if name not in IMAGE_NAMES:
+            raise ValueError(f"unknown image {name!r}")
+        self.group[name][...] = image.astype(np.float32)
+
+    def put_neurons(self, fields: dict[str, np.ndarray]) -> None:
+        """Per-neuron arrays named as in :data:`NEURON_FIELDS`."""
+        for name, values in fields.items():
+            array = self.group["neurons"][name]
+            if array.shape[0]:
+                array[...] = np.asarray(values, dtype=NEURON_FIELDS[name]).reshape(array.shape)
+
+    def put_denoised(self, t0: int, data: np.ndarray) -> None:
+        """Frames ``t0 .. t0 + len(data)`` of the denoised movie ``(t, H, W)``."""
+        if self.denoised is None:
+            raise ValueError("this result was created without a denoised array")
+        self.denoised[t0:t0 + data.shape[0]] = data.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A result read back (footprints and traces loaded; ``denoised`` stays lazy)."""
+
+    footprints: np.ndarray
+    traces: np.ndarray
+    images: dict[str, np.ndarray]
+    neurons: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    denoised: Any | None
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.footprints.shape[0])
+
+
+def read_result(path: str | Path) -> Result:
+    """Open a result group written by :class:`ResultWriter`.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a result group or has another schema version.
+    """
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise ValueError(f"{path} is not a caimx result (no Zarr group)") from exc
+    attrs = dict(group.attrs)
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: result schema {attrs.get('schema_version')!r} is not "
+                         f"{SCHEMA_VERSION!r}")
+    return Result(
+        footprints=group["footprints"][...],
+        traces=group["traces"][...],
+        images={name: group[name][...] for name in IMAGE_NAMES},
+        neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS},
+        attrs=attrs,
+        denoised=group["denoised"] if "denoised" in group else None,
+    )
