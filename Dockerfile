@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# One image, two targets:
+#   api    - the HTTP service (no TensorFlow):  docker build --target api -t caimx-api .
+#   worker - a GPU worker with TensorFlow+CUDA: docker build --target worker -t caimx-worker .
+# Both read CAIMX_* settings; API and workers must share CAIMX_DATA_DIR (a volume).
+
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CAIMX_DATA_DIR=/data \
+    CAIMX_MODELS_DIR=/opt/caimx/models
+WORKDIR /opt/caimx/src
+COPY pyproject.toml README.md ./
+# Dependencies first (cached layer); TensorFlow comes per target below.
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\n'.join(d for d in deps if not d.startswith('tensorflow')))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+COPY caimx caimx
+COPY service service
+COPY worker worker
+COPY model model
+RUN pip install --no-deps . \
+ && mkdir -p /opt/caimx/models /data \
+ && cp -r model/zoo/. /opt/caimx/models/
+RUN useradd --create-home --uid 1000 caimx && chown caimx /data
+USER caimx
+VOLUME ["/data"]
+
+FROM base AS api
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS worker
+USER root
+RUN pip install "tensorflow[and-cuda]>=2.21,<2.22"
+USER caimx
+CMD ["caimx", "worker", "--name", "gpu@%h"]
