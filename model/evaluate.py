@@ -48,8 +48,9 @@ def iou_matrix(found: np.ndarray, true: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (K, J), float64
     """
-    a = found.reshape(found.shape[0], -1).astype(np.float32)
-    b = true.reshape(true.shape[0], -1).astype(np.float32)
+    pixels = int(np.prod(found.shape[1:]))
+    a = found.reshape(found.shape[0], pixels).astype(np.float32)
+    b = true.reshape(true.shape[0], pixels).astype(np.float32)
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float64)

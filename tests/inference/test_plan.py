@@ -1,0 +1,74 @@
+"""The chunk plan: coverage, snapping, padding rule, determinism, JSON round trip."""
+
+import numpy as np
+import pytest
+
+from model.inference.params import InferenceParams, PlanParams
+from model.inference.plan import Plan, make_plan, make_tiles, make_windows, padded_index
+
+
+def _plan(shape, **kw):
+    return make_plan(shape, patch=(100, 32, 32), trace_offset=2, params=PlanParams(**kw),
+                     movie_low=0.0, movie_high=1.0, all_params=InferenceParams().to_dict())
+
+
+@pytest.mark.parametrize("n_frames", [16, 95, 96, 97, 250, 1000, 1003])
+def test_windows_cover_every_frame_once_owned(n_frames):
+    windows = make_windows(n_frames, 100, 2, 20)
+    covered = np.zeros(n_frames, int)
+    owned = np.zeros(n_frames, int)
+    for w in windows:
+        covered[w.first:w.stop] += 1
+        owned[w.own_first:w.own_stop] += 1
+        assert w.first <= w.own_first <= w.own_stop <= w.stop
+    assert covered.min() >= 1
+    assert np.all(owned == 1)
+    assert windows[0].first == 0 and windows[-1].stop == n_frames
+
+
+def test_last_window_snapped_to_movie_end():
+    windows = make_windows(250, 100, 2, 20)
+    assert [w.start for w in windows] == [0, 80, 154]
+    assert windows[-1].start + 100 == 250 + 4
+
+
+@pytest.mark.parametrize("size", [8, 31, 32, 64, 100])
+def test_tiles_cover_frame_and_own_each_pixel_once(size):
+    tiles = make_tiles(size, size + 7, 32, 8)
+    owned = np.zeros((size, size + 7), int)
+    for t in tiles:
+        owned[t.own_y[0]:t.own_y[1], t.own_x[0]:t.own_x[1]] += 1
+        assert t.y0 + 32 <= max(size, 32) and t.x0 + 32 <= max(size + 7, 32)
+    assert np.all(owned == 1)
+
+
+def test_plan_is_deterministic_and_round_trips_json():
+    a, b = _plan((250, 64, 80)), _plan((250, 64, 80))
+    assert a.to_json() == b.to_json()
+    back = Plan.from_json(a.to_json())
+    assert back == a
+    assert back.to_json() == a.to_json()
+
+
+def test_chunks_group_tiles():
+    plan = _plan((250, 64, 64), tiles_per_chunk=2)
+    assert len(plan.tiles) == 9 and len(plan.windows) == 3
+    assert len(plan.chunks) == 3 * 5
+    for w in range(3):
+        ids = [t for c in plan.chunks if c.window == w for t in c.tiles]
+        assert ids == list(range(9))
+
+
+@pytest.mark.parametrize(("shape", "match"), [
+    ((10, 64, 64), "frames"), ((100, 4, 64), "too small"), ((100, 64), "dimensions"),
+])
+def test_bad_shapes_have_clear_errors(shape, match):
+    with pytest.raises(ValueError, match=match):
+        _plan(shape)
+
+
+def test_padded_index_edges_and_mirror():
+    idx = padded_index(np.arange(0, 12), 5, before=2)
+    # 2 copies of frame 0, frames 0..4, 2 copies of frame 4, then mirror 4, 3, 2
+    assert idx.tolist() == [0, 0, 0, 1, 2, 3, 4, 4, 4, 4, 3, 2]
+    assert padded_index(np.arange(0, 8), 5).tolist() == [0, 1, 2, 3, 4, 4, 3, 2]

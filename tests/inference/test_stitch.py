@@ -1,0 +1,97 @@
+"""Stitching on synthetic candidates: tile corners, neighbours, windows, full-length traces."""
+
+import numpy as np
+
+from model.inference.chunks import ChunkResult
+from model.inference.finalize import finalize_result
+from model.inference.params import DecideParams, InferenceParams, StitchParams
+from model.inference.plan import window_weights
+from model.inference.stitch import assemble_trace, merge_tiles
+from model.results import read_result
+from inference_synthetic import candidates_for, disk, small_plan
+
+DECIDE = DecideParams(min_area=5, min_snr=0.0, min_tile_evidence=0.0)
+STITCH = StitchParams()
+
+
+def _chunks_loader(plan, per_window):
+    """Chunk results for every window: ``per_window[w]`` is a list of candidate items."""
+    size = plan.patch[1]
+    results = {}
+    for chunk in plan.chunks:
+        cands = candidates_for(plan, per_window.get(chunk.window, []))
+        images = np.zeros((len(chunk.tiles), 3, size, size), np.float32)
+        results[chunk.id] = ChunkResult(chunk.id, chunk.window, chunk.tiles, cands, images)
+    return results.__getitem__
+
+
+def test_neuron_on_a_tile_corner_is_one_neuron():
+    plan = small_plan()
+    mask = disk((64, 64), (28, 28), 6)  # cut by the tiles at 0 and 32, whole in the tile at 24
+    trace = np.ones(plan.trace_length)
+    cands = candidates_for(plan, [(t.index, mask, trace) for t in plan.tiles])
+    assert len(cands) == 9
+    found = merge_tiles(cands, decide=DECIDE, stitch=STITCH)
+    assert len(found) == 1
+    fp = found[0].footprint
+    full = np.zeros((64, 64), bool)
+    full[fp.y0:fp.y0 + fp.values.shape[0], fp.x0:fp.x0 + fp.values.shape[1]] = fp.values > 0.5
+    assert np.array_equal(full, mask)
+
+
+def test_touching_neighbours_stay_apart():
+    plan = small_plan()
+    a, b = disk((64, 64), (28, 20), 5), disk((64, 64), (28, 31), 5)
+    trace = np.ones(plan.trace_length)
+    items = [(t.index, m, trace) for t in plan.tiles for m in (a, b)]
+    found = merge_tiles(candidates_for(plan, items), decide=DECIDE, stitch=STITCH)
+    assert len(found) == 2
+
+
+def test_neuron_spanning_two_windows_is_linked_with_full_length_trace(tmp_path):
+    plan = small_plan()
+    n_frames, length = plan.movie_shape[0], plan.trace_length
+    signal = np.sin(np.arange(n_frames) / 7.0) + 2.0
+    mask = disk((64, 64), (10, 10), 5)
+    per_window = {
+        w.index: [(0, mask, signal[w.first:w.first + length])] for w in plan.windows[:2]
+    }
+    load = _chunks_loader(plan, per_window)
+    params = InferenceParams(decide=DECIDE)
+    info = finalize_result(plan, load, output=tmp_path / "r.zarr", params=params, attrs={})
+    assert info["n_neurons"] == 1
+    result = read_result(tmp_path / "r.zarr")
+    assert result.traces.shape == (1, n_frames)
+    w2 = plan.windows[2]
+    # frames covered only by detecting windows reproduce the signal exactly (no double counting)
+    np.testing.assert_allclose(result.traces[0, :w2.first], signal[:w2.first], rtol=1e-5)
+    assert result.neurons["n_windows"].tolist() == [2]
+    assert result.neurons["first_window"].tolist() == [0]
+    assert result.traces[0, -1] == 0.0  # window 2 alone covers the end and saw nothing
+
+
+def test_assembled_trace_keeps_first_and_last_frames():
+    plan = small_plan((1003, 32, 32))
+    signal = np.arange(1003, dtype=np.float32) + 1
+    segments = {w.index: signal[w.first:w.first + plan.trace_length] for w in plan.windows}
+    trace = assemble_trace(plan, segments)
+    assert trace.shape == (1003,)
+    np.testing.assert_allclose(trace, signal, rtol=1e-5)
+
+
+def test_window_weights_ramp_only_inside_overlaps():
+    plan = small_plan((400, 32, 32))
+    first, last = window_weights(plan, 0), window_weights(plan, len(plan.windows) - 1)
+    assert first[0] == 1.0 and first[-1] < 1.0
+    assert last[-1] == 1.0 and last[0] < 1.0
+
+
+def test_duplicates_seen_in_different_windows_merge(tmp_path):
+    plan = small_plan()
+    mask = disk((64, 64), (40, 40), 6)
+    shifted = disk((64, 64), (41, 40), 6)
+    length = plan.trace_length
+    per_window = {0: [(4, mask, np.ones(length))], 2: [(8, shifted, np.ones(length))]}
+    info = finalize_result(plan, _chunks_loader(plan, per_window), output=tmp_path / "r.zarr",
+                           params=InferenceParams(decide=DECIDE), attrs={})
+    assert info["n_neurons"] == 1

@@ -1,0 +1,43 @@
+"""Scoring: Hungarian matching on binarized footprints, IoU >= 0.5."""
+
+import json
+
+import numpy as np
+
+from model.evaluate import evaluate, iou_matrix
+
+
+def _disks(centers, shape=(48, 48), radius=5):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.array([(yy - y) ** 2 + (xx - x) ** 2 <= radius**2 for y, x in centers])
+
+
+def test_ground_truth_against_itself_is_perfect():
+    masks = _disks([(10, 10), (30, 12), (20, 35)])
+    traces = np.random.default_rng(0).random((3, 50))
+    score = evaluate(masks.astype(np.float32), masks, found_traces=traces, true_traces=traces)
+    assert score.f1 == 1.0 and score.precision == 1.0 and score.recall == 1.0
+    assert score.mean_iou == 1.0 and abs(score.trace_r - 1.0) < 1e-12
+    json.dumps(score.to_dict())
+
+
+def test_misses_and_false_positives_count():
+    true = _disks([(10, 10), (30, 12), (20, 35)])
+    found = _disks([(10, 11), (40, 40)])  # one good match, one false positive
+    score = evaluate(found.astype(np.float32), true)
+    assert score.n_matched == 1
+    assert score.precision == 0.5 and abs(score.recall - 1 / 3) < 1e-12
+    assert abs(score.f1 - 0.4) < 1e-12
+
+
+def test_low_iou_is_not_a_match():
+    true = _disks([(20, 20)])
+    found = _disks([(20, 27)])
+    assert iou_matrix(found, true)[0, 0] < 0.5
+    assert evaluate(found.astype(np.float32), true).n_matched == 0
+
+
+def test_empty_inputs():
+    empty = np.zeros((0, 16, 16), np.float32)
+    assert evaluate(empty, empty.astype(bool)).f1 == 1.0
+    assert evaluate(empty, _disks([(8, 8)], shape=(16, 16), radius=3)).recall == 0.0
