@@ -1,9 +1,9 @@
 """Shared fixtures: a private Redis database, a live Celery worker, small synthetic movies.
 
-Service and worker tests use real parts. They need a Redis (``CAIMX_TEST_REDIS_URL``, default
-``redis://127.0.0.1:6379``; ``.ci/run`` starts one when none answers). The session claims an empty
-database number (15 down to 1) so the developer's data in database 0 is never touched, and
-empties it again at the end.
+Service and worker tests use real parts, among them a real Redis: ``CAIMX_TEST_REDIS_URL`` if set,
+else the one on 127.0.0.1:6379 (``.ci/run`` starts it), else a private ``redis-server`` started for
+the session. The session claims an empty database number (15 down to 1), so the developer's data
+in database 0 is never touched, and empties it again at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 import redis
 import tifffile
 
+from caimx.embedded import Launcher, start_redis
 from caimx.jobs import JobStore
 from caimx.queue import live_workers
 from caimx.settings import Settings
@@ -47,9 +48,38 @@ def synthetic_movie(t: int = 120, h: int = 48, w: int = 48, *, seed: int = 0) ->
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``CAIMX_TEST_REDIS_URL``, else the Redis on 127.0.0.1:6379, else a private one.
+
+    ``CAIMX_TEST_REDIS_URL=private`` always starts a private one.
+    """
+    configured = os.environ.get("CAIMX_TEST_REDIS_URL", "")
+    if configured and configured != "private":
+        yield configured.rstrip("/")
+        return
+    if not configured:
+        local = redis.Redis.from_url("redis://127.0.0.1:6379", socket_connect_timeout=1)
+        try:
+            local.ping()
+            yield "redis://127.0.0.1:6379"
+            return
+        except redis.ConnectionError:
+            pass
+        finally:
+            local.close()
+    launcher = Launcher()
+    folder = tmp_path_factory.mktemp("redis")
+    try:
+        url = start_redis(launcher, Settings(data_dir=folder), env=dict(os.environ))
+        yield url.rsplit("/", 1)[0]
+    finally:
+        launcher.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> Iterator[str]:
     """URL of a database of the test Redis that this session owns."""
-    base = os.environ.get("CAIMX_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    base = redis_server
     token = uuid.uuid4().hex
     for db in range(15, 0, -1):
         client = redis.Redis.from_url(f"{base}/{db}")
