@@ -1,9 +1,9 @@
 """Score found neurons against ground truth (no TensorFlow).
 
 Footprints are binarized (``> threshold``), matched one to one with the Hungarian algorithm
-(:func:`scipy.optimize.linear_sum_assignment`) on IoU, and a pair counts as a match when its IoU is at
-least ``min_iou`` (0.5). Precision = matches / found, recall = matches / true, F1 their harmonic mean;
-mean IoU and the Pearson r of the matched traces are averaged over the matches.
+(:func:`scipy.optimize.linear_sum_assignment`) on IoU, and a pair counts as a match when its IoU is
+at least ``min_iou`` (0.5). Precision = matches / found, recall = matches / true, F1 their harmonic
+mean; mean IoU and the Pearson r of the matched traces are averaged over the matches.
 """
 
 from __future__ import annotations

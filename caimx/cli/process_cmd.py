@@ -1,5 +1,144 @@
-"""Sub-commands (being written)."""
+"""``caimx process`` (movie to result group, offline) and ``caimx evaluate`` (score a result)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 
 def register(subparsers) -> None:
-    """Add this module's sub-commands."""
+    """Add ``process`` and ``evaluate``."""
+    p = subparsers.add_parser(
+        "process", help="find neurons and traces in a movie (offline, no server)",
+        description="Run the inference engine on one movie and write a Zarr v3 result group.")
+    p.add_argument("movie", type=Path, help="movie file (TIFF, .npy, Zarr)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="result folder (RESULT.zarr)")
+    p.add_argument("--model", default=None, help="installed model name (default from settings)")
+    p.add_argument("--models-dir", type=Path, default=None, help="folder of installed models")
+    p.add_argument("--tile", type=int, default=None, help="tile edge in pixels (model patch size)")
+    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles")
+    p.add_argument("--window-overlap", type=int, default=None, help="frames shared by windows")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per network call")
+    p.add_argument("--no-motion-correction", action="store_true",
+                   help="skip rigid motion correction (already registered movies)")
+    p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
+    p.add_argument("--params", type=Path, default=None,
+                   help="JSON file of inference parameters (as stored in a result's attributes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_process)
+
+    e = subparsers.add_parser(
+        "evaluate", help="score a result against ground truth",
+        description="Precision, recall, F1 (Hungarian matching, IoU >= 0.5 on binarized "
+                    "footprints), mean IoU and the trace Pearson r of matched neurons.")
+    e.add_argument("result", type=Path, help="result folder written by `caimx process`")
+    e.add_argument("--gt", type=Path, required=True,
+                   help="ground truth: .npz with 'masks' or 'footprints' (K,H,W) and optional "
+                        "'traces' (K,T), or another result folder")
+    e.add_argument("--min-iou", type=float, default=0.5, help="smallest IoU of a match")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=run_evaluate)
+
+
+def _params(args: argparse.Namespace, settings: Any):
+    from model.inference.params import InferenceParams, MotionParams, PlanParams
+
+    base = InferenceParams()
+    if args.params is not None:
+        base = InferenceParams.from_dict(json.loads(args.params.read_text(encoding="utf-8")))
+    plan = base.plan
+    overlap = args.overlap if args.overlap is not None else settings.tile_overlap
+    window_overlap = (args.window_overlap if args.window_overlap is not None
+                      else settings.window_overlap)
+    plan = PlanParams(**{**plan.__dict__, "tile": args.tile or settings.tile_size,
+                         "tile_overlap": overlap, "window_overlap": window_overlap})
+    motion = base.motion
+    if args.no_motion_correction:
+        motion = MotionParams(**{**motion.__dict__, "enabled": False})
+    return InferenceParams(
+        scaling=base.scaling, motion=motion, plan=plan, decide=base.decide, stitch=base.stitch,
+        batch_size=args.batch_size or settings.batch_size,
+        write_denoised=args.denoised or base.write_denoised)
+
+
+def run_process(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+    from caimx.settings import get_settings
+
+    settings = get_settings()
+    from tqdm import tqdm
+
+    from model.inference import process_movie
+    from model.io import MovieFormatError, open_movie
+    from model.registry import UnknownModelError, resolve_model
+    from model.serving import SavedModelPredictor
+
+    try:
+        params = _params(args, settings)
+        installed = resolve_model(args.model or settings.default_model,
+                                  args.models_dir or settings.models_dir)
+    except (UnknownModelError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        movie = open_movie(args.movie)
+    except (MovieFormatError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    predictor = SavedModelPredictor.load(installed.path)
+    n_frames = int(movie.shape[0])
+    bar = tqdm(total=n_frames, unit="frame", disable=args.quiet, file=sys.stderr,
+               desc=f"{args.movie.name}")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(round(n_frames * done / total) - bar.n)
+
+    try:
+        with movie:
+            summary = process_movie(movie, predictor, output=args.output, params=params,
+                                    progress=progress)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+    print(f"{summary.n_neurons} neurons in {args.movie.name} ({summary.movie_shape[0]} frames, "
+          f"{summary.frames_per_s:.1f} frames/s) -> {args.output}")
+    return 0
+
+
+def _load_truth(path: Path):
+    import numpy as np
+
+    from model.results import read_result
+
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            key = "masks" if "masks" in data else "footprints"
+            if key not in data:
+                raise ValueError(f"{path} holds neither 'masks' nor 'footprints'")
+            traces = data.get("traces", None)
+            return data[key], traces
+    result = read_result(path)
+    return result.footprints > 0, result.traces
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+    from model.evaluate import evaluate
+    from model.results import read_result
+
+    try:
+        result = read_result(args.result)
+        masks, traces = _load_truth(args.gt)
+        score = evaluate(result.footprints, masks, found_traces=result.traces,
+                         true_traces=traces, min_iou=args.min_iou)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(score.to_dict()))
+        return 0
+    print(f"found {score.n_found}, true {score.n_true}, matched {score.n_matched}")
+    print(f"precision {score.precision:.3f}  recall {score.recall:.3f}  F1 {score.f1:.3f}")
+    print(f"mean IoU {score.mean_iou:.3f}  trace r {score.trace_r:.3f}")
+    return 0

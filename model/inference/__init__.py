@@ -1,8 +1,8 @@
 """Full field-of-view inference: plan, patches through the network, decide, stitch, write.
 
-``process_movie`` runs everything in one process; ``prepare``, ``run_chunk`` and ``finalize`` are the
-same steps for a queue of workers (one chunk per task). Nothing here imports TensorFlow: the network
-comes in as a predictor object.
+``process_movie`` runs everything in one process; ``prepare``, ``run_chunk`` and ``finalize`` are
+the same steps for a queue of workers (one chunk per task). Nothing here imports TensorFlow: the
+network comes in as a predictor object.
 """
 
 from model.inference.engine import (

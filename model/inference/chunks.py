@@ -1,8 +1,9 @@
 """Per-chunk partial results on disk: written atomically, byte-identical when a chunk is re-run.
 
-A chunk folder ``<work_dir>/chunks/<chunk id>/`` holds ``.npy`` files (``np.save`` output depends only
-on the array) and a ``meta.json`` with sorted keys. It is written to a temporary sibling and renamed
-into place, so a reader never sees half a chunk and a retried chunk replaces it with the same bytes.
+A chunk folder ``<work_dir>/chunks/<chunk id>/`` holds ``.npy`` files (``np.save`` output depends
+only on the array) and a ``meta.json`` with sorted keys. It is written to a temporary sibling and
+renamed into place, so a reader never sees half a chunk and a retried chunk replaces it with the
+same bytes.
 """
 
 from __future__ import annotations

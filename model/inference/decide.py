@@ -1,8 +1,8 @@
 """Which network channels become neurons.
 
 A channel of one patch is only a *candidate* when its opened mask has at least ``min_area`` pixels
-above ``mask_threshold`` inside the real frame. After stitching, a *neuron* is kept when all of these
-hold (each threshold a :class:`~model.inference.params.DecideParams` field):
+above ``mask_threshold`` inside the real frame. After stitching, a *neuron* is kept when all of
+these hold (each threshold a :class:`~model.inference.params.DecideParams` field):
 
 - its footprint area is in ``[min_area, max_area]``;
 - it was detected in at least ``min_windows`` temporal windows;
@@ -61,7 +61,8 @@ class Candidates:
     @classmethod
     def empty(cls, trace_length: int) -> Candidates:
         return cls(
-            tile=np.zeros(0, np.int32), channel=np.zeros(0, np.int32), bbox=np.zeros((0, 4), np.int32),
+            tile=np.zeros(0, np.int32), channel=np.zeros(0, np.int32),
+            bbox=np.zeros((0, 4), np.int32),
             mask_offsets=np.zeros(1, np.int64), masks=np.zeros(0, np.float32),
             traces=np.zeros((0, trace_length), np.float32), snr=np.zeros(0, np.float32),
         )
@@ -86,7 +87,7 @@ class Candidates:
 
 
 def transient_snr(trace: np.ndarray) -> float:
-    """``(99th percentile - median) / noise`` of a 1-D trace; noise from frame-to-frame differences."""
+    """``(99th percentile - median) / noise`` of a 1-D trace (noise from frame differences)."""
     trace = np.asarray(trace, dtype=np.float64)
     if trace.size < 3:
         return 0.0

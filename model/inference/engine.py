@@ -29,6 +29,7 @@ from model.inference.source import as_movie, movie_name, movie_sha256
 
 PLAN_FILE = "plan.json"
 REFERENCE_FILE = "motion_reference.npy"
+DEFAULT_PARAMS = InferenceParams()  # frozen, so sharing one default is safe
 
 
 class InferenceCancelled(RuntimeError):
@@ -54,7 +55,7 @@ class ResultSummary:
 
 
 def prepare(movie: Any, card: Any, *, work_dir: str | Path,
-            params: InferenceParams = InferenceParams()) -> Plan:
+            params: InferenceParams = DEFAULT_PARAMS) -> Plan:
     """Measure the movie's range (and motion reference), build the plan, write both to ``work_dir``.
 
     Parameters
@@ -134,7 +135,10 @@ def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *
 
 def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
               work_dir: str | Path) -> Path:
-    """Compute one chunk and write its partial result to ``work_dir`` (idempotent); returns its folder."""
+    """Compute one chunk and write its partial result to ``work_dir`` (idempotent).
+
+    Returns the chunk's folder.
+    """
     movie = as_movie(movie)
     if tuple(movie.shape) != plan.movie_shape:
         raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
@@ -195,7 +199,7 @@ def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, An
 
 
 def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
-                  params: InferenceParams = InferenceParams(),
+                  params: InferenceParams = DEFAULT_PARAMS,
                   progress: Callable[[int, int], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
                   work_dir: str | Path | None = None) -> ResultSummary:

@@ -73,7 +73,7 @@ class _Images:
 
 def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: InferenceParams,
                images: _Images | None = None) -> tuple[list[Neuron], int]:
-    """Merge, link and de-duplicate every window's candidates; returns ``(neurons, n_candidates)``."""
+    """Merge, link and de-duplicate all candidates; returns ``(neurons, n_candidates)``."""
     neurons: list[Neuron] = []
     n_candidates = 0
     for window in plan.windows:

@@ -19,7 +19,8 @@ def reference_image(movie, *, params: MotionParams) -> np.ndarray:
     return (total / len(idx)).astype(np.float32)
 
 
-def estimate_shifts(frames: np.ndarray, reference: np.ndarray, *, params: MotionParams) -> np.ndarray:
+def estimate_shifts(frames: np.ndarray, reference: np.ndarray, *,
+                    params: MotionParams) -> np.ndarray:
     """Shift ``(dy, dx)`` that aligns each frame to the reference.
 
     Parameters

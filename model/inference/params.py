@@ -1,4 +1,4 @@
-"""Parameters of the inference engine: frozen dataclasses, one per stage, with descriptions and bounds.
+"""Parameters of the inference engine: frozen dataclasses per stage, with descriptions and bounds.
 
 Every field carries ``metadata={"description": ..., "bounds": (low, high)}``; the bounds are checked
 when an object is built, so a bad value fails early with a message naming the field. Use
@@ -38,7 +38,8 @@ def _check_bounds(obj: Any) -> None:
 class ScalingParams:
     """Intensity scaling: a robust per-movie range, then per-patch min-max as in training."""
 
-    sample_frames: int = _p(200, "Frames (evenly spaced) sampled for the movie percentiles.", 1, 10_000)
+    sample_frames: int = _p(200, "Frames (evenly spaced) sampled for the movie percentiles.",
+                            1, 10_000)
     low_percentile: float = _p(1.0, "Movie percentile mapped to 0 before patch scaling.", 0.0, 50.0)
     high_percentile: float = _p(99.9, "Movie percentile mapped to 1; brighter pixels are clipped.",
                                 50.0, 100.0)
@@ -67,7 +68,8 @@ class MotionParams:
 
     enabled: bool = _p(True, "Correct rigid motion; turn off for already registered movies.")
     reference_frames: int = _p(100, "Frames (evenly spaced) averaged into the reference.", 1, 5000)
-    max_shift: int = _p(15, "Largest accepted shift in pixels; larger estimates are clipped.", 0, 256)
+    max_shift: int = _p(15, "Largest accepted shift in pixels; larger estimates are clipped.",
+                        0, 256)
     upsample: int = _p(1, "Sub-pixel factor of the phase correlation (1: whole pixels).", 1, 100)
 
     def __post_init__(self) -> None:
@@ -102,10 +104,11 @@ class DecideParams:
     max_area: int = _p(400, "Largest footprint (pixels) kept.", 1, 10_000_000)
     min_tile_evidence: float = _p(
         0.5,
-        "Fraction of the tiles covering a neuron (in windows where it was seen) that must detect it.",
+        "Fraction of the tiles covering a neuron (in windows where it was seen) that must "
+        "detect it.",
         0.0, 1.0,
     )
-    edge_margin: int = _p(4, "A tile covers a neuron when its centroid is this far inside the tile.",
+    edge_margin: int = _p(4, "A tile covers a neuron when its centroid is this far inside it.",
                           0, 1024)
     min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
     min_snr: float = _p(
@@ -128,7 +131,8 @@ class StitchParams:
     merge_iou: float = _p(0.3, "IoU at which two tiles' footprints (same window) are one neuron.",
                           0.0, 1.0)
     merge_containment: float = _p(
-        0.7, "Share of the smaller footprint inside the larger one that also merges (tile borders).",
+        0.7, "Share of the smaller footprint inside the larger one that also merges "
+        "(tile borders).",
         0.0, 1.0,
     )
     link_iou: float = _p(0.3, "IoU at which footprints of different windows are one neuron.",
@@ -159,7 +163,7 @@ class InferenceParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceParams:
-        """Build from :meth:`to_dict` output (missing keys take defaults, unknown keys are refused)."""
+        """Build from :meth:`to_dict` output (missing keys: defaults; unknown keys: refused)."""
         stages = {
             "scaling": ScalingParams, "motion": MotionParams, "plan": PlanParams,
             "decide": DecideParams, "stitch": StitchParams,

@@ -11,13 +11,14 @@ included, is covered. A movie shorter than one window (but at least ``min_frames
 further at its end by mirror reflection up to one window; traces of those frames are dropped.
 
 *Space.* Tiles of ``tile`` pixels overlap by ``tile_overlap``; the last tile of a row or column is
-snapped to the image edge. A frame smaller than one tile (but at least ``min_size``) is padded at its
-bottom/right by mirror reflection; footprints found in the padding are cropped away.
+snapped to the image edge. A frame smaller than one tile (but at least ``min_size``) is padded at
+its bottom/right by mirror reflection; footprints found in the padding are cropped away.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,7 @@ class Plan:
 
 
 def origins(length: int, size: int, overlap: int) -> list[int]:
-    """Start offsets of blocks of ``size`` covering ``max(length, size)``; last one snapped to the end."""
+    """Starts of blocks of ``size`` covering ``max(length, size)``; the last snapped to the end."""
     padded = max(length, size)
     stride = size - overlap
     starts = list(range(0, padded - size + 1, stride))
@@ -125,9 +126,9 @@ def origins(length: int, size: int, overlap: int) -> list[int]:
 
 def _owned(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
     """Split the covered range among blocks at the middle of each overlap; clipped to ``length``."""
-    cuts = [0] + [(s + (p + size)) // 2 for p, s in zip(starts[:-1], starts[1:], strict=True)]
+    cuts = [0] + [(s + (p + size)) // 2 for p, s in itertools.pairwise(starts)]
     cuts.append(length)
-    return [(min(a, length), min(b, length)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    return [(min(a, length), min(b, length)) for a, b in itertools.pairwise(cuts)]
 
 
 def check_movie(shape: tuple[int, ...], params: PlanParams) -> None:
@@ -137,7 +138,8 @@ def check_movie(shape: tuple[int, ...], params: PlanParams) -> None:
                          f"{tuple(shape)}")
     n_frames, height, width = shape
     if n_frames < params.min_frames:
-        raise ValueError(f"the movie has {n_frames} frames; at least {params.min_frames} are needed")
+        raise ValueError(f"the movie has {n_frames} frames; at least {params.min_frames} "
+                         "are needed")
     if min(height, width) < params.min_size:
         raise ValueError(f"frames of {height}x{width} pixels are too small; at least "
                          f"{params.min_size}x{params.min_size} are needed")
@@ -227,7 +229,7 @@ def padded_index(index: np.ndarray, length: int, *, before: int = 0) -> np.ndarr
 
 
 def window_weights(plan: Plan, index: int) -> np.ndarray:
-    """Blend weights ``(trace_length,)`` float32 of one window's traces: linear ramps over overlaps."""
+    """Blend weights ``(trace_length,)`` float32 of a window's traces: linear ramps in overlaps."""
     w = plan.windows[index]
     length = plan.trace_length
     weights = np.ones(length, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Batch patches through a predictor (a loaded SavedModel, or anything with the same two members)."""
+"""Batch patches through a predictor (a loaded SavedModel, or anything with the same members)."""
 
 from __future__ import annotations
 
@@ -44,5 +44,6 @@ def predict_batches(predictor: Predictor, patches: np.ndarray, *,
         outputs = predictor.predict(batch)
         n_traces = np.asarray(outputs.traces).shape
         if n_traces[0] != batch.shape[0]:
-            raise RuntimeError(f"the model returned {n_traces[0]} results for {batch.shape[0]} patches")
+            raise RuntimeError(f"the model returned {n_traces[0]} results for "
+                               f"{batch.shape[0]} patches")
         yield first, outputs

@@ -1,4 +1,4 @@
-"""Robust per-movie intensity range, and the per-patch min-max scaling the network was trained with."""
+"""Robust per-movie intensity range, and the per-patch min-max scaling the network expects."""
 
 from __future__ import annotations
 

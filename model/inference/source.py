@@ -41,13 +41,14 @@ class ArrayMovie:
         self.path: Path | None = None
         self.name = name
 
-    def read(self, t0: int, t1: int, *, y: slice = slice(None), x: slice = slice(None)) -> np.ndarray:
+    def read(self, t0: int, t1: int, *, y: slice = slice(None),
+             x: slice = slice(None)) -> np.ndarray:
         """Frames ``t0:t1`` of region ``(y, x)`` as a new array ``(t, h, w)``."""
         return np.array(self._data[t0:t1, y, x])
 
 
 def as_movie(movie: Any) -> Any:
-    """Return ``movie`` if it already has ``.read`` and ``.shape``, else wrap it in :class:`ArrayMovie`."""
+    """``movie`` itself if it has ``.read`` and ``.shape``, else wrapped in :class:`ArrayMovie`."""
     if hasattr(movie, "read") and hasattr(movie, "shape"):
         if len(movie.shape) != 3:
             raise ValueError(f"a movie must be (frames, height, width), got shape {movie.shape}")
@@ -74,5 +75,6 @@ def movie_sha256(movie: Any, *, block_frames: int = 64) -> str:
         return digest.hexdigest()
     n_frames = movie.shape[0]
     for t0 in range(0, n_frames, block_frames):
-        digest.update(np.ascontiguousarray(movie.read(t0, min(n_frames, t0 + block_frames))).tobytes())
+        block = movie.read(t0, min(n_frames, t0 + block_frames))
+        digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest()

@@ -2,15 +2,16 @@
 
 Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 
-1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their binarized
-   footprints have IoU >= ``merge_iou``, or when at least ``merge_containment`` of the smaller one lies
-   inside the larger one (a neuron cut by a tile border is a part of the same neuron seen whole by the
-   neighbouring tile). Merging is transitive (union-find). Channels of one patch are never merged
-   with each other directly: the network already separated them. The merged footprint is the mean of
-   the members' masks over the members that detected each pixel; the window's trace is the mean of the
-   members' traces.
-2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint IoU
-   >= ``link_iou``, best pairs first, one to one; an unmatched window neuron starts a new neuron.
+1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their
+   binarized footprints have IoU >= ``merge_iou``, or when at least ``merge_containment`` of the
+   smaller one lies inside the larger one (a neuron cut by a tile border is a part of the same
+   neuron seen whole by the neighbouring tile). Merging is transitive (union-find). Channels of one
+   patch are never merged with each other directly: the network already separated them. The merged
+   footprint is the mean of the members' masks over the members that detected each pixel; the
+   window's trace is the mean of the members' traces.
+2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint
+   IoU >= ``link_iou``, best pairs first, one to one; an unmatched window neuron starts a new
+   neuron.
 3. *Duplicates.* Neurons whose footprints overlap by IoU >= ``link_iou`` but were never seen in the
    same window are one neuron seen twice, and are merged.
 4. *Traces.* Each window covers real frames ``[start, start + L)``; in an overlap the windows'
@@ -59,7 +60,7 @@ def iou_and_containment(a: Footprint, b: Footprint, threshold: float) -> tuple[f
 
 def _accumulate(total: Footprint | None, count: Footprint | None, fp: Footprint,
                 weight: np.ndarray) -> tuple[Footprint, Footprint]:
-    """Add ``fp`` (and ``weight`` of the same shape) into running sums, growing the box as needed."""
+    """Add ``fp`` (and ``weight``, same shape) into running sums, growing the box as needed."""
     if total is None:
         return Footprint(fp.y0, fp.x0, fp.values.astype(np.float32)), Footprint(
             fp.y0, fp.x0, weight.astype(np.float32))
@@ -131,7 +132,8 @@ def _boxes_overlap(boxes: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams) -> list[WindowNeuron]:
+def merge_tiles(cands: Candidates, *, decide: DecideParams,
+                stitch: StitchParams) -> list[WindowNeuron]:
     """Merge one window's candidates from overlapping tiles into window neurons (rule 1)."""
     fps = [Footprint(int(b[0]), int(b[1]), cands.mask(i)) for i, b in enumerate(cands.bbox)]
     uf = _UnionFind(len(cands))
@@ -187,7 +189,7 @@ class Neuron:
 
 
 def covering_tiles(plan: Plan, point: tuple[float, float], margin: int) -> frozenset[int]:
-    """Tiles holding ``point`` at least ``margin`` pixels inside every side that is not a frame edge."""
+    """Tiles holding ``point`` at least ``margin`` pixels inside each side that is no frame edge."""
     _, height, width = plan.movie_shape
     size = plan.patch[1]
     cy, cx = point

@@ -20,8 +20,8 @@ def disk(shape, center, radius) -> np.ndarray:
 
 
 def candidates_for(plan: Plan, items: list[tuple[int, np.ndarray, np.ndarray]]) -> Candidates:
-    """``items``: (tile index, full-frame bool mask, trace segment (L,)); masks are cut to the tile."""
-    _, height, width = plan.movie_shape
+    """``items``: (tile index, full-frame bool mask, trace (L,)); masks are cut to the tile."""
+    _, _height, _width = plan.movie_shape
     size = plan.patch[1]
     parts = []
     for tile_index, mask, trace in items:

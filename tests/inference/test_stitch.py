@@ -1,6 +1,7 @@
 """Stitching on synthetic candidates: tile corners, neighbours, windows, full-length traces."""
 
 import numpy as np
+from inference_synthetic import candidates_for, disk, small_plan
 
 from model.inference.chunks import ChunkResult
 from model.inference.finalize import finalize_result
@@ -8,7 +9,6 @@ from model.inference.params import DecideParams, InferenceParams, StitchParams
 from model.inference.plan import window_weights
 from model.inference.stitch import assemble_trace, merge_tiles
 from model.results import read_result
-from inference_synthetic import candidates_for, disk, small_plan
 
 DECIDE = DecideParams(min_area=5, min_snr=0.0, min_tile_evidence=0.0)
 STITCH = StitchParams()
