@@ -1,0 +1,220 @@
+"""SavedModel export, model card, registry, predictor and the shipped ``deepcaimx-mini``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest_network import (
+    LICENSE_FILE,
+    PUBLISHED_H5,
+    SAMPLES,
+    assert_science,
+    load_reference,
+    load_sample,
+    require_data,
+    science,
+)
+
+from caimx.cli import main
+from caimx.settings import REPO_MODELS_DIR
+from model.export import sha256_file
+from model.registry import ModelCard, UnknownModelError, list_models, resolve_model
+
+NAME = "deepcaimx-mini"
+TOLERANCE = 1e-3
+ROUND_TRIP = 1e-4
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``caimx model export`` of the published weights into a fresh models folder."""
+    require_data()
+    models_dir = tmp_path_factory.mktemp("models")
+    code = main([
+        "model", "export", "--weights", str(PUBLISHED_H5), "--preset", "mini", "--name", NAME,
+        "--models-dir", str(models_dir), "--license-file", str(LICENSE_FILE),
+    ])
+    assert code == 0
+    return resolve_model(NAME, models_dir)
+
+
+@pytest.fixture(scope="module")
+def predictor(installed):
+    from model.serving import SavedModelPredictor
+
+    return SavedModelPredictor.load(installed.path)
+
+
+@pytest.fixture(scope="module")
+def keras_model(installed):
+    from model.export import WEIGHTS_FILE
+    from model.network import build_network
+
+    model = build_network(installed.card.preset)
+    model.load_weights(installed.path / WEIGHTS_FILE)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference_inputs():
+    require_data()
+    return np.stack([load_reference(k)["input"] for k in SAMPLES])
+
+
+@pytest.fixture(scope="module")
+def served(predictor, reference_inputs):
+    """SavedModel outputs for the three reference inputs in one batch of 3."""
+    return predictor.predict(reference_inputs)
+
+
+@pytest.fixture(scope="module")
+def direct(keras_model, reference_inputs):
+    """Keras outputs (compiled ``predict``) for the same batch, laid out as the contract."""
+    out = keras_model.predict(reference_inputs[..., None], batch_size=len(SAMPLES), verbose=0)
+    return {
+        "denoised": np.asarray(out["denoised"]),
+        "attention": np.asarray(out["attention"]),
+        "footprints": np.asarray(out["opened_masks"]),
+        "raw_footprints": np.asarray(out["raw_masks"]),
+        "traces": np.transpose(np.asarray(out["traces"]), (0, 2, 1)),
+    }
+
+
+def test_card(installed):
+    card = installed.card
+    assert (card.name, card.preset, card.N) == (NAME, "mini", 4)
+    assert card.patch_shape == (100, 32, 32)
+    assert card.trace_offset == 2 and card.trace_length == 96
+    assert card.input_scaling == "minmax-per-patch"
+    assert card.parameters == 130_838
+    assert card.license == "MIT"
+    assert card.weights_sha256 == sha256_file(installed.path / "model.weights.h5")
+    assert (installed.path / LICENSE_FILE.name).read_text() == LICENSE_FILE.read_text()
+    assert card.created and card.training_data and card.version
+
+
+def test_export_refuses_to_overwrite(installed, capsys):
+    code = main([
+        "model", "export", "--weights", str(PUBLISHED_H5), "--name", NAME,
+        "--models-dir", str(installed.path.parent),
+    ])
+    assert code == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_signature(predictor):
+    function = predictor._function
+    inputs = function.structured_input_signature[1]
+    assert list(inputs) == ["movie"]
+    assert inputs["movie"].shape.as_list() == [None, 100, 32, 32, 1]
+    outputs = {k: v.shape.as_list() for k, v in function.structured_outputs.items()}
+    assert outputs == {
+        "denoised": [None, 100, 32, 32],
+        "attention": [None, 100, 32, 32],
+        "footprints": [None, 4, 32, 32],
+        "raw_footprints": [None, 4, 32, 32],
+        "traces": [None, 4, 96],
+    }
+
+
+def test_saved_model_matches_published(predictor, served):
+    out = served
+    for index, k in enumerate(SAMPLES):
+        ref = load_reference(k)
+        errors = {
+            "denoised": np.abs(out.denoised[index] - ref["denoised"]).max(),
+            "attention": np.abs(out.attention[index] - ref["attention"]).max(),
+            "footprints": np.abs(out.footprints[index] - ref["opened_masks"]).max(),
+            "raw_footprints": np.abs(out.raw_footprints[index] - ref["raw_masks"]).max(),
+            "traces": np.abs(out.traces[index] - ref["traces"].T).max(),
+        }
+        assert max(errors.values()) < TOLERANCE, (k, errors)
+        result = science(load_sample(k), out.denoised[index], out.footprints[index],
+                         out.traces[index], offset=predictor.card.trace_offset)
+        assert_science(result)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_round_trip_equals_keras(predictor, served, direct, reference_inputs, batch):
+    got_all = served if batch == 3 else predictor.predict(reference_inputs[:batch])
+    for key, expected in direct.items():
+        got = getattr(got_all, key)
+        assert got.shape == (batch, *expected.shape[1:]), key
+        assert np.abs(got - expected[:batch]).max() < ROUND_TRIP, key
+
+
+def test_predict_splits_batches_and_checks_shape(predictor, served, reference_inputs):
+    split = predictor.predict(reference_inputs, batch_size=2)
+    for key in ("denoised", "footprints", "traces"):
+        np.testing.assert_allclose(getattr(split, key), getattr(served, key), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        predictor.predict(np.zeros((1, 50, 32, 32), np.float32))
+
+
+def test_predictor_needs_only_the_saved_model(installed, reference_inputs, tmp_path):
+    """Load and run with the network code made unimportable, from a copy of the folder."""
+    np.save(tmp_path / "x.npy", reference_inputs[2:3])
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("model.network", "model.layers", "model.export", "model.weights_import"):
+            sys.modules[name] = None
+        import numpy as np
+        from model.serving import SavedModelPredictor
+        p = SavedModelPredictor.load({str(installed.path)!r})
+        out = p.predict(np.load({str(tmp_path / "x.npy")!r}))
+        print(out.traces.shape, out.footprints.shape, "keras" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 4, 96) (1, 4, 32, 32)" in result.stdout
+
+
+def test_registry(installed, tmp_path):
+    cards = list_models(installed.path.parent)
+    assert [c.name for c in cards] == [NAME]
+    with pytest.raises(UnknownModelError, match=NAME) as info:
+        resolve_model("no-such-model", installed.path.parent)
+    assert isinstance(info.value, LookupError)
+    with pytest.raises(UnknownModelError, match="installed: none"):
+        resolve_model(NAME, tmp_path)
+    with pytest.raises(UnknownModelError):
+        resolve_model("../" + NAME, installed.path.parent / "sub")
+
+
+def test_registry_imports_no_tensorflow():
+    script = ("import sys, model.registry; "
+              "print(any(m in sys.modules for m in ('tensorflow', 'keras', 'jax')))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "False"
+
+
+def test_models_command(installed, capsys):
+    assert main(["models", "--models-dir", str(installed.path.parent)]) == 0
+    assert NAME in capsys.readouterr().out
+    assert main(["model", "list", "--json", "--models-dir", str(installed.path.parent)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["parameters"] == 130_838
+
+
+def test_shipped_model(reference_inputs):
+    """The repository's ``model/zoo/deepcaimx-mini`` is the converted published model."""
+    from model.serving import SavedModelPredictor
+
+    shipped = resolve_model(NAME, REPO_MODELS_DIR)
+    size = sum(p.stat().st_size for p in shipped.path.rglob("*") if p.is_file())
+    assert size < 5 * 1024**2
+    assert (shipped.path / LICENSE_FILE.name).is_file()
+    assert shipped.card.weights_sha256 == sha256_file(shipped.path / "model.weights.h5")
+    card = ModelCard.read(shipped.path)
+    assert card == shipped.card and card.parameters == 130_838
+    out = SavedModelPredictor.load(shipped.path).predict(reference_inputs[2:3])
+    ref = load_reference(SAMPLES[2])
+    assert np.abs(out.traces[0] - ref["traces"].T).max() < TOLERANCE
+    assert np.abs(out.footprints[0] - ref["opened_masks"]).max() < TOLERANCE
