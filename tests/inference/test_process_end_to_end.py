@@ -1,0 +1,84 @@
+"""End to end with the shipped SavedModel: `caimx process` on a small simulated movie, scored.
+
+The movie is made here (elliptic somata with calcium transients on a smooth background, shot-like
+noise), so the test depends only on the engine, the reader and the installed model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caimx.cli import main
+from model.results import read_result
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "model" / "zoo"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (MODEL_DIR / "deepcaimx-mini" / "saved_model").is_dir(),
+                       reason="the shipped deepcaimx-mini SavedModel is not installed"),
+]
+F1_FLOOR = 0.4  # measured 0.46 (see docs/benchmarks.md, "Inference engine"); the mini model is weak
+
+
+def simulated_movie(shape=(176, 64, 64), n_cells=6, seed=3):
+    """A movie ``(T, H, W)`` uint16 with masks ``(K, H, W)`` bool and traces ``(K, T)`` float32."""
+    rng = np.random.default_rng(seed)
+    t, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    centers = [(12, 12), (12, 44), (30, 28), (50, 12), (50, 46), (34, 55)][:n_cells]
+    masks, traces = [], []
+    kernel = np.exp(-np.arange(40) / 8.0)
+    for cy, cx in centers:
+        a, b, ang = rng.uniform(5.5, 7.0), rng.uniform(4.5, 6.0), rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(ang) + dy * np.sin(ang)) / a
+        v = (-dx * np.sin(ang) + dy * np.cos(ang)) / b
+        masks.append(u**2 + v**2 <= 1.0)
+        spikes = (rng.random(t) < 0.03).astype(float) * rng.uniform(0.6, 1.5, t)
+        traces.append(np.convolve(spikes, kernel)[:t])
+    masks, traces = np.array(masks), np.array(traces, np.float32)
+    background = 200 + 40 * np.sin(yy / 17.0) * np.cos(xx / 23.0)
+    clean = np.repeat(background[None], t, axis=0).astype(np.float64)
+    for m, tr in zip(masks, traces, strict=True):
+        clean += (150.0 + 400.0 * tr)[:, None, None] * m[None]
+    movie = rng.poisson(clean / 4.0) * 4.0 + rng.normal(0, 5, clean.shape)
+    return np.clip(movie, 0, 65535).astype(np.uint16), masks, traces
+
+
+def test_caimx_process_then_evaluate(tmp_path, capsys):
+    movie, masks, traces = simulated_movie()
+    np.save(tmp_path / "movie.npy", movie)
+    np.savez(tmp_path / "gt.npz", masks=masks, traces=traces)
+    out = tmp_path / "result.zarr"
+    code = main(["process", str(tmp_path / "movie.npy"), "-o", str(out), "--models-dir",
+                 str(MODEL_DIR), "--no-motion-correction", "--batch-size", "9", "--quiet"])
+    assert code == 0
+    result = read_result(out)
+    assert result.traces.shape[1] == movie.shape[0]  # full length, first and last frames included
+    assert result.footprints.shape[1:] == movie.shape[1:]
+    assert result.attrs["input"]["name"] == "movie.npy"
+    assert len(result.attrs["input"]["sha256"]) == 64
+    assert result.attrs["model"]["name"] == "deepcaimx-mini"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json"]) == 0
+    score = json.loads(capsys.readouterr().out)
+    print(score)
+    assert score["f1"] >= F1_FLOOR
+
+
+def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
+    from model.inference import prepare, run_chunk
+    from model.serving import SavedModelPredictor
+
+    movie, _, _ = simulated_movie(shape=(96, 40, 40), n_cells=2)
+    predictor = SavedModelPredictor.load(MODEL_DIR / "deepcaimx-mini")
+    plan = prepare(movie, predictor.card, work_dir=tmp_path)  # motion correction on
+    chunk = plan.chunks[0].id
+    folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
+    assert first == {p.name: p.read_bytes() for p in folder.iterdir()}
