@@ -109,3 +109,17 @@ def test_upload_to_zarr_result(api: TestClient, settings: Settings, movie_tiff: 
     listed = [j["id"] for j in api.get("/v1/jobs").json()["jobs"]]
     assert job["id"] in listed
     assert JobState(done["state"]) is JobState.SUCCEEDED
+
+
+def test_cancel_a_job(api: TestClient, settings: Settings, movie_tiff: Path) -> None:
+    with movie_tiff.open("rb") as handle:
+        job = api.post("/v1/jobs", files={"file": ("movie.tif", handle)}).json()
+    canceled = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["state"] == "canceled"
+    assert wait_for(api, job["id"], timeout=60)["state"] == "canceled"
+    again = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:caimx:problem:invalid-job-state"
+    time.sleep(1)  # the worker skips the canceled job and leaves no result behind
+    assert not (settings.results_dir / job["id"] / "result.zarr").exists()

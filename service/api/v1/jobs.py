@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -123,6 +124,17 @@ def list_jobs(
 )
 def get_job(job_id: str, store: StoreDep) -> JobRead:
     return JobRead.from_job(store.get(job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    summary="Cancel a queued or running job",
+    responses=problem_responses(404, 409),
+)
+def cancel_job(job_id: str, store: StoreDep) -> JobRead:
+    """A queued job is never started; a running one stops before its next chunk."""
+    return JobRead.from_job(store.transition(job_id, JobState.CANCELED, finished_at=time.time()))
 
 
 @router.get(
