@@ -188,19 +188,34 @@ class Neuron:
         return self.detected / self.covering if self.covering else 1.0
 
 
-def covering_tiles(plan: Plan, point: tuple[float, float], margin: int) -> frozenset[int]:
+def _tile_arrays(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([t.y0 for t in plan.tiles], np.int64),
+            np.array([t.x0 for t in plan.tiles], np.int64))
+
+
+def covering_tiles(plan: Plan, point: tuple[float, float], margin: int,
+                   origins: tuple[np.ndarray, np.ndarray] | None = None) -> frozenset[int]:
     """Tiles holding ``point`` at least ``margin`` pixels inside each side that is no frame edge."""
     _, height, width = plan.movie_shape
     size = plan.patch[1]
     cy, cx = point
-    out = []
-    for t in plan.tiles:
-        y1, x1 = min(t.y0 + size, height), min(t.x0 + size, width)
-        inside_y = (t.y0 == 0 or cy - t.y0 >= margin) and (y1 == height or y1 - 1 - cy >= margin)
-        inside_x = (t.x0 == 0 or cx - t.x0 >= margin) and (x1 == width or x1 - 1 - cx >= margin)
-        if t.y0 <= cy < y1 and t.x0 <= cx < x1 and inside_y and inside_x:
-            out.append(t.index)
-    return frozenset(out)
+    y0, x0 = origins if origins is not None else _tile_arrays(plan)
+    y1, x1 = np.minimum(y0 + size, height), np.minimum(x0 + size, width)
+    inside_y = ((y0 == 0) | (cy - y0 >= margin)) & ((y1 == height) | (y1 - 1 - cy >= margin))
+    inside_x = ((x0 == 0) | (cx - x0 >= margin)) & ((x1 == width) | (x1 - 1 - cx >= margin))
+    hit = (y0 <= cy) & (cy < y1) & (x0 <= cx) & (cx < x1) & inside_y & inside_x
+    return frozenset(np.nonzero(hit)[0].tolist())
+
+
+def _box_hits(a: list[Footprint], b: list[Footprint]) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` whose boxes intersect, ``i`` in ``a`` and ``j`` in ``b``."""
+    if not a or not b:
+        return []
+    ba, bb = np.array([f.box for f in a]), np.array([f.box for f in b])
+    hit = ((ba[:, None, 0] < bb[None, :, 2]) & (bb[None, :, 0] < ba[:, None, 2])
+           & (ba[:, None, 1] < bb[None, :, 3]) & (bb[None, :, 1] < ba[:, None, 3]))
+    i, j = np.nonzero(hit)
+    return list(zip(i.tolist(), j.tolist(), strict=True))
 
 
 def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], plan: Plan, *,
@@ -209,19 +224,19 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
     thr = decide.mask_threshold
     current = [n.footprint for n in neurons]
     pairs = []
-    for j, wn in enumerate(found):
-        for i, fp in enumerate(current):
-            iou, _ = iou_and_containment(fp, wn.footprint, thr)
-            if iou >= stitch.link_iou:
-                pairs.append((-iou, i, j))
+    for i, j in _box_hits(current, [wn.footprint for wn in found]):
+        iou, _ = iou_and_containment(current[i], found[j].footprint, thr)
+        if iou >= stitch.link_iou:
+            pairs.append((-iou, i, j))
     used_i: set[int] = set()
     target: dict[int, int] = {}
     for _, i, j in sorted(pairs):
         if i not in used_i and j not in target:
             used_i.add(i)
             target[j] = i
+    origins = _tile_arrays(plan)
     for j, wn in enumerate(found):
-        covering = covering_tiles(plan, centroid(wn.footprint, thr), decide.edge_margin)
+        covering = covering_tiles(plan, centroid(wn.footprint, thr), decide.edge_margin, origins)
         if j in target:
             neurons[target[j]].add(window, wn, covering)
         else:

@@ -95,3 +95,11 @@ def test_duplicates_seen_in_different_windows_merge(tmp_path):
     info = finalize_result(plan, _chunks_loader(plan, per_window), output=tmp_path / "r.zarr",
                            params=InferenceParams(decide=DECIDE), attrs={})
     assert info["n_neurons"] == 1
+
+
+def test_covering_tiles_respect_margin_but_not_at_frame_edges():
+    from model.inference.stitch import covering_tiles
+
+    plan = small_plan()
+    assert covering_tiles(plan, (28.0, 28.0), 4) == {4}
+    assert covering_tiles(plan, (1.0, 1.0), 4) == {0}  # frame edges need no margin
