@@ -71,9 +71,11 @@ def _jsonable(value: Any) -> Any:
 
 def failure_reason(exc: BaseException) -> str:
     """One short line a scientist can act on."""
-    from model.io import MovieFormatError
+    from celery.exceptions import SoftTimeLimitExceeded
 
-    if isinstance(exc, MovieFormatError | ValueError):
+    if isinstance(exc, SoftTimeLimitExceeded):
+        text = "the job took longer than the worker's time limit (CAIMX_TASK_TIME_LIMIT_S)"
+    elif isinstance(exc, ValueError):  # includes model.io.MovieFormatError
         text = str(exc)
     elif isinstance(exc, FileNotFoundError):
         text = f"a file is missing on the worker: {exc.filename or exc}"
@@ -107,12 +109,15 @@ def run_job(job_id: str, *, settings: Settings, store: JobStore) -> JobState:
         return store.state(job_id)
     except Exception as exc:
         log.exception("job %s failed", job_id)
+        shutil.rmtree(result_path(settings, job_id).parent, ignore_errors=True)
         return _finish(store, job_id, JobState.FAILED, started, error=failure_reason(exc))
     return _finish(store, job_id, JobState.SUCCEEDED, started, result_path=str(output),
                    summary=summary, timings=timings)  # fmt: skip
 
 
-def _finish(store: JobStore, job_id: str, state: JobState, started: float, **values: Any):
+def _finish(
+    store: JobStore, job_id: str, state: JobState, started: float, **values: Any
+) -> JobState:
     values.setdefault("timings", {})
     values["timings"] = {**values["timings"], "total_s": round(time.time() - started, 3)}
     try:

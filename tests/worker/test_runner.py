@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from caimx.jobs import JobState, JobStore
 from caimx.queue import celery_config
@@ -48,3 +49,4 @@ def test_failure_reasons_are_short_and_plain() -> None:
     assert "internal error (RuntimeError: x" in failure_reason(RuntimeError("x" * 2000))
     assert len(failure_reason(RuntimeError("x" * 2000))) == 500
     assert "out of memory" in failure_reason(MemoryError())
+    assert "time limit" in failure_reason(SoftTimeLimitExceeded())
