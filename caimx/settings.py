@@ -26,21 +26,31 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis used as broker and job store. Unset: `caimx serve` starts a private one.",
+        description="Redis for broker and job store. Unset: `caimx serve` starts a private one.",
     )
     models_dir: Path = Field(
         default=REPO_MODELS_DIR,
         description="Folder of installed models, one sub-folder per model name.",
     )
-    default_model: str = Field(default="deepcaimx-mini", description="Model used when a job names none.")
-    max_upload_bytes: int = Field(default=64 * 1024**3, gt=0, description="Largest accepted upload.")
+    default_model: str = Field(
+        default="deepcaimx-mini", description="Model used when a job names none."
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1024**3, gt=0, description="Largest accepted upload."
+    )
     tile_size: int | None = Field(
-        default=None, gt=0, description="Spatial tile edge in pixels; default: the model's patch size."
+        default=None,
+        gt=0,
+        description="Spatial tile edge in pixels; default: the model's patch size.",
     )
     tile_overlap: int = Field(default=8, ge=0, description="Pixels shared by neighbouring tiles.")
-    window_overlap: int = Field(default=20, ge=4, description="Frames shared by neighbouring windows.")
+    window_overlap: int = Field(
+        default=20, ge=4, description="Frames shared by neighbouring windows."
+    )
     batch_size: int = Field(default=16, gt=0, description="Patches per network call.")
-    worker_concurrency: int = Field(default=1, gt=0, description="Celery worker processes per host.")
+    worker_concurrency: int = Field(
+        default=1, gt=0, description="Celery worker processes per host."
+    )
     host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     port: int = Field(default=8000, gt=0, lt=65536, description="Port the API listens on.")
     task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit of one task.")
