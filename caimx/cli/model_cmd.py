@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``model`` group (``model export``, ``model list``) and ``models``."""
     group = subparsers.add_parser("model", help="export and inspect installed models")
     group_sub = group.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    group.set_defaults(func=lambda _args: _print_help(group))
 
     export = group_sub.add_parser(
         "export",
@@ -44,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     models = subparsers.add_parser("models", help="list installed models and their cards")
     _add_list_options(models)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _add_list_options(parser: argparse.ArgumentParser) -> None:
