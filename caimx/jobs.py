@@ -91,11 +91,63 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the movie came from: ``{"kind": "multipart" | "upload" | "path", ...}``."""
+    input_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of ``model.io.open_movie`` (``dataset``, ``channel``, ``fps``...)."""
+    request: dict[str, Any] = field(default_factory=dict)
+    """The processing parameters as the client sent them (validated)."""
+    webhook_url: str | None = None
+    chunks_started_at: float | None = None
+    chunk_seconds: float = 0.0
+    model_load_seconds: float = 0.0
+    expired_at: float | None = None
 
 
-_JSON_FIELDS = {"movie_shape", "params", "timings", "summary"}
+_JSON_FIELDS = {"movie_shape", "params", "timings", "summary", "source", "input_options",
+                "request"}  # fmt: skip
 _INT_FIELDS = {"input_bytes", "chunks_done", "chunks_total", "attempts"}
-_FLOAT_FIELDS = {"created_at", "updated_at", "started_at", "finished_at", "movie_fps"}
+_FLOAT_FIELDS = {
+    "created_at", "updated_at", "started_at", "finished_at", "movie_fps", "chunks_started_at",
+    "chunk_seconds", "model_load_seconds", "expired_at",
+}  # fmt: skip
+_DICT_FIELDS = ("params", "timings", "summary", "source", "input_options", "request")
+_COUNT_CHUNK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return {0, -1, -1}
+end
+local added = redis.call('SADD', KEYS[2], ARGV[1])
+if added == 1 then
+  redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'chunk_seconds', ARGV[2])
+  redis.call('HINCRBYFLOAT', KEYS[1], 'model_load_seconds', ARGV[3])
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[4], 'updated_by', ARGV[5])
+end
+return {added, tonumber(redis.call('HGET', KEYS[1], 'chunks_done')),
+        tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '0')}
+"""
+
+
+@dataclass(frozen=True)
+class ChunkCount:
+    """Result of :meth:`JobStore.complete_chunk`."""
+
+    added: bool
+    """False when this chunk had been counted before (a redelivered task) or the job stopped."""
+    done: int
+    total: int
+    running: bool
+
+    @property
+    def last(self) -> bool:
+        """All chunks are done: time to finalize."""
+        return self.running and self.total > 0 and self.done >= self.total
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
 
 
 def _encode(values: Mapping[str, Any]) -> dict[str, str]:
@@ -127,10 +179,10 @@ def _decode(raw: Mapping[str, str]) -> Job:
             values[key] = text
     if values.get("movie_shape") is not None:
         values["movie_shape"] = tuple(values["movie_shape"])
-    for key in ("params", "timings", "summary"):
+    for key in _DICT_FIELDS:
         if values.get(key) is None:
             values.pop(key, None)
-    for key in _INT_FIELDS:
+    for key in _INT_FIELDS | {"chunk_seconds", "model_load_seconds"}:
         if values.get(key) is None:
             values.pop(key, None)
     values["state"] = JobState(values["state"])
@@ -165,6 +217,10 @@ class JobStore:
     @property
     def index_key(self) -> str:
         return f"{self.prefix}:jobs"
+
+    def chunks_key(self, job_id: str) -> str:
+        """Set of the chunk ids that have been counted as done."""
+        return f"{self.prefix}:job:{job_id}:chunks"
 
     @staticmethod
     def new_id() -> str:
@@ -216,6 +272,53 @@ class JobStore:
         """Newest first."""
         return list(self.client.zrevrange(self.index_key, offset, offset + limit - 1))
 
+    def list_page(
+        self, *, limit: int = 50, cursor: str | None = None, state: JobState | None = None,
+        since: float | None = None,
+    ) -> JobPage:  # fmt: skip
+        """Jobs newest first, ``limit`` at a time, optionally only one state or created >= since.
+
+        ``cursor`` is the ``next_cursor`` of the previous page (opaque to clients: the creation
+        time and id of the last job seen), so pages stay stable while new jobs arrive.
+        """
+        low = "-inf" if since is None else repr(float(since))
+        high, after = "+inf", None
+        if cursor:
+            try:
+                score, after = cursor.split("~", 1)
+                high = repr(float(score))
+            except ValueError as exc:
+                raise ValueError(f"not a valid cursor: {cursor!r}") from exc
+        jobs: list[Job] = []
+        skipping = after is not None
+        batch = max(limit * 2, 50)
+        offset = 0
+        while len(jobs) < limit:
+            rows = self.client.zrevrangebyscore(
+                self.index_key, high, low, start=offset, num=batch, withscores=True
+            )
+            if not rows:
+                return JobPage(jobs, None)
+            offset += len(rows)
+            for job_id, score in rows:
+                if skipping:  # ties with the cursor's time: skip up to and including its id
+                    if score == float(high) and job_id >= after:
+                        continue
+                    skipping = False
+                raw = self.client.hgetall(self.key(job_id))
+                if not raw:
+                    continue
+                job = _decode(raw)
+                if state is not None and job.state is not state:
+                    continue
+                jobs.append(job)
+                if len(jobs) == limit:
+                    more = self.client.zcount(self.index_key, low, f"({score!r}") > 0 or any(
+                        s == score and i < job_id for i, s in rows
+                    )
+                    return JobPage(jobs, f"{score!r}~{job_id}" if more else None)
+        return JobPage(jobs, None)
+
     def update(self, job_id: str, **values: Any) -> None:
         """Set fields that do not change the state (parameters, movie facts, summary)."""
         if "state" in values:
@@ -261,8 +364,36 @@ class JobStore:
             mapping=self._stamp({"chunks_done": int(done), "chunks_total": int(total)}),
         )
 
+    def reset_chunks(self, job_id: str, total: int) -> None:
+        """Start counting chunks from zero (a new plan, or a redelivered prepare)."""
+        with self.client.pipeline() as pipe:
+            pipe.delete(self.chunks_key(job_id))
+            pipe.hset(self.key(job_id), mapping=self._stamp({
+                "chunks_done": 0, "chunks_total": int(total), "chunk_seconds": 0.0,
+                "model_load_seconds": 0.0, "chunks_started_at": time.time()}))  # fmt: skip
+            pipe.execute()
+
+    def done_chunks(self, job_id: str) -> set[str]:
+        return set(self.client.smembers(self.chunks_key(job_id)))
+
+    def complete_chunk(
+        self, job_id: str, chunk_id: str, *, seconds: float = 0.0, load_s: float = 0.0
+    ) -> ChunkCount:
+        """Count ``chunk_id`` as done, once: a redelivered chunk is not counted twice.
+
+        Atomic (one Lua script): the chunk id goes into the job's set of done chunks and, only if
+        it was not there, ``chunks_done`` is incremented. Nothing is counted unless the job is
+        running (a canceled job stays as it is).
+        """
+        added, done, total = self.client.eval(
+            _COUNT_CHUNK, 2, self.key(job_id), self.chunks_key(job_id), chunk_id,
+            repr(float(seconds)), repr(float(load_s)), repr(time.time()), self.writer,
+        )  # fmt: skip
+        running = int(done) >= 0
+        return ChunkCount(bool(added), max(int(done), 0), max(int(total), 0), running)
+
     def delete(self, job_id: str) -> None:
         with self.client.pipeline() as pipe:
-            pipe.delete(self.key(job_id))
+            pipe.delete(self.key(job_id), self.chunks_key(job_id))
             pipe.zrem(self.index_key, job_id)
             pipe.execute()

@@ -20,7 +20,29 @@ from caimx.jobs import DEFAULT_PREFIX
 from caimx.settings import Settings
 
 TASK_PROCESS_JOB = "caimx.process_job"
-QUEUE = "gpu"
+"""The whole job in one task (kept for single-machine use; the API sends the chunked flow)."""
+TASK_PREPARE_JOB = "caimx.prepare_job"
+"""Read the movie's range and motion reference, write the plan, queue one task per chunk."""
+TASK_RUN_CHUNK = "caimx.run_chunk"
+"""One chunk of the plan through the network; the last chunk queues finalize."""
+TASK_FINALIZE_JOB = "caimx.finalize_job"
+"""Stitch the chunks' partial results into the result group."""
+TASK_WEBHOOK = "caimx.webhook"
+TASK_CLEANUP = "caimx.cleanup"
+
+QUEUE_GPU = "gpu"
+QUEUE_CPU = "cpu"
+QUEUE = QUEUE_GPU
+QUEUES = (QUEUE_GPU, QUEUE_CPU)
+"""Every queue; a worker started without ``--queues`` consumes all of them."""
+TASK_QUEUES = {
+    TASK_PROCESS_JOB: QUEUE_GPU,
+    TASK_RUN_CHUNK: QUEUE_GPU,
+    TASK_PREPARE_JOB: QUEUE_CPU,
+    TASK_FINALIZE_JOB: QUEUE_CPU,
+    TASK_WEBHOOK: QUEUE_CPU,
+    TASK_CLEANUP: QUEUE_CPU,
+}
 HEARTBEAT_TTL_S = 30
 HEARTBEAT_EVERY_S = 5
 
@@ -42,7 +64,7 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
-        "task_routes": {TASK_PROCESS_JOB: {"queue": QUEUE}},
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(settings.task_time_limit_s - 60, 1),
         "worker_hijack_root_logger": False,
@@ -57,6 +79,11 @@ def make_celery(settings: Settings, *, main: str = "caimx") -> Celery:
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def send(app: Celery, name: str, *args: object) -> None:
+    """Queue task ``name`` on its queue (see :data:`TASK_QUEUES`) without retrying the broker."""
+    app.send_task(name, args=list(args), queue=TASK_QUEUES[name], retry=False)
 
 
 def heartbeat_key(hostname: str, *, prefix: str = DEFAULT_PREFIX) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "model" / "zoo"
@@ -54,11 +54,48 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     port: int = Field(default=8000, gt=0, lt=65536, description="Port the API listens on.")
     task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit of one task.")
+    tiles_per_chunk: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tiles in one chunk task; default: every tile of a temporal window.",
+    )
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Folders on shared storage that jobs may reference by path, as a JSON list "
+            '(CAIMX_ALLOWED_ROOTS=\'["/srv/rigs"]\'). Empty: referenced movies are refused.'
+        ),
+    )
+    result_retention_hours: float = Field(
+        default=30 * 24, gt=0, description="Results of finished jobs are removed after this."
+    )
+    upload_retention_hours: float = Field(
+        default=7 * 24,
+        gt=0,
+        description="Resumable uploads untouched this long are removed (unless a job uses them).",
+    )
+    cleanup_interval_s: int = Field(
+        default=3600, gt=0, description="How often the API queues the cleanup task."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret that signs job webhooks (HMAC-SHA256); unset: no webhooks.",
+    )
+    webhook_max_retries: int = Field(default=6, ge=0, description="Retries of a failed webhook.")
+    webhook_backoff_s: float = Field(
+        default=2.0, gt=0, description="First retry delay of a webhook; doubles on each retry."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook call.")
 
     @field_validator("data_dir", "models_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _absolute_roots(cls, values: list[Path]) -> list[Path]:
+        return [Path(v).expanduser().resolve() for v in values]
 
     @property
     def uploads_dir(self) -> Path:
@@ -67,6 +104,11 @@ class Settings(BaseSettings):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
+
+    @property
+    def resumable_dir(self) -> Path:
+        """Bytes of resumable (tus) uploads, one file per upload."""
+        return self.uploads_dir / "resumable"
 
 
 @lru_cache(maxsize=1)
