@@ -152,7 +152,8 @@ def main() -> int:
         return 0
 
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
+          f"{os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
@@ -169,6 +170,7 @@ def main() -> int:
                     row = {"preset": preset, "runner": runner, "batch": batch, **row}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     print(_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
