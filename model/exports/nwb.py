@@ -1,0 +1,142 @@
+"""NWB export: footprints as a PlaneSegmentation, traces as a RoiResponseSeries (pynwb).
+
+Layout of the file written by :func:`write_nwb`::
+
+    /general/devices/microscope                  Device
+    /general/optophysiology/imaging_plane        ImagingPlane (rate = fs)
+    /processing/ophys                            ProcessingModule "ophys"
+        ImageSegmentation/PlaneSegmentation      image_mask (K, H, W) + per-neuron columns
+        Fluorescence/RoiResponseSeries           data (T, K), rate fs, starting_time 0
+        SummaryImages/{mean,max_projection,attention}   GrayscaleImage (H, W)
+
+``image_mask`` keeps the result's (row, column) = (y, x) pixel order, like the summary images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from model.exports.source import ExportSource
+
+NEURON_COLUMNS = {
+    "area": "footprint area in pixels",
+    "snr": "transient SNR of the raw fluorescence under the footprint",
+    "tile_evidence": "share of the covering tiles that detected the neuron (0..1)",
+    "n_windows": "number of temporal windows the neuron was detected in",
+}
+TRACE_UNIT = "movie-range units"
+
+
+@dataclass(frozen=True)
+class NwbMetadata:
+    """Session facts that the result does not know; all optional.
+
+    ``session_start_time`` defaults to the time the result was written (not the recording time).
+    """
+
+    session_description: str | None = None
+    session_start_time: datetime | None = None
+    identifier: str | None = None
+    experimenter: tuple[str, ...] = ()
+    lab: str | None = None
+    institution: str | None = None
+    indicator: str | None = None
+    location: str | None = None
+    excitation_lambda: float | None = None
+    device: str | None = None
+
+
+def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
+    """An in-memory ``pynwb.NWBFile`` holding the result."""
+    from hdmf.common import VectorData
+    from pynwb import NWBFile
+    from pynwb.base import Images
+    from pynwb.image import GrayscaleImage
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+
+    meta = metadata or NwbMetadata()
+    result = source.result
+    n_frames, height, width = source.movie_shape
+    model = source.model
+    input_attrs = result.attrs.get("input") or {}
+    nwbfile = NWBFile(
+        session_description=meta.session_description
+        or f"caimx neuron footprints and traces of {source.input_name}",
+        identifier=meta.identifier or (input_attrs.get("sha256") or source.path.name),
+        session_start_time=meta.session_start_time or source.created,
+        experimenter=list(meta.experimenter) or None,
+        lab=meta.lab,
+        institution=meta.institution,
+        source_script=f"caimx {result.attrs.get('software', {}).get('caimx', '')}".strip(),
+        source_script_file_name="caimx",
+        notes=json.dumps({"input": input_attrs, "model": {k: model.get(k) for k in
+                                                          ("name", "version")}}),
+    )
+    device = nwbfile.create_device(name="microscope", description=meta.device or "not recorded")
+    channel = OpticalChannel(name="channel", description="imaging channel",
+                             emission_lambda=float("nan"))
+    plane = nwbfile.create_imaging_plane(
+        name="imaging_plane", optical_channel=channel, device=device,
+        description=f"{height} x {width} pixels, {n_frames} frames of {source.input_name}",
+        excitation_lambda=meta.excitation_lambda if meta.excitation_lambda else float("nan"),
+        indicator=meta.indicator or "not recorded", location=meta.location or "not recorded",
+        imaging_rate=source.fs,
+    )
+    ophys = nwbfile.create_processing_module(
+        name="ophys",
+        description=f"neurons found by the {model.get('name', 'caimx')} network "
+                    f"(version {model.get('version', '?')})",
+    )
+    segmentation = ImageSegmentation(name="ImageSegmentation")
+    ophys.add(segmentation)
+    k = result.n_neurons
+    columns = [VectorData(name="image_mask", data=result.footprints.astype(np.float32),
+                          description="footprint of each neuron, pixels (y, x)")]
+    columns += [VectorData(name=name, description=text, data=source.neuron(name))
+                for name, text in NEURON_COLUMNS.items()]
+    columns.append(VectorData(name="centroid", data=source.neuron("centroid").reshape(k, 2),
+                              description="(y, x) centre of the footprint, pixels"))
+    planes = segmentation.create_plane_segmentation(
+        name="PlaneSegmentation", imaging_plane=plane, id=list(range(k)), columns=columns,
+        description="mean opened-mask value of each neuron (0 outside it), pixels (y, x)",
+    )
+    rois = planes.create_roi_table_region(
+        region=list(range(k)), description="every neuron")
+    fluorescence = Fluorescence(name="Fluorescence")
+    ophys.add(fluorescence)
+    time_note = ("" if source.fs_known else
+                 " The movie recorded no frame rate; rate 1.0 means times are frame indices.")
+    fluorescence.create_roi_response_series(
+        name="RoiResponseSeries", data=np.ascontiguousarray(result.traces.T), rois=rois,
+        unit=TRACE_UNIT, rate=source.fs, starting_time=0.0,
+        description="network trace per neuron; multiply by plan.movie_high - plan.movie_low "
+                    "for raw intensity differences (see the caimx result format)." + time_note,
+        comments=json.dumps({"plan": result.attrs.get("plan", {})}),
+    )
+    images = [GrayscaleImage(name=name, data=result.images[key], description=text)
+              for name, key, text in (
+                  ("mean", "mean_image", "mean frame, raw intensity units"),
+                  ("max_projection", "max_projection", "per-pixel maximum, raw intensity units"),
+                  ("attention", "attention_mean", "network attention averaged over time"))]
+    ophys.add(Images(name="SummaryImages", images=images,
+                     description="summary images of the movie"))
+    return nwbfile
+
+
+def write_nwb(
+    source: ExportSource, path: str | Path, *, metadata: NwbMetadata | None = None
+) -> Path:
+    """Write ``source`` as one NWB (HDF5) file at ``path`` and return the path."""
+    from pynwb import NWBHDF5IO
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nwbfile = build_nwbfile(source, metadata=metadata)
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+    return path

@@ -1,0 +1,121 @@
+"""Exports read back with the readers the scientists use: pynwb, numpy as Suite2p, tifffile."""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from small_result import write_small_result
+
+from model.exports import build_download, download_path, export_result
+from model.results import read_result
+
+
+def test_nwb_validates_and_reads_back(small_result: Path, tmp_path: Path) -> None:
+    from pynwb import NWBHDF5IO, validate
+
+    path = export_result(small_result, tmp_path / "out", format="nwb")
+    assert path == tmp_path / "out" / "movie.nwb"
+    assert validate(path=str(path)) == []
+    expected = read_result(small_result)
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwb = io.read()
+        ophys = nwb.processing["ophys"]
+        planes = ophys["ImageSegmentation"]["PlaneSegmentation"]
+        masks = planes["image_mask"].data[:]
+        np.testing.assert_array_equal(masks, expected.footprints)
+        series = ophys["Fluorescence"]["RoiResponseSeries"]
+        np.testing.assert_array_equal(series.data[:], expected.traces.T)
+        assert series.rate == 30.0 and series.starting_time == 0.0
+        assert list(series.rois.data[:]) == [0, 1, 2]
+        assert planes["snr"].data[:].tolist() == pytest.approx([4, 6, 8])
+        assert nwb.imaging_planes["imaging_plane"].imaging_rate == 30.0
+        mean = ophys["SummaryImages"]["mean"].data[:]
+        np.testing.assert_allclose(mean, expected.images["mean_image"])
+
+
+def test_nwb_rate_given_or_unknown(tmp_path: Path) -> None:
+    from pynwb import NWBHDF5IO
+
+    result = write_small_result(tmp_path / "r.zarr", fps=None)
+    unknown = export_result(result, tmp_path / "a", format="nwb")
+    given = export_result(result, tmp_path / "b", format="nwb", fs=7.5)
+    with NWBHDF5IO(str(unknown), mode="r") as io:
+        series = io.read().processing["ophys"]["Fluorescence"]["RoiResponseSeries"]
+        assert series.rate == 1.0 and "frame indices" in series.description
+    with NWBHDF5IO(str(given), mode="r") as io:
+        assert io.read().processing["ophys"]["Fluorescence"]["RoiResponseSeries"].rate == 7.5
+    with pytest.raises(ValueError, match="positive"):
+        export_result(result, tmp_path / "c", format="nwb", fs=-1)
+
+
+def test_suite2p_folder_loads_as_the_gui_loads_it(small_result: Path, tmp_path: Path) -> None:
+    plane = export_result(small_result, tmp_path, format="suite2p")
+    assert plane == tmp_path / "suite2p" / "plane0"
+    expected = read_result(small_result)
+    # What suite2p.gui.io.load_proc does, file by file.
+    stat = np.load(plane / "stat.npy", allow_pickle=True)
+    ypix = stat[0]["ypix"]
+    assert ypix.dtype == np.int32
+    F, Fneu, spks = (np.load(plane / f"{n}.npy") for n in ("F", "Fneu", "spks"))
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    iscell = np.load(plane / "iscell.npy")
+    probcell, iscell = iscell[:, 1], iscell[:, 0].astype(bool)
+    assert len(stat) == F.shape[0] == Fneu.shape[0] == spks.shape[0] == iscell.shape[0] == 3
+    np.testing.assert_array_equal(F, expected.traces)
+    assert not Fneu.any() and iscell.all() and probcell.tolist() == pytest.approx([0.5, 0.75, 1])
+    assert (ops["Ly"], ops["Lx"], ops["nframes"], ops["fs"]) == (40, 36, 50, 30.0)
+    assert ops["meanImg"].shape == ops["meanImgE"].shape == ops["max_proj"].shape == (40, 36)
+    assert ops["tau"] > 0 and ops["xrange"] == [0, 36] and ops["yrange"] == [0, 40]
+    for k, entry in enumerate(stat):
+        mask = np.zeros((40, 36))
+        mask[entry["ypix"], entry["xpix"]] = entry["lam"]
+        np.testing.assert_allclose(mask, expected.footprints[k])
+        assert entry["npix"] == 29 == len(entry["xpix"])
+        cy, cx = expected.neurons["centroid"][k]
+        assert entry["med"] == [int(cy), int(cx)]
+        assert entry["radius"] == pytest.approx(3.0, rel=0.2)  # a disc of radius 3
+        assert 0.9 < entry["aspect_ratio"] < 1.1 and entry["compact"] == pytest.approx(1, abs=0.1)
+        for key in ("skew", "std", "snr", "npix_norm", "footprint"):
+            assert np.isfinite(entry[key])
+
+
+def test_tiff_and_csv(small_result: Path, tmp_path: Path) -> None:
+    folder = export_result(small_result, tmp_path, format="tiff")
+    expected = read_result(small_result)
+    with tifffile.TiffFile(folder / "footprints.tif") as tif:
+        assert tif.is_imagej
+        np.testing.assert_array_equal(tif.asarray(), expected.footprints)
+    with (folder / "traces.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["frame", "time_s", "neuron_0", "neuron_1", "neuron_2"]
+    assert len(rows) == 51 and float(rows[2][1]) == pytest.approx(1 / 30)
+    values = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    np.testing.assert_allclose(values, expected.traces.T, rtol=1e-5)
+    neurons = (folder / "neurons.csv").read_text().splitlines()
+    assert neurons[0].startswith("neuron,centroid_y") and len(neurons) == 4
+
+
+def test_no_neurons(tmp_path: Path) -> None:
+    result = write_small_result(tmp_path / "empty.zarr", k=0)
+    for fmt in ("nwb", "suite2p", "tiff"):
+        assert export_result(result, tmp_path / fmt, format=fmt).exists()
+    assert np.load(tmp_path / "suite2p" / "suite2p" / "plane0" / "F.npy").shape == (0, 50)
+
+
+def test_download_is_built_once_and_cached(small_result: Path) -> None:
+    archive = build_download(small_result, "suite2p")
+    assert archive == small_result.parent / "exports" / "suite2p.zip"
+    with zipfile.ZipFile(archive) as zf:
+        assert {"suite2p/plane0/stat.npy", "suite2p/plane0/ops.npy"} <= set(zf.namelist())
+    stamp = archive.stat().st_mtime_ns
+    assert build_download(small_result, "suite2p").stat().st_mtime_ns == stamp
+    assert build_download(small_result, "nwb").name == "result.nwb"
+    assert download_path(small_result, "nwb", fs=12.5).name == "result-12.5fps.nwb"
+    assert not [p for p in archive.parent.iterdir() if p.name.startswith(".build-")]
+    with pytest.raises(ValueError, match="unknown export format"):
+        build_download(small_result, "mat")
