@@ -119,3 +119,16 @@ def test_download_is_built_once_and_cached(small_result: Path) -> None:
     assert not [p for p in archive.parent.iterdir() if p.name.startswith(".build-")]
     with pytest.raises(ValueError, match="unknown export format"):
         build_download(small_result, "mat")
+
+
+def test_cli_export(small_result: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from caimx.cli import main
+
+    assert main(["export", str(small_result), "-o", str(tmp_path / "s2p"),
+                 "--format", "suite2p"]) == 0
+    assert "3 neurons" in capsys.readouterr().out
+    assert (tmp_path / "s2p" / "suite2p" / "plane0" / "ops.npy").is_file()
+    assert main(["export", str(small_result), "-o", str(tmp_path / "n")]) == 0
+    assert (tmp_path / "n" / "movie.nwb").is_file()
+    assert main(["export", str(tmp_path / "nothing.zarr"), "-o", str(tmp_path / "x")]) == 2
+    assert "not a caimx result" in capsys.readouterr().err
