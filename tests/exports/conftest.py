@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from small_result import write_small_result
+
+from caimx.jobs import JobState, JobStore
+from caimx.settings import Settings
+from service.app import create_app
 
 
 @pytest.fixture
 def small_result(tmp_path: Path) -> Path:
     return write_small_result(tmp_path / "job" / "result.zarr")
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", redis_url=redis_url)
+
+
+@pytest.fixture
+def api(api_settings: Settings, key_prefix: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, prefix=key_prefix)) as client:
+        yield client
+
+
+@pytest.fixture
+def finished_job(api: TestClient, api_settings: Settings, job_store_for_api: JobStore) -> str:
+    """A job that has succeeded with a small result group in the API's results folder."""
+    store = job_store_for_api
+    job_id = store.new_id()
+    result = write_small_result(api_settings.results_dir / job_id / "result.zarr")
+    store.create(job_id, model="deepcaimx-mini", input_name="movie.tif", input_path="/nowhere",
+                 movie_shape=[50, 40, 36], movie_dtype="uint16", movie_fps=30.0)  # fmt: skip
+    store.transition(job_id, JobState.RUNNING, started_at=time.time())
+    store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(),
+                     result_path=str(result))  # fmt: skip
+    return job_id
+
+
+@pytest.fixture
+def job_store_for_api(redis_client, key_prefix: str) -> JobStore:
+    return JobStore(redis_client, writer="test", prefix=key_prefix)

@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter
 
-from service.api.v1 import jobs
+from service.api.v1 import exports, jobs
 
 router = APIRouter()
 router.include_router(jobs.router)
+router.include_router(exports.router)
