@@ -1,4 +1,5 @@
-"""Lazy movie readers: multi-page TIFF, NumPy ``.npy`` and Zarr arrays.
+"""Lazy movie readers: TIFF (also hyperstacks, ScanImage, series of files), HDF5, NWB, Scanbox
+``.sbx``, NumPy ``.npy`` and Zarr arrays.
 
 ``open_movie(path)`` returns a :class:`MovieReader` that knows the movie's shape ``(T, H, W)``,
 dtype and frame rate after reading only the file header, and reads frames on demand with
@@ -11,9 +12,10 @@ message meant for the person who recorded the movie.
 
 from model.io.base import MovieReader
 from model.io.errors import MovieFormatError, UnsupportedFormatError
-from model.io.open import MIN_FRAMES, open_movie, sniff_format
+from model.io.open import FORMATS, MIN_FRAMES, open_movie, sniff_format
 
 __all__ = [
+    "FORMATS",
     "MIN_FRAMES",
     "MovieFormatError",
     "MovieReader",

@@ -8,4 +8,4 @@ class MovieFormatError(ValueError):
 
 
 class UnsupportedFormatError(MovieFormatError):
-    """The file is not in any format caimx reads (TIFF, ``.npy``, Zarr)."""
+    """The file is not in any format caimx reads (TIFF, HDF5, NWB, ``.sbx``, ``.npy``, Zarr)."""

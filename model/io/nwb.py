@@ -1,0 +1,98 @@
+"""``TwoPhotonSeries`` of an NWB 2 file (HDF5), read lazily through h5py.
+
+The file is found by its ``neurodata_type`` attributes, as written by pynwb, so opening a movie does
+not import pynwb (and the pandas stack behind it) into the API. The series' ``data`` is read as
+stored, ``(frames, dim1, dim2)``; its frame rate is the ``rate`` of ``starting_time``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from model.io.base import MovieReader
+from model.io.errors import MovieFormatError
+
+
+def is_nwb(handle: h5py.File) -> bool:
+    return "nwb_version" in handle.attrs or handle.attrs.get("neurodata_type") == "NWBFile"
+
+
+def two_photon_series(handle: h5py.File) -> dict[str, h5py.Group]:
+    """Every ``TwoPhotonSeries`` group, by its path in the file."""
+    found: dict[str, h5py.Group] = {}
+
+    def visit(name: str, node: object) -> None:
+        if isinstance(node, h5py.Group):
+            kind = node.attrs.get("neurodata_type")
+            if isinstance(kind, bytes):
+                kind = kind.decode()
+            if kind == "TwoPhotonSeries":
+                found["/" + name] = node
+
+    handle.visititems(visit)
+    return found
+
+
+class NwbMovie(MovieReader):
+    """The imaging data of one ``TwoPhotonSeries``.
+
+    Parameters
+    ----------
+    path
+        The ``.nwb`` file.
+    dataset
+        The series: its name (``TwoPhotonSeries``) or its path (``/acquisition/TwoPhotonSeries``);
+        default: the only one in the file.
+    fps
+        Frame rate when the series has timestamps instead of a rate.
+    """
+
+    def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None) -> None:
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as exc:
+            raise MovieFormatError(f"{path.name!r} could not be opened as NWB ({exc})") from exc
+        try:
+            group = self._pick(path, dataset)
+            data = group.get("data")
+            if not isinstance(data, h5py.Dataset) or data.ndim != 3:
+                shape = getattr(data, "shape", None)
+                raise MovieFormatError(
+                    f"the TwoPhotonSeries {group.name!r} of {path.name!r} has data of shape "
+                    f"{shape}; caimx reads one plane: (frames, height, width)"
+                )
+            self._data = data
+            rate = group.get("starting_time")
+            found = rate.attrs.get("rate") if isinstance(rate, h5py.Dataset) else None
+            series_fps = float(found) if found is not None and float(found) > 0 else None
+            super().__init__(path, shape=tuple(int(n) for n in data.shape),  # type: ignore[arg-type]
+                             dtype=data.dtype, fps=series_fps or fps)  # fmt: skip
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _pick(self, path: Path, dataset: str | None) -> h5py.Group:
+        series = two_photon_series(self._file)
+        if dataset is not None:
+            for name, group in series.items():
+                if dataset in (name, name.rsplit("/", 1)[-1], name.lstrip("/")):
+                    return group
+            raise MovieFormatError(
+                f"{path.name!r} has no TwoPhotonSeries {dataset!r}; it has {sorted(series)}"
+            )
+        if len(series) != 1:
+            raise MovieFormatError(
+                f"{path.name!r} has {len(series)} TwoPhotonSeries ({sorted(series) or 'none'}); "
+                "name one with the option 'dataset'"
+            )
+        return next(iter(series.values()))
+
+    def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
+        return self._data[t0:t1, y, x]
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()

@@ -1,0 +1,157 @@
+"""Every movie format on files written by the matching library: shape, dtype, fps, lazy reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from scipy.io import savemat
+
+from model.io import MovieFormatError, open_movie, sniff_format
+
+
+@pytest.fixture
+def frames() -> np.ndarray:
+    return (np.arange(20 * 12 * 16, dtype=np.uint32) % 60_000).astype(np.uint16).reshape(20, 12, 16)
+
+
+def check(path: Path, frames: np.ndarray, *, kind: str, rate: float | None, **options) -> None:
+    assert sniff_format(path) == kind
+    with open_movie(path, **options) as movie:
+        assert movie.shape == frames.shape
+        assert movie.dtype == frames.dtype
+        assert movie.fps == (pytest.approx(rate) if rate else None)
+        np.testing.assert_array_equal(movie.read(0, len(frames)), frames)
+        part = movie.read(7, 13, y=slice(2, 9), x=slice(3, None))
+        np.testing.assert_array_equal(part, frames[7:13, 2:9, 3:])
+
+
+def test_imagej_hyperstack_channel(tmp_path: Path, frames: np.ndarray) -> None:
+    stack = np.stack([frames, frames + 1], axis=1)  # (T, C, Y, X)
+    path = tmp_path / "hyper.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TCYX", "fps": 7.5})
+    check(path, frames + 1, kind="tiff", rate=7.5, channel=1)
+    with pytest.raises(MovieFormatError, match="'channel'"):
+        open_movie(path)
+
+
+def test_imagej_hyperstack_plane_compressed(tmp_path: Path, frames: np.ndarray) -> None:
+    stack = np.stack([frames, frames + 2, frames + 4], axis=1)  # (T, Z, Y, X)
+    path = tmp_path / "planes.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TZYX"}, compression="zlib")
+    check(path, frames + 4, kind="tiff", rate=None, plane=2)
+
+
+def _scanimage_like(path: Path, pages: list[np.ndarray], channels: str) -> None:
+    software = f"SI.hRoiManager.scanFrameRate = 30.02\nSI.hChannels.channelSave = {channels}\n"
+    with tifffile.TiffWriter(path) as tif:
+        for i, page in enumerate(pages):
+            tif.write(page, software=software, metadata=None, contiguous=False,
+                      description=f"frameNumbers = {i + 1}\nframeTimestamps_sec = {i / 30.02}")
+
+
+def test_scanimage_like_interleaved_channels(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "si_00001.tif"
+    pages = [p for f in frames for p in (f, f // 2)]  # channel 1, channel 2, frame after frame
+    _scanimage_like(path, pages, "[1;2]")
+    check(path, frames // 2, kind="tiff", rate=30.02, channel=1)
+    check(path, frames, kind="tiff", rate=30.02, channel=0)
+
+
+def test_a_folder_of_tiffs_is_one_movie(tmp_path: Path, frames: np.ndarray) -> None:
+    folder = tmp_path / "session"
+    folder.mkdir()
+    for name, part in (("rec_1.tif", frames[:8]), ("rec_2.tif", frames[8:15]),
+                       ("rec_10.tif", frames[15:])):  # natural order: 1, 2, 10
+        tifffile.imwrite(folder / name, part, imagej=True, metadata={"axes": "TYX", "fps": 20})
+    check(folder, frames, kind="tiff-series", rate=20.0)
+
+
+def test_tiff_series_must_match(tmp_path: Path, frames: np.ndarray) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", frames)
+    tifffile.imwrite(tmp_path / "b.tif", frames[:, :10])
+    with pytest.raises(MovieFormatError, match="must match"):
+        open_movie(tmp_path)
+
+
+def test_hdf5_dataset_path(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "movie.h5"
+    with h5py.File(path, "w") as f:
+        data = f.create_dataset("imaging/mov", data=frames, chunks=(4, 12, 16))
+        data.attrs["fps"] = 15.0
+        f.create_dataset("other", data=np.zeros((3, 4, 5)))
+    check(path, frames, kind="hdf5", rate=15.0, dataset="/imaging/mov")
+    with pytest.raises(MovieFormatError, match="'dataset'"):
+        open_movie(path)
+    with pytest.raises(MovieFormatError, match="no dataset 'nope'"):
+        open_movie(path, dataset="nope")
+
+
+def test_nwb_two_photon_series(tmp_path: Path, frames: np.ndarray) -> None:
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    nwb = NWBFile(session_description="caimx test", identifier="caimx-1",
+                  session_start_time=datetime(2026, 11, 20, tzinfo=UTC))
+    device = nwb.create_device(name="rig3")
+    plane = nwb.create_imaging_plane(
+        name="plane1", optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=525.0), device=device,
+        description="L2/3", excitation_lambda=920.0, indicator="GCaMP6s", location="V1",
+        imaging_rate=30.0)  # fmt: skip
+    nwb.add_acquisition(TwoPhotonSeries(name="TwoPhotonSeries", data=frames, imaging_plane=plane,
+                                        rate=30.0, unit="n.a."))  # fmt: skip
+    path = tmp_path / "session.nwb"
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    check(path, frames, kind="nwb", rate=30.0)
+    check(path, frames, kind="nwb", rate=30.0, dataset="TwoPhotonSeries")
+
+
+def test_zarr_array_in_group(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "movie.zarr"
+    group = zarr.open_group(path, mode="w")
+    array = group.create_array("mov", shape=frames.shape, dtype=frames.dtype, chunks=(5, 12, 16))
+    array[:] = frames
+    group.create_array("mean", shape=(12, 16), dtype="f4")
+    check(path, frames, kind="zarr", rate=12.0, array="mov", fps=12.0)
+    check(path, frames, kind="zarr", rate=None, dataset="mov")
+
+
+def test_npy_with_fps_option(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "movie.npy"
+    np.save(path, frames)
+    check(path, frames, kind="npy", rate=9.0, fps=9.0)
+    check(path, frames, kind="npy", rate=None)
+
+
+def write_sbx(path: Path, data: list[np.ndarray], **info) -> None:
+    """Scanbox layout: uint16 (T, rows, cols, channels) in C order, stored as 65535 - value."""
+    raw = np.stack(data, axis=-1)
+    (np.uint16(65535) - raw).astype("<u2").tofile(path)
+    savemat(path.with_suffix(".mat"), {"info": {"sz": np.array(raw.shape[1:3], float), **info}})
+
+
+def test_scanbox_one_channel(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "mouse12_000_001.sbx"
+    write_sbx(path, [frames], channels=2.0, resfreq=7930.0, scanmode=1.0)
+    check(path, frames, kind="sbx", rate=7930.0 / 12)
+
+
+def test_scanbox_two_channels_bidirectional(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "two.sbx"
+    write_sbx(path, [frames, frames // 3], chan={"nchan": 2.0}, resfreq=7930.0, scanmode=0.0)
+    check(path, frames // 3, kind="sbx", rate=2 * 7930.0 / 12, channel=1)
+    check(path.with_suffix(".mat"), frames, kind="sbx", rate=2 * 7930.0 / 12)
+
+
+def test_scanbox_needs_its_info_file(tmp_path: Path, frames: np.ndarray) -> None:
+    path = tmp_path / "alone.sbx"
+    write_sbx(path, [frames], channels=2.0)
+    path.with_suffix(".mat").unlink()
+    with pytest.raises(MovieFormatError, match="info file"):
+        open_movie(path)
