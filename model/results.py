@@ -55,7 +55,7 @@ class ResultWriter:
         neurons = self.group.create_group("neurons")
         for name, dtype in NEURON_FIELDS.items():
             shape = (k, 2) if name == "centroid" else (k,)
-            neurons.create_array(name, shape=shape, chunks=(max(k, 1),) + shape[1:], dtype=dtype,
+            neurons.create_array(name, shape=shape, chunks=(max(k, 1), *shape[1:]), dtype=dtype,
                                  fill_value=0)
         self.denoised = None
         if with_denoised:
@@ -137,5 +137,5 @@ def read_result(path: str | Path) -> Result:
         images={name: group[name][...] for name in IMAGE_NAMES},
         neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS},
         attrs=attrs,
-        denoised=group["denoised"] if "denoised" in group else None,
+        denoised=group.get("denoised", None),
     )
