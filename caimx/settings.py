@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     port: int = Field(default=8000, gt=0, lt=65536, description="Port the API listens on.")
     task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit of one task.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as plain text or as one JSON object each."
+    )
+    log_level: str = Field(default="INFO", description="Lowest level logged (DEBUG, INFO, ...).")
     tiles_per_chunk: int | None = Field(
         default=None,
         gt=0,

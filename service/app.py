@@ -11,11 +11,13 @@ from fastapi import FastAPI
 
 from caimx import __version__
 from caimx.jobs import DEFAULT_PREFIX
+from caimx.logging_config import configure_logging
 from caimx.queue import make_celery
 from caimx.settings import Settings, get_settings
-from service.api import health
+from service.api import health, metrics
 from service.api.v1 import router as v1_router
 from service.errors import install_error_handlers
+from service.request_log import install_request_logging
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings, process="api")
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -60,6 +63,8 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
     app.state.settings = settings
     app.state.prefix = prefix
     install_error_handlers(app)
+    install_request_logging(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(v1_router, prefix="/v1")
     return app

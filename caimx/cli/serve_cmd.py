@@ -59,8 +59,10 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.redis_url:
         raise CliError("caimx worker needs CAIMX_REDIS_URL, the Redis that the API uses")
+    from caimx.telemetry import instrument_worker
     from worker.celery_app import create_celery
 
+    instrument_worker(settings)
     app = create_celery(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
