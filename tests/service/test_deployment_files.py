@@ -29,7 +29,7 @@ def test_docker_compose_config_parses() -> None:
 def test_compose_has_redis_api_and_a_gpu_worker_sharing_storage() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "api", "worker"}
+    assert {n for n, s in services.items() if not s.get("profiles")} == {"redis", "api", "worker"}
     assert services["api"]["build"]["target"] == "api"
     assert services["worker"]["build"]["target"] == "worker"
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
@@ -43,3 +43,9 @@ def test_dockerfile_targets() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert "AS api" in text and "AS worker" in text
     assert "tensorflow[and-cuda]" in text
+
+
+def test_flower_is_optional() -> None:
+    flower = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert flower["environment"]["CELERY_BROKER_URL"].startswith("redis://redis:")
