@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caimx.jobs import InvalidTransitionError, UnknownJobError
+from caimx.upload_store import UnknownUploadError
 from model.io import MovieFormatError, UnsupportedFormatError
 
 PROBLEM_JSON = "application/problem+json"
@@ -40,9 +41,11 @@ class ApiError(Exception):
     slug: str = "bad-request"
     title: str = "Bad request"
 
-    def __init__(self, detail: str, **extensions: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None,
+                 **extensions: Any) -> None:  # fmt: skip
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extensions = extensions
 
 
@@ -78,11 +81,66 @@ class ResultNotReadyError(ApiError):
     status, slug, title = 409, "result-not-ready", "Result not ready"
 
 
+class ResultExpiredError(ApiError):
+    status, slug, title = 410, "result-expired", "Result expired"
+
+
+class ResultKeyNotFoundError(ApiError):
+    status, slug, title = 404, "no-such-key", "No such key in the result store"
+
+
+class ChecksumMismatchError(ApiError):
+    """tus checksum extension: 460 when the bytes do not hash to what the client announced."""
+
+    status, slug, title = 460, "checksum-mismatch", "Checksum mismatch"
+
+
+class UploadConflictError(ApiError):
+    status, slug, title = 409, "upload-offset-mismatch", "Upload offset mismatch"
+
+
+class UploadBusyError(ApiError):
+    status, slug, title = 423, "upload-busy", "Upload is being written by another request"
+
+
+class UploadIncompleteError(ApiError):
+    status, slug, title = 409, "upload-incomplete", "Upload not complete"
+
+
+class UploadInUseError(ApiError):
+    status, slug, title = 409, "upload-in-use", "Upload in use by a job"
+
+
+class TusVersionError(ApiError):
+    status, slug, title = 412, "tus-version", "Unsupported tus version"
+
+
+class SourceForbiddenError(ApiError):
+    status, slug, title = 403, "source-forbidden", "Path outside the allowed roots"
+
+
+class SourceInvalidError(ApiError):
+    status, slug, title = 422, "invalid-source", "Invalid movie source"
+
+
+class IdempotencyConflictError(ApiError):
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency key reused"
+
+
+class RequestInProgressError(ApiError):
+    status, slug, title = 409, "request-in-progress", "Request in progress"
+
+
+class WebhooksDisabledError(ApiError):
+    status, slug, title = 422, "webhooks-disabled", "Webhooks are not configured"
+
+
 # Domain errors from caimx and model, and how they look over HTTP.
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
     UnsupportedFormatError: (415, "unsupported-movie-format", "Not a movie format caimx reads"),
     MovieFormatError: (422, "not-a-movie", "Not a usable movie"),
     UnknownJobError: (404, "unknown-job", "Unknown job"),
+    UnknownUploadError: (404, "unknown-upload", "Unknown upload"),
     InvalidTransitionError: (409, "invalid-job-state", "Job is not in the right state"),
     redis.RedisError: (503, "store-unavailable", "Job store unavailable"),
 }
@@ -117,9 +175,11 @@ def _domain(exc: Exception) -> tuple[int, str, str]:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return problem_response(
+    response = problem_response(
         request, exc.status, slug=exc.slug, title=exc.title, detail=exc.detail, **exc.extensions
     )
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -179,8 +239,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "model": Problem,
-            "description": HTTPStatus(status).phrase,
+            "description": _PHRASES.get(status) or HTTPStatus(status).phrase,
             "content": {PROBLEM_JSON: {}},
         }
         for status in statuses
     }
+
+
+_PHRASES = {460: "Checksum Mismatch (tus)"}

@@ -43,7 +43,7 @@ def choose_model(name: str, models_dir: Path) -> ModelChoice:
 
 
 def inspect_movie(
-    path: Path, *, min_frames: int = MIN_FRAMES, min_edge: int = MIN_EDGE
+    path: Path, *, min_frames: int = MIN_FRAMES, min_edge: int = MIN_EDGE, **options: object
 ) -> MovieFacts:
     """Open the movie's header and its first and last frames; raise if it cannot be processed.
 
@@ -53,8 +53,10 @@ def inspect_movie(
         Not a readable (T, H, W) movie, or truncated.
     MovieTooSmallError
         Fewer than ``min_frames`` frames, or frames smaller than ``min_edge`` pixels.
+
+    ``options`` go to ``open_movie`` (``dataset``, ``channel``, ``plane``, ``fps``).
     """
-    with open_movie(path) as movie:
+    with open_movie(path, **options) as movie:
         t, h, w = movie.shape
         if t < min_frames:
             raise MovieTooSmallError(

@@ -1,0 +1,81 @@
+"""What a client may ask of a job, validated once by the API and turned into engine overrides.
+
+Shared by the service (validation, OpenAPI) and the worker (``engine_overrides``), so the two agree
+on names and bounds without the service importing the inference engine. The bounds repeat those of
+``model.inference.params.PlanParams``; a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Output = Literal["footprints", "traces", "images", "denoised"]
+DEFAULT_OUTPUTS: tuple[Output, ...] = ("footprints", "traces", "images")
+
+
+class JobParams(BaseModel):
+    """Processing parameters of one job; everything is optional."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"model": "deepcaimx-mini", "fps": 30.0, "pixel_size_um": 1.2, "tile": 32,
+                 "tile_overlap": 8, "motion_correction": True,
+                 "outputs": ["footprints", "traces", "images"]}  # fmt: skip
+            ]
+        },
+    )
+
+    model: str | None = Field(default=None, description="Installed model; default: the service's.")
+    fps: float | None = Field(
+        default=None, gt=0, le=10_000,
+        description="Frame rate (Hz) when the file records none; recorded with the result.",
+    )  # fmt: skip
+    pixel_size_um: float | None = Field(
+        default=None, gt=0, le=1000, description="Pixel edge in micrometres; recorded with the result."
+    )
+    tile: int | None = Field(default=None, ge=8, le=4096,
+                             description="Spatial tile edge in pixels; default: the model's patch.")
+    tile_overlap: int | None = Field(default=None, ge=0, le=2048,
+                                     description="Pixels shared by neighbouring tiles.")
+    window_overlap: int | None = Field(default=None, ge=4, le=10_000,
+                                       description="Frames shared by neighbouring windows.")
+    motion_correction: bool = Field(default=True, description="Correct rigid motion first.")
+    outputs: list[Output] = Field(
+        default_factory=lambda: list(DEFAULT_OUTPUTS),
+        description="Arrays written to the result; `denoised` adds the (T, H, W) denoised movie.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobParams:
+        if self.tile is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile:
+            raise ValueError("tile_overlap must be smaller than tile")
+        return self
+
+
+class MovieOptions(BaseModel):
+    """How to read the movie; passed to ``model.io.open_movie``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(
+        default=None, max_length=500,
+        description="HDF5 dataset path, NWB TwoPhotonSeries name, or Zarr array in a group.",
+    )  # fmt: skip
+    channel: int | None = Field(default=None, ge=0, le=64,
+                                description="Channel of a hyperstack, ScanImage or Scanbox file.")
+    plane: int | None = Field(default=None, ge=0, le=1024, description="Plane of a hyperstack.")
+
+
+def engine_overrides(params: JobParams) -> dict[str, Any]:
+    """The ``InferenceParams.from_dict`` overrides these job parameters stand for."""
+    plan = {key: value for key in ("tile", "tile_overlap", "window_overlap")
+            if (value := getattr(params, key)) is not None}  # fmt: skip
+    out: dict[str, Any] = {"motion": {"enabled": params.motion_correction},
+                           "write_denoised": "denoised" in params.outputs}  # fmt: skip
+    if plan:
+        out["plan"] = plan
+    return out
