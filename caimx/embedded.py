@@ -160,7 +160,7 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True)
         env = child_env(settings, redis_url)
         if with_worker:
             launcher.spawn(
-                "worker", [*CAIMX, "worker", "--name", "embedded@%h"],
+                "worker", [*CAIMX, "worker", "--name", "embedded@%h", "--queues", "gpu,cpu"],
                 env=env, grace_s=30,
             )  # fmt: skip
         launcher.spawn(

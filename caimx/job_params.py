@@ -24,7 +24,7 @@ class JobParams(BaseModel):
             "examples": [
                 {"model": "deepcaimx-mini", "fps": 30.0, "pixel_size_um": 1.2, "tile": 32,
                  "tile_overlap": 8, "motion_correction": True,
-                 "outputs": ["footprints", "traces", "images"]}  # fmt: skip
+                 "outputs": ["footprints", "traces", "images"]}
             ]
         },
     )
@@ -35,8 +35,9 @@ class JobParams(BaseModel):
         description="Frame rate (Hz) when the file records none; recorded with the result.",
     )  # fmt: skip
     pixel_size_um: float | None = Field(
-        default=None, gt=0, le=1000, description="Pixel edge in micrometres; recorded with the result."
-    )
+        default=None, gt=0, le=1000,
+        description="Pixel edge in micrometres; recorded with the result.",
+    )  # fmt: skip
     tile: int | None = Field(default=None, ge=8, le=4096,
                              description="Spatial tile edge in pixels; default: the model's patch.")
     tile_overlap: int | None = Field(default=None, ge=0, le=2048,
@@ -51,7 +52,8 @@ class JobParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:
-        if self.tile is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile:
+        tile, overlap = self.tile, self.tile_overlap
+        if tile is not None and overlap is not None and overlap >= tile:
             raise ValueError("tile_overlap must be smaller than tile")
         return self
 

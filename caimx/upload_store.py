@@ -154,7 +154,8 @@ class UploadStore:
         except UnknownUploadError:
             path = None
         with self.client.pipeline() as pipe:
-            pipe.delete(self.key(upload_id), self.jobs_key(upload_id), f"{self.key(upload_id)}:lock")
+            key = self.key(upload_id)
+            pipe.delete(key, self.jobs_key(upload_id), f"{key}:lock")
             pipe.zrem(self.index_key, upload_id)
             pipe.execute()
         if path is not None:

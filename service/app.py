@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,10 +14,11 @@ from fastapi import FastAPI
 from caimx import __version__
 from caimx.jobs import DEFAULT_PREFIX
 from caimx.logging_config import configure_logging
-from caimx.queue import make_celery
+from caimx.queue import TASK_CLEANUP, make_celery, send
 from caimx.settings import Settings, get_settings
 from service.api import health, metrics
 from service.api.v1 import router as v1_router
+from service.api.web import install_web_page
 from service.errors import install_error_handlers
 from service.request_log import install_request_logging
 
@@ -43,9 +46,13 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
         app.state.celery = make_celery(settings)
         log.info("caimx API %s: data in %s, models in %s", __version__, settings.data_dir,
                  settings.models_dir)  # fmt: skip
+        scheduler = asyncio.create_task(_schedule_cleanup(app, settings, prefix))
         try:
             yield
         finally:
+            scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduler
             app.state.celery.close()
             app.state.redis.close()
 
@@ -54,9 +61,12 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
         version=__version__,
         summary="Two-photon calcium-imaging movies to neuron footprints and traces.",
         description=(
-            "Upload a movie to `POST /v1/jobs`, poll `GET /v1/jobs/{id}` until it is "
-            "`succeeded`, then `GET /v1/jobs/{id}/result` says where the Zarr result is. "
-            "Errors are `application/problem+json` (RFC 9457)."
+            "Upload a movie (small: multipart `POST /v1/jobs`; big: resumable tus upload to "
+            "`/v1/uploads`, then `POST /v1/jobs` with its `upload_id`), or name a file on shared "
+            "storage (`POST /v1/jobs` with `source.path`). Poll `GET /v1/jobs/{id}` (it sends "
+            "`Retry-After`) until it is `succeeded`, then read the result as a Zarr v3 store at "
+            "`/v1/jobs/{id}/zarr` or download `/v1/jobs/{id}/result.zip`. "
+            "Errors are `application/problem+json` (RFC 9457). See docs/jobs.md."
         ),
         lifespan=lifespan,
     )
@@ -66,5 +76,20 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
     install_request_logging(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_web_page(app)
     app.include_router(v1_router, prefix="/v1")
     return app
+
+
+async def _schedule_cleanup(app: FastAPI, settings: Settings, prefix: str) -> None:
+    """Queue ``caimx.cleanup`` every ``cleanup_interval_s``; a Redis lock makes it once per
+    interval however many API processes run."""
+    interval = settings.cleanup_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            lock = f"{prefix}:cleanup:scheduled"
+            if app.state.redis.set(lock, "1", nx=True, ex=max(interval - 1, 1)):
+                send(app.state.celery, TASK_CLEANUP)
+        except Exception as exc:  # Redis away for a moment: try again next time
+            log.warning("could not queue the cleanup task: %s", exc)

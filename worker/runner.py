@@ -42,6 +42,8 @@ def inference_params(settings: Settings, overrides: dict[str, Any] | None = None
     }
     if settings.tile_size is not None:
         plan["tile"] = settings.tile_size
+    if settings.tiles_per_chunk is not None:
+        plan["tiles_per_chunk"] = settings.tiles_per_chunk
     data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

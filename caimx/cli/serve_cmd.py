@@ -27,7 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker = subparsers.add_parser(
         "worker",
         help="run one worker that takes jobs from the queue (needs CAIMX_REDIS_URL)",
-        description="Start a Celery worker consuming queue 'gpu' of the Redis in CAIMX_REDIS_URL.",
+        description=(
+            "Start a Celery worker on the Redis in CAIMX_REDIS_URL. Queue 'gpu' carries the "
+            "chunks of every job, queue 'cpu' planning, finalizing, webhooks and cleanup; by "
+            "default a worker takes both. Lab-wide, run GPU hosts with --queues gpu and one or "
+            "more CPU hosts with --queues cpu."
+        ),
+    )
+    worker.add_argument(
+        "--queues", default="gpu,cpu", help="comma-separated queues to consume (default: gpu,cpu)"
     )
     worker.add_argument(
         "--concurrency", type=int, help="processes (default: CAIMX_WORKER_CONCURRENCY, 1)"
@@ -63,12 +71,18 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import create_celery
 
     instrument_worker(settings)
+    from caimx.queue import QUEUES
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise CliError(f"unknown queue(s) {unknown or queues}; the queues are {', '.join(QUEUES)}")
     app = create_celery(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
         [
             "worker",
-            "--queues", "gpu",
+            "--queues", ",".join(queues),
             "--concurrency", str(concurrency),
             "--pool", "prefork",
             "--hostname", args.name,

@@ -1,0 +1,225 @@
+"""A job as many tasks: prepare (queue ``cpu``), one task per chunk (``gpu``), finalize (``cpu``).
+
+``prepare_job`` reads the movie's range and motion reference, writes the plan next to the result
+and queues every chunk. ``run_chunk`` runs one chunk through the network and writes its partial
+result (re-running a chunk writes the same bytes), then counts it in the job's Redis hash, once per
+chunk id; the task that counts the last chunk queues ``finalize_job``, which stitches the partial
+results into the result group without reading the movie. A job canceled meanwhile is noticed
+before each chunk and before each batch of patches; its partial results are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from caimx.jobs import InvalidTransitionError, Job, JobState, JobStore
+from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK, TASK_WEBHOOK
+from caimx.settings import Settings
+from worker import model_cache
+from worker.runner import RESULT_NAME, _jsonable, failure_reason, inference_params
+
+log = logging.getLogger(__name__)
+Send = Callable[..., None]
+"""``send(task_name, *args)``: queue a task on its queue."""
+WORK_NAME = "work"
+
+
+class JobStopped(Exception):
+    """The job is no longer running (canceled or failed by another task)."""
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    return settings.results_dir / job_id
+
+
+def work_dir(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / WORK_NAME
+
+
+def _open(job: Job):
+    from model.io import open_movie
+
+    return open_movie(job.input_path, **(job.input_options or {}))
+
+
+def _stop_if_not_running(store: JobStore, job_id: str) -> None:
+    if store.state(job_id) is not JobState.RUNNING:
+        raise JobStopped(job_id)
+
+
+class _CancelAware:
+    """A predictor that checks, before each batch, that the job still runs."""
+
+    def __init__(self, predictor: Any, check: Callable[[], None]) -> None:
+        self._predictor, self._check = predictor, check
+        self.card = predictor.card
+
+    def predict(self, patches: Any) -> Any:
+        self._check()
+        return self._predictor.predict(patches)
+
+
+def fail(store: JobStore, settings: Settings, job_id: str, exc: BaseException, send: Send) -> None:
+    """Record a short reason, remove partial results, tell the webhook."""
+    log.exception("job %s failed", job_id)
+    shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
+    try:
+        job = store.transition(job_id, JobState.FAILED, finished_at=time.time(),
+                               error=failure_reason(exc))  # fmt: skip
+    except InvalidTransitionError:
+        return
+    if job.webhook_url:
+        send(TASK_WEBHOOK, job_id)
+
+
+def _stopped(store: JobStore, settings: Settings, job_id: str) -> None:
+    if store.state(job_id) is JobState.CANCELED:
+        shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a movie file (referenced movies are hashed here, not in the API)."""
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send) -> None:
+    """Plan the job and queue its chunks (a redelivered prepare plans again from scratch)."""
+    from model.inference import prepare
+    from model.registry import resolve_model
+
+    job = store.get(job_id)
+    if job.state.terminal:
+        return
+    started = time.time()
+    try:
+        store.transition(job_id, JobState.RUNNING, started_at=started, attempts=job.attempts + 1,
+                         chunks_done=0, error=None)  # fmt: skip
+    except InvalidTransitionError:
+        return
+    try:
+        card = resolve_model(job.model, settings.models_dir).card
+        params = inference_params(settings, job.params)
+        work = work_dir(settings, job_id)
+        if job_dir(settings, job_id).exists():
+            shutil.rmtree(job_dir(settings, job_id))
+        with _open(job) as movie:
+            plan = prepare(movie, card, work_dir=work, params=params)
+        values: dict[str, Any] = {"params": params.to_dict()}
+        if not job.input_sha256:
+            values["input_sha256"] = _sha256(Path(job.input_path))
+        values["timings"] = {"prepare_s": round(time.time() - started, 3)}
+        store.update(job_id, **values)
+        _stop_if_not_running(store, job_id)
+        store.reset_chunks(job_id, len(plan.chunks))
+        for chunk in plan.chunks:
+            send(TASK_RUN_CHUNK, job_id, chunk.id)
+    except JobStopped:
+        _stopped(store, settings, job_id)
+    except Exception as exc:
+        fail(store, settings, job_id, exc, send)
+
+
+def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore,
+              send: Send) -> None:  # fmt: skip
+    """Compute one chunk, count it, and queue finalize if it was the last one."""
+    from model.inference import load_plan
+    from model.inference import run_chunk as compute
+
+    job = store.get(job_id)
+    if job.state is not JobState.RUNNING:
+        _stopped(store, settings, job_id)
+        return
+    if chunk_id in store.done_chunks(job_id):  # redelivered after it was counted
+        if job.chunks_total and job.chunks_done >= job.chunks_total:
+            send(TASK_FINALIZE_JOB, job_id)
+        return
+    start = time.perf_counter()
+    try:
+        work = work_dir(settings, job_id)
+        plan = load_plan(work)
+        cached = model_cache.get_predictor(job.model, settings.models_dir)
+        predictor = _CancelAware(cached.predictor, lambda: _stop_if_not_running(store, job_id))
+        compute_start = time.perf_counter()
+        with _open(job) as movie:
+            compute(movie, predictor, plan, chunk_id, work_dir=work)
+        seconds = time.perf_counter() - compute_start
+        count = store.complete_chunk(job_id, chunk_id, seconds=seconds, load_s=cached.load_s)
+        if not count.running:
+            raise JobStopped(job_id)
+        log.info("job %s chunk %s done (%d/%d) in %.1f s", job_id, chunk_id, count.done,
+                 count.total, time.perf_counter() - start)  # fmt: skip
+        if count.last:
+            send(TASK_FINALIZE_JOB, job_id)
+    except JobStopped:
+        _stopped(store, settings, job_id)
+    except Exception as exc:
+        fail(store, settings, job_id, exc, send)
+
+
+def _attrs(job: Job, card: Any, params: Any) -> dict[str, Any]:
+    from model.inference.engine import software_version
+
+    request = job.request or {}
+    return {
+        "model": {"name": card.name, "version": card.version, "card": card.to_dict()},
+        "input": {"name": job.input_name, "sha256": job.input_sha256,
+                  "shape": list(job.movie_shape or ()), "dtype": job.movie_dtype,
+                  "fps": job.movie_fps, "pixel_size_um": request.get("pixel_size_um"),
+                  "source": job.source},
+        "software": {"caimx": software_version()},
+        "parameters": params.to_dict(),
+        "job": {"id": job.id, "outputs": request.get("outputs")},
+    }  # fmt: skip
+
+
+def finalize_job(job_id: str, *, settings: Settings, store: JobStore, send: Send) -> None:
+    """Stitch the chunks into ``results/<id>/result.zarr`` and mark the job succeeded."""
+    from model.inference import InferenceParams, finalize, load_plan
+    from model.registry import resolve_model
+
+    job = store.get(job_id)
+    if job.state is not JobState.RUNNING:
+        _stopped(store, settings, job_id)
+        return
+    lock = f"{store.key(job_id)}:finalize"
+    if not store.client.set(lock, store.writer, nx=True, ex=settings.task_time_limit_s):
+        return  # another finalize of this job is running
+    start = time.perf_counter()
+    output = job_dir(settings, job_id) / RESULT_NAME
+    try:
+        work = work_dir(settings, job_id)
+        plan = load_plan(work)
+        card = resolve_model(job.model, settings.models_dir).card
+        params = InferenceParams.from_dict(plan.params)
+        summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params))
+        facts = _jsonable(summary) or {}
+        facts.pop("seconds", None)
+        facts.pop("decisions", None)
+        job = store.get(job_id)
+        timings = {**job.timings, "load_model_s": round(job.model_load_seconds, 3),
+                   "inference_s": round(job.chunk_seconds, 3),
+                   "finalize_s": round(time.perf_counter() - start, 3),
+                   "total_s": round(time.time() - (job.started_at or time.time()), 3)}  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+        job = store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(),
+                               result_path=str(output), summary=facts, timings=timings)  # fmt: skip
+        if job.webhook_url:
+            send(TASK_WEBHOOK, job_id)
+    except InvalidTransitionError:
+        _stopped(store, settings, job_id)
+    except Exception as exc:
+        fail(store, settings, job_id, exc, send)
+    finally:
+        store.client.delete(lock)
