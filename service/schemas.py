@@ -20,7 +20,9 @@ def _time(value: float | None) -> datetime | None:
 class MovieRead(BaseModel):
     name: str = Field(description="File name as uploaded.")
     bytes: int = Field(description="Size of the upload in bytes.")
-    sha256: str = Field(description="SHA-256 of the uploaded bytes.")
+    sha256: str | None = Field(
+        description="SHA-256 of the file (for a referenced movie: once the worker has read it)."
+    )
     shape: list[int] | None = Field(description="Detected (frames, height, width).")
     dtype: str | None = Field(description="Detected pixel type, e.g. uint16.")
     fps: float | None = Field(
@@ -101,7 +103,7 @@ class JobRead(BaseModel):
             movie=MovieRead(
                 name=job.input_name,
                 bytes=job.input_bytes,
-                sha256=job.input_sha256,
+                sha256=job.input_sha256 or None,
                 shape=list(job.movie_shape) if job.movie_shape else None,
                 dtype=job.movie_dtype,
                 fps=job.movie_fps,

@@ -8,10 +8,12 @@ in database 0 is never touched, and empties it again at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -122,9 +124,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("caimx-data")
 
 
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir: Path, redis_url: str) -> Settings:
-    return Settings(data_dir=data_dir, redis_url=redis_url)
+    return Settings(data_dir=data_dir, redis_url=redis_url, webhook_secret=WEBHOOK_SECRET,
+                    webhook_backoff_s=0.2, webhook_timeout_s=5)  # fmt: skip
 
 
 def process_env(settings: Settings) -> dict[str, str]:
@@ -133,9 +139,12 @@ def process_env(settings: Settings) -> dict[str, str]:
         CAIMX_DATA_DIR=str(settings.data_dir),
         CAIMX_REDIS_URL=settings.redis_url or "",
         CAIMX_MODELS_DIR=str(settings.models_dir),
+        CAIMX_WEBHOOK_BACKOFF_S=str(settings.webhook_backoff_s),
         PYTHONUNBUFFERED="1",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
+    if settings.webhook_secret is not None:
+        env["CAIMX_WEBHOOK_SECRET"] = settings.webhook_secret.get_secret_value()
     return env
 
 
@@ -189,3 +198,39 @@ def movie_tiff(tmp_path: Path) -> Path:
     path = tmp_path / "movie.tif"
     tifffile.imwrite(path, synthetic_movie())
     return path
+
+
+@contextlib.contextmanager
+def live_server(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    from caimx.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))  # fmt: skip
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def serve_live():
+    """:func:`live_server`, for tests in other folders (their own conftest shadows this one)."""
+    return live_server
+
+
+@pytest.fixture
+def make_movie():
+    """:func:`synthetic_movie`, for tests in other folders."""
+    return synthetic_movie
