@@ -17,6 +17,11 @@ raw_masks       (B, N, H, W)        footprints before the morphological opening
 opened_masks    (B, N, H, W)        footprints after a 5x5 opening (zero: no neuron)
 traces          (B, T - 4, N)       activity traces; frame i is input frame i + 2
 ==============  ==================  ================================================
+
+Input scale: the published mini weights were trained, and their reference outputs computed, on
+simulated movies fed as stored (background about 0.3-0.45, peak 1.0; not min-max scaled).
+Min-max scaling those samples per patch moves the background to 0 and visibly degrades the
+footprints (see docs/benchmarks.md, "Network").
 """
 
 from __future__ import annotations
