@@ -224,7 +224,7 @@ def live_server(app) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def serve_live():
     """:func:`live_server`, for tests in other folders (their own conftest shadows this one)."""
     return live_server
