@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--pixel-size", type=float, help="simulated pixel size, um")
     p.add_argument("--photons", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="range of photons per pixel per frame (SNR) of the training patches")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep BatchNormalization statistics fixed (fine-tuning with small batches)")
     p.add_argument("--val-count", type=int, default=48, help="held-out validation patches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -52,7 +54,8 @@ def options_from_args(args: argparse.Namespace):
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed,
         init_from=Path(args.init_from) if args.init_from else None, resume=args.resume,
-        data=data, val_count=args.val_count, progress=not args.no_progress)
+        data=data, val_count=args.val_count, freeze_batchnorm=args.freeze_bn,
+        progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:

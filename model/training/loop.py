@@ -46,7 +46,9 @@ class TrainOptions:
     """One training run.
 
     ``init_from`` is a Keras ``.weights.h5`` or the published ``.h5`` (fine-tuning); ``resume``
-    continues the checkpoint in ``out_dir`` and wins over ``init_from``.
+    continues the checkpoint in ``out_dir`` and wins over ``init_from``. ``freeze_batchnorm``
+    keeps every BatchNormalization layer in inference mode with fixed statistics (useful when
+    fine-tuning with batches of 2).
     """
 
     out_dir: Path
@@ -61,6 +63,7 @@ class TrainOptions:
     resume: bool = False
     data: TrainingData = field(default_factory=TrainingData)
     val_count: int = 48
+    freeze_batchnorm: bool = False
     progress: bool = True
 
     @property
@@ -74,6 +77,7 @@ class TrainOptions:
                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
                 "learning_rate": self.learning_rate, "seed": self.seed,
                 "init_from": str(self.init_from) if self.init_from else None,
+                "freeze_batchnorm": self.freeze_batchnorm,
                 "data": self.data.to_dict()}
 
 
@@ -85,6 +89,10 @@ def make_model(options: TrainOptions) -> TrainingModel:
         from model.export import load_weights
 
         load_weights(net, options.network, options.init_from)
+    if options.freeze_batchnorm:
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     model = TrainingModel(net)
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate))
     return model
@@ -153,7 +161,7 @@ def _validate(model: TrainingModel, val: list) -> dict[str, float]:
 
 def _check_same_run(saved: dict[str, Any], header: dict[str, Any]) -> None:
     header = json.loads(json.dumps(header))
-    for key in ("network", "steps_per_epoch", "batch_size", "seed", "data"):
+    for key in ("network", "steps_per_epoch", "batch_size", "seed", "data", "freeze_batchnorm"):
         if saved.get(key) != header.get(key):
             raise ValueError(f"cannot resume: '{key}' differs from the checkpoint "
                              f"({saved.get(key)!r} vs {header.get(key)!r})")

@@ -21,3 +21,8 @@ def test_train_options_from_arguments(tmp_path) -> None:
 def test_train_refuses_missing_init_weights(tmp_path, capsys) -> None:
     rc = main(["train", "--out", str(tmp_path), "--init-from", str(tmp_path / "nope.h5")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_freeze_bn_flag(tmp_path) -> None:
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--freeze-bn"])
+    assert options_from_args(args).freeze_batchnorm
