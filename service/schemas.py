@@ -126,6 +126,9 @@ class JobRead(BaseModel):
 
 
 class JobList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "jobs": [JobRead.model_config["json_schema_extra"]["examples"][0]],
+        "next_cursor": "1795000000.123456~5f0c6a2e9b0d4c8f8e1a7b3c2d1e0f9a"}]})
     jobs: list[JobRead]
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next page; absent on the last page."
@@ -158,6 +161,12 @@ class JobCreate(BaseModel):
 
 
 class ResultRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "5f0c6a2e9b0d4c8f8e1a7b3c2d1e0f9a", "format": "zarr-v3-group",
+        "path": "/srv/caimx/results/5f0c6a2e9b0d4c8f8e1a7b3c2d1e0f9a/result.zarr",
+        "url": "http://caimx:8000/v1/jobs/5f0c6a2e9b0d4c8f8e1a7b3c2d1e0f9a/zarr",
+        "python": "import zarr\nresult = zarr.open_group(...)",
+        "summary": {"n_neurons": 212, "movie_shape": [4096, 512, 512], "n_chunks": 52}}]})
     job_id: str
     format: str = Field(
         default="zarr-v3-group", description="Layout documented in docs/results.md."
@@ -171,6 +180,8 @@ class ResultRead(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok",
+                                                               "version": "0.1.0"}]})
     status: str = "ok"
     version: str
 
@@ -183,6 +194,9 @@ class WorkerRead(BaseModel):
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "ready", "redis": "ok", "workers": [{"hostname": "gpu1@node7", "host": "node7",
+                                                       "pid": 4242, "seen_at": 1795000000.0}]}]})
     status: str = "ready"
     redis: str = "ok"
     workers: list[WorkerRead]

@@ -67,8 +67,11 @@ class _CancelAware:
 
 def fail(store: JobStore, settings: Settings, job_id: str, exc: BaseException, send: Send) -> None:
     """Record a short reason, remove partial results, tell the webhook."""
-    log.exception("job %s failed", job_id)
     shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
+    if store.state(job_id).terminal:  # canceled meanwhile: its folder went away under the task
+        log.info("job %s stopped (%s) while a task ran: %s", job_id, store.state(job_id), exc)
+        return
+    log.error("job %s failed", job_id, exc_info=exc)
     try:
         job = store.transition(job_id, JobState.FAILED, finished_at=time.time(),
                                error=failure_reason(exc))  # fmt: skip
