@@ -99,8 +99,9 @@ def test_nwb_two_photon_series(tmp_path: Path, frames: np.ndarray) -> None:
     nwb = NWBFile(session_description="caimx test", identifier="caimx-1",
                   session_start_time=datetime(2026, 11, 20, tzinfo=UTC))
     device = nwb.create_device(name="rig3")
+    channel = OpticalChannel(name="green", description="GCaMP", emission_lambda=525.0)
     plane = nwb.create_imaging_plane(
-        name="plane1", optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=525.0), device=device,
+        name="plane1", optical_channel=channel, device=device,
         description="L2/3", excitation_lambda=920.0, indicator="GCaMP6s", location="V1",
         imaging_rate=30.0)  # fmt: skip
     nwb.add_acquisition(TwoPhotonSeries(name="TwoPhotonSeries", data=frames, imaging_plane=plane,
