@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "caimx.cli.model_cmd",
     "caimx.cli.process_cmd",
     "caimx.cli.export_cmd",
+    "caimx.cli.client_cmd",
     "caimx.cli.simulate_cmd",
     "caimx.cli.train_cmd",
 )

@@ -1,0 +1,137 @@
+"""Commands that talk to a running service: ``submit``, ``status``, ``jobs``, ``fetch``.
+
+The service is ``--url``, else ``CAIMX_URL``, else http://127.0.0.1:8000; ``CAIMX_API_KEY`` is
+sent as a bearer token when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None,
+                        help="service URL (default: CAIMX_URL, else http://127.0.0.1:8000)")
+
+
+def register(subparsers) -> None:
+    """Add ``submit``, ``status``, ``jobs`` and ``fetch``."""
+    p = subparsers.add_parser("submit", help="upload a movie to the service and queue it",
+                              description="Upload a movie (resumably where the service allows) "
+                                          "and queue a job; prints the job id.")  # fmt: skip
+    p.add_argument("movie", type=Path, help="movie file (TIFF, .npy, HDF5, NWB, .sbx, ...)")
+    p.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    p.add_argument("--model", default=None, help="installed model (default: the service's)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate if the file has none")
+    p.add_argument("--params", type=Path, default=None, help="JSON file of job parameters")
+    p.add_argument("--no-resumable", action="store_true", help="one multipart request")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+    p.set_defaults(func=run_submit)
+
+    s = subparsers.add_parser("status", help="state and progress of a job")
+    s.add_argument("job", help="job id")
+    s.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    s.add_argument("--json", action="store_true", help="print the job as JSON")
+    _common(s)
+    s.set_defaults(func=run_status)
+
+    j = subparsers.add_parser("jobs", help="recent jobs of the service, newest first")
+    j.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    j.add_argument("--state", default=None,
+                   choices=("queued", "running", "succeeded", "failed", "canceled"))
+    j.add_argument("--json", action="store_true", help="print JSON")
+    _common(j)
+    j.set_defaults(func=run_jobs)
+
+    f = subparsers.add_parser("fetch", help="download a finished job's result",
+                              description="zarr: the result group (result.zip); nwb, suite2p, "
+                                          "tiff: the exports of docs/exports.md.")  # fmt: skip
+    f.add_argument("job", help="job id")
+    f.add_argument("-o", "--output", type=Path, required=True, help="folder to write into")
+    f.add_argument("--format", default="zarr", choices=("zarr", "nwb", "suite2p", "tiff"))
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(f)
+    f.set_defaults(func=run_fetch)
+
+
+def _client(args: argparse.Namespace):
+    from caimx.client import Client
+
+    return Client(args.url)
+
+
+def _line(job: dict) -> str:
+    progress = job.get("progress") or {}
+    done, total = progress.get("chunks_done", 0), progress.get("chunks_total", 0)
+    text = f"{job['id']}  {job['state']:<9}  {done}/{total} chunks  {job['movie']['name']}"
+    return text + (f"  ({job['error']})" if job.get("error") else "")
+
+
+def _run(action):
+    """Turn service and connection errors into one-line CLI errors."""
+    import httpx
+
+    from caimx.cli import CliError
+    from caimx.client import ApiError
+
+    try:
+        return action()
+    except ApiError as exc:
+        raise CliError(str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the service: {exc}") from exc
+
+
+def _finish(job: dict) -> int:
+    print(_line(job))
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+
+    params = json.loads(args.params.read_text(encoding="utf-8")) if args.params else {}
+    params.update({k: v for k, v in (("model", args.model), ("fps", args.fps)) if v is not None})
+    if not args.movie.is_file():
+        raise CliError(f"no movie at {args.movie}")
+    with _client(args) as client:
+        job = _run(lambda: client.submit(args.movie, progress=not args.quiet,
+                                         resumable=False if args.no_resumable else None,
+                                         **params))  # fmt: skip
+        print(job["id"], flush=True)
+        if args.wait:
+            return _finish(_run(lambda: client.wait(job, progress=not args.quiet)))
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = _run(lambda: client.wait(args.job) if args.wait else client.status(args.job))
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    if args.wait:
+        return _finish(job)
+    print(_line(job))
+    return 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        jobs = _run(lambda: client.list(limit=args.limit, state=args.state))
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    for job in [] if args.json else jobs:
+        print(_line(job))
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        path = _run(lambda: client.download(args.job, args.format, args.output,
+                                            progress=not args.quiet))  # fmt: skip
+    print(path)
+    return 0

@@ -1,0 +1,109 @@
+"""The Python client and its CLI against a live API and a real worker, as in a notebook."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from caimx.cli import main
+from caimx.client import ApiError, Client
+from caimx.settings import Settings
+from service.app import create_app
+
+
+@pytest.fixture(scope="module")
+def service_url(settings: Settings, celery_worker: str, serve_live) -> Iterator[str]:
+    with serve_live(create_app(settings)) as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_notebook_session(service_url: str, movie_tiff: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    from pynwb import NWBHDF5IO, validate
+
+    api = Client(service_url)
+    job = api.submit(movie_tiff, progress=False, fps=20.0)  # a tus upload: the server speaks it
+    assert job["state"] == "queued" and job["movie"]["name"] == "movie.tif"
+    done = api.wait(job, progress=True, poll_s=0.3, timeout_s=300)
+    assert done["state"] == "succeeded", done["error"]
+    assert "job " in capsys.readouterr().err  # the progress bar
+
+    result = api.result(job)  # Zarr over HTTP, lazy
+    k = result["footprints"].shape[0]
+    assert result["traces"].shape == (k, 120)
+    assert result["mean_image"][:].shape == (48, 48)
+    assert dict(result.attrs)["input"]["name"] == "movie.tif"
+
+    nwb = api.download(job, "nwb", tmp_path, progress=False)
+    assert nwb.name == "movie.nwb" and validate(path=str(nwb)) == []
+    with NWBHDF5IO(str(nwb), mode="r") as io:
+        series = io.read().processing["ophys"]["Fluorescence"]["RoiResponseSeries"]
+        assert series.data.shape == (120, k) and series.rate == 20.0
+    archive = api.download(job, "suite2p", tmp_path, progress=False)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "s2p")
+    ops = np.load(tmp_path / "s2p" / "suite2p" / "plane0" / "ops.npy", allow_pickle=True).item()
+    assert (ops["Ly"], ops["Lx"], ops["nframes"], ops["fs"]) == (48, 48, 120, 20.0)
+    assert any(j["id"] == job["id"] for j in api.list(limit=10))
+
+    # The same from the command line.
+    assert main(["status", job["id"], "--url", service_url]) == 0
+    assert f"{job['id']}  succeeded" in capsys.readouterr().out
+    assert main(["jobs", "--url", service_url, "--json", "--state", "succeeded"]) == 0
+    assert job["id"] in [j["id"] for j in json.loads(capsys.readouterr().out)]
+    assert main(["fetch", job["id"], "-o", str(tmp_path / "cli"), "--format", "tiff",
+                 "--url", service_url, "--quiet"]) == 0  # fmt: skip
+    assert zipfile.is_zipfile(tmp_path / "cli" / "movie-tiff.zip")
+
+
+@pytest.mark.slow
+def test_array_multipart_and_cancel(service_url: str, make_movie) -> None:
+    api = Client(service_url)
+    job = api.submit(make_movie(t=60), progress=False)
+    assert job["movie"]["name"] == "array.npy" and job["movie"]["shape"] == [60, 48, 48]
+    canceled = api.cancel(job)
+    assert canceled["state"] == "canceled"
+    with pytest.raises(ApiError) as refused:
+        api.cancel(job)
+    assert refused.value.status == 409 and "canceled" in str(refused.value)
+
+
+def test_errors_and_missing_files(service_url: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    api = Client(service_url)
+    with pytest.raises(ApiError) as unknown:
+        api.status("0" * 32)
+    assert unknown.value.status == 404 and unknown.value.problem["type"].endswith("unknown-job")
+    with pytest.raises(FileNotFoundError):
+        api.submit(tmp_path / "nothing.tif")
+    assert main(["status", "0" * 32, "--url", service_url]) == 2
+    assert "404" in capsys.readouterr().err
+    assert main(["jobs", "--url", "http://127.0.0.1:9"]) == 2
+    assert "cannot reach the service" in capsys.readouterr().err
+
+
+def test_retries_on_503_and_429_honour_retry_after() -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"title": "busy"})
+        if len(calls) == 2:
+            return httpx.Response(429, json={"title": "slow down"})
+        return httpx.Response(200, json={"id": "j", "state": "queued"})
+
+    api = Client("http://caimx.test", transport=httpx.MockTransport(answer), backoff_s=0.01)
+    assert api.status("j")["state"] == "queued" and len(calls) == 3
+    api = Client("http://caimx.test", transport=httpx.MockTransport(
+        lambda r: httpx.Response(503, json={"title": "down", "detail": "no Redis"})),
+        retries=2, backoff_s=0.01)  # fmt: skip
+    with pytest.raises(ApiError, match="no Redis"):
+        api.status("j")
