@@ -107,3 +107,18 @@ def test_retries_on_503_and_429_honour_retry_after() -> None:
         retries=2, backoff_s=0.01)  # fmt: skip
     with pytest.raises(ApiError, match="no Redis"):
         api.status("j")
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_reattach(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            raise AssertionError("waiting must never cancel the job")
+        raise KeyboardInterrupt  # the user presses Ctrl-C while the client polls
+
+    api = Client("http://caimx.test", transport=httpx.MockTransport(answer))
+    with pytest.raises(KeyboardInterrupt):
+        api.wait("abc123", progress=False)
+    err = capsys.readouterr().err
+    assert "job abc123 keeps running" in err and "caimx status abc123 --wait" in err
