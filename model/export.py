@@ -84,8 +84,13 @@ def write_model_dir(
     license_file: str | Path | None = None,
     metrics: dict[str, Any] | None = None,
     overwrite: bool = False,
+    input_scaling: str = "minmax-per-patch",
 ) -> Path:
-    """Write the installable folder ``out_dir/name`` and return its path."""
+    """Write the installable folder ``out_dir/name`` and return its path.
+
+    ``input_scaling`` goes into the card: what the weights were trained on (see
+    ``model.inference.scaling.INPUT_SCALINGS``).
+    """
     target = Path(out_dir) / name
     if target.exists():
         if not overwrite:
@@ -106,7 +111,7 @@ def write_model_dir(
         W=config.W,
         N=config.N,
         trace_offset=TRACE_OFFSET,
-        input_scaling="minmax-per-patch",
+        input_scaling=input_scaling,
         training_data=training_data,
         weights_sha256=sha256_file(weights),
         parameters=count_parameters(model),

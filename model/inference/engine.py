@@ -23,7 +23,7 @@ from model.inference.decide import Candidates, patch_candidates
 from model.inference.finalize import finalize_result
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
-from model.inference.run import Predictor, card_geometry, predict_batches
+from model.inference.run import Predictor, card_geometry, card_input_scaling, predict_batches
 from model.inference.scaling import movie_range
 from model.inference.source import as_movie, movie_name, movie_sha256
 
@@ -62,13 +62,15 @@ def prepare(movie: Any, card: Any, *, work_dir: str | Path,
     ----------
     movie : MovieReader or ndarray, shape (T, H, W)
     card : ModelCard
-        Gives the patch size ``(T, H, W)``, ``N`` and ``trace_offset``.
+        Gives the patch size ``(T, H, W)``, ``N``, ``trace_offset`` and ``input_scaling`` (an
+        unknown scaling raises ``ValueError`` here, before any work).
     work_dir : path
         Folder shared by chunks and finalize.
     """
     movie = as_movie(movie)
     check_movie(tuple(movie.shape), params.plan)
     patch, _, offset = card_geometry(card)
+    card_input_scaling(card)
     rng = movie_range(movie, params=params.scaling)
     plan = make_plan(tuple(movie.shape), patch=patch, trace_offset=offset, params=params.plan,
                      movie_low=rng.low, movie_high=rng.high, all_params=params.to_dict())
@@ -107,7 +109,8 @@ def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *
     block = patches.read_block(movie, plan, chunk.window, tuple(tiles), reference=reference,
                                motion_params=params.motion, sigma=params.scaling.spatial_sigma)
     scaled, span = patches.network_patches(block, tuple(tiles), size,
-                                           min_range=params.scaling.min_patch_range)
+                                           mode=card_input_scaling(predictor.card),
+                                           scaling=params.scaling)
     w = plan.windows[chunk.window]
     lo = w.own_first - w.start + plan.trace_offset
     hi = w.own_stop - w.start + plan.trace_offset

@@ -36,7 +36,14 @@ def _check_bounds(obj: Any) -> None:
 
 @dataclass(frozen=True)
 class ScalingParams:
-    """Intensity scaling: a robust per-movie range, then per-patch min-max as in training."""
+    """Intensity scaling: a robust per-movie range, then the model's ``input_scaling``.
+
+    The model card's ``input_scaling`` picks what the network sees (see
+    :mod:`model.inference.scaling`): ``"movie-range"`` maps the movie's low/high percentiles to
+    ``background_level``/``peak_level`` (one affine map for the whole movie, as the published
+    weights' data were scaled over the whole dataset); ``"minmax-per-patch"`` min-max scales each
+    patch with the floor ``min_patch_range`` (the project's own training code).
+    """
 
     sample_frames: int = _p(200, "Frames (evenly spaced) sampled for the movie percentiles.",
                             1, 10_000)
@@ -55,11 +62,25 @@ class ScalingParams:
         "background is not stretched to [0, 1], which keeps noise from looking like cells.",
         0.0, 1.0,
     )
+    background_level: float = _p(
+        0.35,
+        "Movie-range input scaling: network input level of the movie's low percentile (the "
+        "published mini weights' data put the background at about 0.3-0.45).",
+        0.0, 1.0,
+    )
+    peak_level: float = _p(
+        1.0,
+        "Movie-range input scaling: network input level of the movie's high percentile (the "
+        "brightest transients of the published data reach 1.0).",
+        0.0, 1.0,
+    )
 
     def __post_init__(self) -> None:
         _check_bounds(self)
         if self.low_percentile >= self.high_percentile:
             raise ValueError("ScalingParams.low_percentile must be below high_percentile")
+        if self.background_level >= self.peak_level:
+            raise ValueError("ScalingParams.background_level must be below peak_level")
 
 
 @dataclass(frozen=True)

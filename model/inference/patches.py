@@ -8,9 +8,9 @@ import numpy as np
 from scipy import ndimage
 
 from model.inference import motion
-from model.inference.params import MotionParams
+from model.inference.params import MotionParams, ScalingParams
 from model.inference.plan import Plan, Tile, padded_index
-from model.inference.scaling import MovieRange, minmax_patches, scale_block
+from model.inference.scaling import MovieRange, scale_block, scale_patches
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,22 @@ def cut_patches(block: Block, tiles: tuple[Tile, ...], size: int) -> np.ndarray:
     return out
 
 
-def network_patches(block: Block, tiles: tuple[Tile, ...], size: int, *,
-                    min_range: float) -> tuple[np.ndarray, np.ndarray]:
-    """Patches scaled per patch to [0, 1] as the network was trained, and each patch's divisor.
+def network_patches(block: Block, tiles: tuple[Tile, ...], size: int, *, mode: str,
+                    scaling: ScalingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Patches scaled as the model expects (its card's ``input_scaling``), and each divisor.
+
+    Parameters
+    ----------
+    mode : str
+        ``"movie-range"`` or ``"minmax-per-patch"`` (see :mod:`model.inference.scaling`); anything
+        else raises ``ValueError``.
+    scaling : ScalingParams
+        The levels (movie-range) or the range floor (minmax-per-patch).
 
     Returns
     -------
     patches : ndarray, shape (B, T_model, size, size), float32
     span : ndarray, shape (B,), float32
+        Multiply network traces (and the denoised movie) by it to return to movie-range units.
     """
-    return minmax_patches(cut_patches(block, tiles, size), min_range=min_range)
+    return scale_patches(cut_patches(block, tiles, size), mode=mode, params=scaling)

@@ -7,11 +7,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.inference.scaling import check_input_scaling
+
 
 class Predictor(Protocol):
     """What the engine needs from a model: its card and ``predict``.
 
-    ``predict(patches)`` takes float32 ``(B, T, H, W)`` scaled to [0, 1] per patch and returns an
+    ``predict(patches)`` takes float32 ``(B, T, H, W)`` in [0, 1] (scaled as the card's
+    ``input_scaling`` says) and returns an
     object with numpy fields ``denoised`` and ``attention`` ``(B, T, H, W)``, ``footprints`` (opened
     masks) and ``raw_footprints`` ``(B, N, H, W)``, and ``traces`` ``(B, N, T - 4)``.
     """
@@ -26,6 +29,13 @@ def card_geometry(card: Any) -> tuple[tuple[int, int, int], int, int]:
     get = card.get if isinstance(card, dict) else lambda k, d=None: getattr(card, k, d)
     patch = (int(get("T")), int(get("H")), int(get("W")))
     return patch, int(get("N")), int(get("trace_offset", 2))
+
+
+def card_input_scaling(card: Any) -> str:
+    """The card's ``input_scaling`` (missing: ``"minmax-per-patch"``); unknown modes raise
+    ``ValueError``."""
+    get = card.get if isinstance(card, dict) else lambda k, d=None: getattr(card, k, d)
+    return check_input_scaling(get("input_scaling") or "minmax-per-patch")
 
 
 def predict_batches(predictor: Predictor, patches: np.ndarray, *,

@@ -1,4 +1,4 @@
-"""Robust per-movie intensity range, and the per-patch min-max scaling the network expects."""
+"""Robust per-movie intensity range, and the network input scalings a model card can name."""
 
 from __future__ import annotations
 
@@ -94,3 +94,61 @@ def minmax_patches(patches: np.ndarray, *, min_range: float) -> tuple[np.ndarray
     scaled = (patches - lo) / span
     np.clip(scaled, 0.0, 1.0, out=scaled)
     return scaled.astype(np.float32, copy=False), span.reshape(-1)
+
+
+#: What a model card's ``input_scaling`` may say, and what each means for the network input.
+INPUT_SCALINGS: dict[str, str] = {
+    "movie-range": "one affine map for the whole movie: its low/high percentiles go to "
+                   "ScalingParams.background_level/peak_level, clipped to [0, 1]",
+    "minmax-per-patch": "each patch min-max scaled to [0, 1] (floor ScalingParams.min_patch_range)",
+}
+
+
+def check_input_scaling(mode: str) -> str:
+    """Return ``mode`` if it is a known input scaling; otherwise raise a ``ValueError``."""
+    if mode not in INPUT_SCALINGS:
+        known = ", ".join(repr(k) for k in INPUT_SCALINGS)
+        raise ValueError(f"unknown input_scaling {mode!r} in the model card; this engine knows "
+                         f"{known}")
+    return mode
+
+
+def level_patches(patches: np.ndarray, *, background: float,
+                  peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """Map movie-range units to fixed network levels: 0 -> ``background``, 1 -> ``peak``.
+
+    Parameters
+    ----------
+    patches : ndarray, shape (B, T, h, w), float32
+        Patches already mapped to the movie range ([0, 1]).
+    background, peak : float
+        Network input levels of the movie's low and high percentiles (``0 <= background < peak
+        <= 1``).
+
+    Returns
+    -------
+    scaled : ndarray, shape (B, T, h, w), float32
+        New array in [0, 1]; every patch gets the same map, so a dim patch stays dim.
+    span : ndarray, shape (B,), float32
+        The divisor ``1 / (peak - background)`` per patch (multiply network traces by it to return
+        to movie units), as :func:`minmax_patches` returns.
+    """
+    if not 0.0 <= background < peak <= 1.0:
+        raise ValueError(f"need 0 <= background < peak <= 1, got {background}, {peak}")
+    gain = np.float32(peak - background)
+    scaled = np.asarray(patches, dtype=np.float32) * gain + np.float32(background)
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    span = np.full(scaled.shape[0], 1.0 / gain, dtype=np.float32)
+    return scaled, span
+
+
+def scale_patches(patches: np.ndarray, *, mode: str,
+                  params: ScalingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Network input for patches in movie-range units, per the model's ``input_scaling``.
+
+    Returns ``(scaled, span)`` as :func:`minmax_patches` and :func:`level_patches` do; raises
+    ``ValueError`` for an unknown ``mode``.
+    """
+    if check_input_scaling(mode) == "movie-range":
+        return level_patches(patches, background=params.background_level, peak=params.peak_level)
+    return minmax_patches(patches, min_range=params.min_patch_range)

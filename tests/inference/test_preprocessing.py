@@ -5,7 +5,13 @@ import pytest
 
 from model.inference.motion import apply_shifts, estimate_shifts
 from model.inference.params import MotionParams, ScalingParams
-from model.inference.scaling import minmax_patches, movie_range
+from model.inference.scaling import (
+    level_patches,
+    minmax_patches,
+    movie_range,
+    scale_block,
+    scale_patches,
+)
 from model.inference.source import ArrayMovie, as_movie
 
 
@@ -45,3 +51,39 @@ def test_array_adapter_reads_blocks_and_refuses_wrong_dimensions():
     assert movie.read(0, 1, y=slice(1, 3)).shape == (1, 2, 4)
     with pytest.raises(ValueError, match="3 dimensions"):
         as_movie(np.zeros((4, 4)))
+
+
+def test_movie_range_scaling_maps_the_percentiles_to_the_configured_levels():
+    rng = np.random.default_rng(2)
+    raw = 100.0 + 50.0 * rng.random((40, 8, 8))
+    params = ScalingParams(sample_frames=40, background_level=0.3, peak_level=0.9)
+    rng_ = movie_range(ArrayMovie(raw), params=params)
+    low, high = np.percentile(raw, [params.low_percentile, params.high_percentile])
+    probe = np.array([low, high, (low + high) / 2, low - 10.0, high + 10.0]).reshape(1, 5, 1, 1)
+    scaled, span = scale_patches(scale_block(probe, rng_), mode="movie-range", params=params)
+    np.testing.assert_allclose(scaled.ravel(), [0.3, 0.9, 0.6, 0.3, 0.9], atol=1e-5)
+    assert span[0] == pytest.approx(1 / 0.6)
+    # the same map for every patch: a dim patch stays dim, a bright one bright
+    patches = np.stack([np.full((2, 4, 4), 0.1), np.full((2, 4, 4), 0.8)]).astype(np.float32)
+    scaled, span = level_patches(patches, background=0.35, peak=1.0)
+    np.testing.assert_allclose(scaled[:, 0, 0, 0], [0.35 + 0.065, 0.35 + 0.52], atol=1e-6)
+    np.testing.assert_allclose(span, [1 / 0.65, 1 / 0.65], rtol=1e-6)
+    # span returns network units to movie-range units
+    np.testing.assert_allclose((scaled - 0.35) * span[:, None, None, None], patches, atol=1e-6)
+
+
+def test_minmax_per_patch_mode_is_the_per_patch_minmax():
+    rng = np.random.default_rng(3)
+    patches = rng.random((3, 4, 8, 8)).astype(np.float32) * 0.6
+    params = ScalingParams(min_patch_range=0.25)
+    scaled, span = scale_patches(patches, mode="minmax-per-patch", params=params)
+    expected, expected_span = minmax_patches(patches, min_range=0.25)
+    np.testing.assert_array_equal(scaled, expected)
+    np.testing.assert_array_equal(span, expected_span)
+
+
+def test_unknown_input_scaling_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown input_scaling 'zscore'.*movie-range"):
+        scale_patches(np.zeros((1, 2, 4, 4), np.float32), mode="zscore", params=ScalingParams())
+    with pytest.raises(ValueError, match="background_level must be below peak_level"):
+        ScalingParams(background_level=0.9, peak_level=0.5)
