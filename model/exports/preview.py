@@ -62,19 +62,50 @@ def downsample(traces: np.ndarray, max_points: int) -> tuple[np.ndarray, int]:
     return blocks, step
 
 
+def denoised_traces(group: zarr.Group, *, frames_per_read: int = 64) -> np.ndarray | None:
+    """Footprint-weighted mean of the ``denoised`` movie per neuron and frame, (K, T) float32.
+
+    None when the result holds no denoised movie. Reads the movie once, a block of frames at a
+    time; footprints are kept sparse.
+    """
+    if "denoised" not in group:
+        return None
+    from scipy import sparse
+
+    footprints = group["footprints"]
+    k, height, width = footprints.shape
+    rows = [sparse.csr_matrix(np.asarray(footprints[i], np.float32).reshape(1, -1))
+            for i in range(k)]
+    weights = sparse.vstack(rows).tocsr() if rows else sparse.csr_matrix((0, height * width))
+    norm = np.asarray(weights.sum(axis=1)).ravel()
+    norm[norm == 0] = 1.0
+    movie = group["denoised"]
+    n_frames = movie.shape[0]
+    out = np.zeros((k, n_frames), np.float32)
+    for t0 in range(0, n_frames, frames_per_read):
+        block = np.asarray(movie[t0:t0 + frames_per_read], np.float32).reshape(-1, height * width)
+        out[:, t0:t0 + len(block)] = (weights @ block.T) / norm[:, None]
+    return out
+
+
 def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 2000) -> dict:
     """The JSON document behind ``GET /v1/jobs/{id}/preview``.
 
     Keys: ``shape`` [T, H, W], ``fs`` (or null), ``image`` {``png`` (base64), ``scale``,
     ``width``, ``height``}, ``trace_step`` (frames per trace point), ``neurons``: one object per
     neuron with ``id``, ``centroid`` [y, x], ``area``, ``snr``, ``contours`` (polygons of [x, y] in
-    image pixels) and ``trace`` (block means, ``trace_step`` frames each).
+    image pixels) and ``trace`` (block means, ``trace_step`` frames each). When the result holds
+    the denoised movie (``has_denoised``), each neuron also has ``denoised_trace``: the
+    footprint-weighted mean of the denoised movie (movie-range units), in the same blocks.
     """
     group = zarr.open_group(str(result), mode="r")
     attrs = dict(group.attrs)
     footprints = group["footprints"]
     k, height, width = footprints.shape
     traces, step = downsample(np.asarray(group["traces"][...], np.float32), max_points)
+    denoised = denoised_traces(group)
+    if denoised is not None:
+        denoised, _ = downsample(denoised, max_points)
     png, scale = image_png(np.asarray(group["mean_image"][...]), max_side=max_side)
     centroid = group["neurons/centroid"][...]
     area, snr = group["neurons/area"][...], group["neurons/snr"][...]
@@ -88,6 +119,8 @@ def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 
             "contours": contours(np.asarray(footprints[i])),
             "trace": [round(float(v), 5) for v in traces[i]],
         })
+        if denoised is not None:
+            neurons[-1]["denoised_trace"] = [round(float(v), 5) for v in denoised[i]]
     return {
         "shape": [int(group["traces"].shape[1]), int(height), int(width)],
         "fs": recorded_fs(attrs),
@@ -95,6 +128,7 @@ def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 
         "input": (attrs.get("input") or {}).get("name"),
         "image": {"png": png, "scale": scale, "width": int(width), "height": int(height)},
         "trace_step": step,
+        "has_denoised": denoised is not None,
         "neurons": neurons,
     }
 

@@ -85,6 +85,9 @@ function upload(event) {
   form.append("file", file);
   const model = $("#upload-model").value.trim();
   if (model) form.append("model", model);
+  if ($("#upload-denoised").checked) {
+    form.append("params", JSON.stringify({ outputs: ["footprints", "traces", "images", "denoised"] }));
+  }
   const request = new XMLHttpRequest();  // fetch() cannot report upload progress
   const bar = $("#upload-progress");
   bar.hidden = false;
@@ -181,14 +184,22 @@ function drawTrace(neuron) {
   const preview = state.preview;
   const [W, H, pad] = [600, 240, 28];
   const values = neuron.trace;
-  const low = Math.min(...values);
-  const high = Math.max(...values);
-  const span = high - low || 1;
+  const denoised = neuron.denoised_trace ?? null;
+  const range = (series) => {
+    const low = Math.min(...series);
+    return [low, Math.max(...series) - low || 1];
+  };
+  const [low, span] = range(values);
+  const high = low + span;
   const step = preview.trace_step;
   const seconds = (i) => (preview.fs ? (i * step) / preview.fs : i * step);
   const x = (i) => pad + ((W - 2 * pad) * i) / Math.max(values.length - 1, 1);
-  const y = (v) => H - pad - ((H - 2 * pad) * (v - low)) / span;
-  const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  // Each series is drawn in its own range (the denoised movie has other units).
+  const line = (series) => {
+    const [base, size] = range(series);
+    const y = (v) => H - pad - ((H - 2 * pad) * (v - base)) / size;
+    return series.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  };
   const unit = preview.fs ? "s" : "frames";
   const last = seconds(values.length - 1);
   const label = (text, attrs) => {
@@ -196,15 +207,28 @@ function drawTrace(neuron) {
     element.textContent = text;
     return element;
   };
-  svg.replaceChildren(
+  const parts = [
     svgElement("line", { class: "axis", x1: pad, y1: H - pad, x2: W - pad, y2: H - pad }),
     svgElement("line", { class: "axis", x1: pad, y1: pad, x2: pad, y2: H - pad }),
-    svgElement("polyline", { points, "data-neuron": neuron.id }),
+  ];
+  if (denoised) {
+    const [dLow, dSpan] = range(denoised);
+    const text = "denoised movie under the footprint, " +
+      `${dLow.toPrecision(3)} to ${(dLow + dSpan).toPrecision(3)}`;
+    parts.push(
+      svgElement("polyline", { points: line(denoised), class: "denoised" }),
+      label(text, { x: W - pad, y: 26, "text-anchor": "end", class: "legend-denoised" }),
+    );
+  }
+  parts.push(
+    svgElement("polyline", { points: line(values), class: "trace", "data-neuron": neuron.id }),
+    label("network trace", { x: W - pad, y: 12, "text-anchor": "end", class: "legend-trace" }),
     label("0", { x: pad, y: H - 8 }),
     label(`${Number(last.toPrecision(4))} ${unit}`, { x: W - pad, y: H - 8, "text-anchor": "end" }),
     label(high.toPrecision(3), { x: 2, y: pad }),
     label(low.toPrecision(3), { x: 2, y: H - pad }),
   );
+  svg.replaceChildren(...parts);
   $("#trace-title").textContent = `Neuron ${neuron.id}`;
   const [cy, cx] = neuron.centroid;
   $("#neuron-facts").textContent =

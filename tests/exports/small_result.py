@@ -10,7 +10,7 @@ from model.results import ResultWriter
 
 
 def write_small_result(path: Path, *, fps: float | None = 30.0, k: int = 3, t: int = 50,
-                       h: int = 40, w: int = 36) -> Path:  # fmt: skip
+                       h: int = 40, w: int = 36, denoised: bool = False) -> Path:  # fmt: skip
     """A result group with ``k`` disc-shaped neurons and sine-like traces."""
     rng = np.random.default_rng(1)
     attrs = {
@@ -20,7 +20,8 @@ def write_small_result(path: Path, *, fps: float | None = 30.0, k: int = 3, t: i
         "software": {"caimx": "0.1.0"},
         "plan": {"movie_low": 10.0, "movie_high": 200.0},
     }
-    writer = ResultWriter(path, movie_shape=(t, h, w), n_neurons=k, attrs=attrs)
+    writer = ResultWriter(path, movie_shape=(t, h, w), n_neurons=k, attrs=attrs,
+                          with_denoised=denoised)
     yy, xx = np.mgrid[:h, :w]
     centres = [(8 + 9 * i, 6 + 10 * i) for i in range(k)]
     for i, (cy, cx) in enumerate(centres):
@@ -30,6 +31,12 @@ def write_small_result(path: Path, *, fps: float | None = 30.0, k: int = 3, t: i
     traces = np.array([np.maximum(0, np.sin(time / (3 + i))) + 0.01 * rng.random(t)
                        for i in range(k)], np.float32).reshape(k, t)
     writer.put_traces(traces)
+    if denoised:  # each neuron's disc lit with twice its trace
+        movie = np.zeros((t, h, w), np.float32)
+        for i, (cy, cx) in enumerate(centres):
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 9
+            movie[:, disc] += 2 * traces[i][:, None]
+        writer.put_denoised(0, movie)
     mean = 50 + 10 * rng.random((h, w))
     for cy, cx in centres:
         mean += 40 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6)

@@ -132,3 +132,18 @@ def test_cli_export(small_result: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "n" / "movie.nwb").is_file()
     assert main(["export", str(tmp_path / "nothing.zarr"), "-o", str(tmp_path / "x")]) == 2
     assert "not a caimx result" in capsys.readouterr().err
+
+
+def test_preview_with_denoised_movie(tmp_path: Path) -> None:
+    from model.exports.preview import build_preview
+
+    result = write_small_result(tmp_path / "d.zarr", denoised=True)
+    preview = build_preview(result, max_points=25)
+    assert preview["has_denoised"] and preview["trace_step"] == 2
+    expected = read_result(result).traces
+    for k, neuron in enumerate(preview["neurons"]):
+        blocks = expected[k].reshape(25, 2).mean(axis=1)
+        np.testing.assert_allclose(neuron["trace"], blocks, atol=1e-4)
+        np.testing.assert_allclose(neuron["denoised_trace"], 2 * blocks, atol=1e-4)
+    plain = build_preview(write_small_result(tmp_path / "p.zarr"))
+    assert not plain["has_denoised"] and "denoised_trace" not in plain["neurons"][0]

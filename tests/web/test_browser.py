@@ -41,6 +41,7 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     assert page.title() == "caimx"
 
     page.set_input_files("#upload-file", str(movie_tiff))
+    page.check("#upload-denoised")
     page.click("#upload-button")
     playwright.expect(page.locator("#upload-status")).to_contain_text("queued as", timeout=30_000)
     job_short = page.locator("#upload-status").inner_text().split()[-1]
@@ -55,6 +56,7 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     playwright.expect(contours.first).to_be_visible(timeout=30_000)
     preview = httpx.get(f"{web_server}/v1/jobs/{job_id}/preview").json()
     assert contours.count() == sum(len(n["contours"]) for n in preview["neurons"]) > 0
+    assert preview["has_denoised"]
     page.screenshot(path=str(artifacts / "browser-2-result.png"), full_page=True)
 
     first = contours.first
@@ -64,6 +66,7 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     playwright.expect(trace).to_be_visible()
     n_points = len(trace.get_attribute("points").split())
     assert n_points == len(preview["neurons"][int(neuron)]["trace"]) > 1
+    playwright.expect(page.locator("#trace polyline.denoised")).to_be_visible()
     playwright.expect(page.locator("#trace-title")).to_have_text(f"Neuron {neuron}")
     playwright.expect(first).to_have_class("contour selected")
     page.screenshot(path=str(artifacts / "browser-3-trace.png"), full_page=True)
