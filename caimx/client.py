@@ -146,8 +146,7 @@ class Client:
                 resumable = self._speaks_tus()
             if resumable:
                 upload_id = self.upload(path, progress=progress)
-                return self.request("POST", "/v1/jobs", ok=(200, 202), headers=headers, json={
-                    "source": {"upload_id": upload_id}, "params": params}).json()  # fmt: skip
+                return self.submit_upload(upload_id, idempotency_key=idempotency_key, **params)
             name, opener = path.name, path.open
         else:
             import numpy as np
@@ -164,6 +163,17 @@ class Client:
         return self.request("POST", "/v1/jobs", ok=(200, 202), headers=headers,
                             body=form).json()  # fmt: skip
 
+    def submit_upload(self, upload_id: str, *, idempotency_key: str | None = None,
+                      **params: Any) -> dict:  # fmt: skip
+        """Queue a job on a finished resumable upload (see :meth:`upload`)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.request("POST", "/v1/jobs", ok=(200, 202), headers=headers, json={
+            "source": {"upload_id": upload_id}, "params": params}).json()  # fmt: skip
+
+    def speaks_tus(self) -> bool:
+        """Whether the service takes resumable (tus) uploads."""
+        return self._speaks_tus()
+
     def _speaks_tus(self) -> bool:
         try:
             response = self.http.request("OPTIONS", "/v1/uploads")
@@ -172,8 +182,13 @@ class Client:
         return response.status_code == 204 and "Tus-Version" in response.headers
 
     def upload(self, path: str | os.PathLike, *, progress: bool = True,
-               upload_id: str | None = None, chunk_bytes: int = UPLOAD_CHUNK) -> str:  # fmt: skip
-        """Upload ``path`` with tus (resuming ``upload_id`` if given); returns the upload id."""
+               upload_id: str | None = None, chunk_bytes: int = UPLOAD_CHUNK,
+               on_created: Callable[[str], None] | None = None) -> str:  # fmt: skip
+        """Upload ``path`` with tus (resuming ``upload_id`` if given); returns the upload id.
+
+        ``on_created(upload_id)`` is called as soon as a new upload exists, so a caller can
+        remember it and resume after a crash.
+        """
         path = Path(path)
         size = path.stat().st_size
         if upload_id is None:
@@ -182,6 +197,8 @@ class Client:
             created = self.request("POST", "/v1/uploads", ok=(201,), headers={
                 **TUS, "Upload-Length": str(size), "Upload-Metadata": meta})  # fmt: skip
             upload_id = created.json()["id"]
+            if on_created is not None:
+                on_created(upload_id)
         offset = int(self.request("HEAD", f"/v1/uploads/{upload_id}",
                                   headers=TUS).headers["Upload-Offset"])  # fmt: skip
         bar = _bar(total=size, unit="B", unit_scale=True, desc=f"upload {path.name}",

@@ -21,8 +21,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("submit", help="upload a movie to the service and queue it",
                               description="Upload a movie (resumably where the service allows) "
                                           "and queue a job; prints the job id.")  # fmt: skip
-    p.add_argument("movie", type=Path, help="movie file (TIFF, .npy, HDF5, NWB, .sbx, ...)")
+    p.add_argument("movie", type=Path, nargs="?",
+                   help="movie file (TIFF, .npy, HDF5, NWB, .sbx, ...)")
     p.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    p.add_argument("--watch", type=Path, default=None, metavar="DIR",
+                   help="instead of MOVIE: submit every finished movie that appears in DIR, once "
+                        "(remembered in DIR/.caimx-submitted.json across restarts)")
+    p.add_argument("--settle", type=float, default=30.0,
+                   help="--watch: seconds a file must stay unchanged to count as finished")
+    p.add_argument("--pattern", action="append", default=None,
+                   help="--watch: file name pattern (repeatable; default: movie extensions)")
+    p.add_argument("--state", type=Path, default=None, help="--watch: state file to use")
     p.add_argument("--model", default=None, help="installed model (default: the service's)")
     p.add_argument("--fps", type=float, default=None, help="frame rate if the file has none")
     p.add_argument("--params", type=Path, default=None, help="JSON file of job parameters")
@@ -95,6 +104,10 @@ def run_submit(args: argparse.Namespace) -> int:
 
     params = json.loads(args.params.read_text(encoding="utf-8")) if args.params else {}
     params.update({k: v for k, v in (("model", args.model), ("fps", args.fps)) if v is not None})
+    if args.watch is not None:
+        return _watch(args, params)
+    if args.movie is None:
+        raise CliError("name a MOVIE, or a folder to watch with --watch DIR")
     if not args.movie.is_file():
         raise CliError(f"no movie at {args.movie}")
     with _client(args) as client:
@@ -104,6 +117,19 @@ def run_submit(args: argparse.Namespace) -> int:
         print(job["id"], flush=True)
         if args.wait:
             return _finish(_run(lambda: client.wait(job, progress=not args.quiet)))
+    return 0
+
+
+def _watch(args: argparse.Namespace, params: dict) -> int:
+    from caimx.cli import CliError
+    from caimx.watch import DEFAULT_PATTERNS, FolderWatcher
+
+    if not args.watch.is_dir():
+        raise CliError(f"{args.watch} is not a folder")
+    with _client(args) as client:
+        watcher = FolderWatcher(args.watch, client, settle_s=args.settle, state_path=args.state,
+                                patterns=tuple(args.pattern or DEFAULT_PATTERNS), params=params)
+        watcher.run_forever()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from collections.abc import Iterator
@@ -122,3 +123,52 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_reattach(
         api.wait("abc123", progress=False)
     err = capsys.readouterr().err
     assert "job abc123 keeps running" in err and "caimx status abc123 --wait" in err
+
+
+def test_watch_submits_each_finished_movie_once(service_url: str, tmp_path: Path,
+                                                make_movie) -> None:  # fmt: skip
+    import os
+    import time
+
+    import tifffile
+
+    from caimx.watch import FolderWatcher
+
+    rig = tmp_path / "rig"
+    (rig / "day1").mkdir(parents=True)
+    old, fresh = rig / "day1" / "a.tif", rig / "b.tif"
+    tifffile.imwrite(old, make_movie(t=40))
+    tifffile.imwrite(fresh, make_movie(t=40, seed=2))
+    (rig / "notes.txt").write_text("not a movie")
+    tifffile.imwrite(rig / "tiny.tif", make_movie(t=3))  # refused by the service, recorded
+    past = time.time() - 120
+    os.utime(old, (past, past))
+    os.utime(rig / "tiny.tif", (past, past))
+    api = Client(service_url)
+    jobs = []
+    try:
+        watcher = FolderWatcher(rig, api, settle_s=60)
+        first = watcher.run_once()
+        jobs += [j["id"] for j in first if j["id"]]
+        assert sorted(j["file"] for j in first) == ["day1/a.tif", "tiny.tif"]
+        assert {j["file"]: j["state"] for j in first}["tiny.tif"] == "refused"
+        assert watcher.run_once() == []  # nothing new
+        restarted = FolderWatcher(rig, api, settle_s=60)  # state survives a restart
+        assert restarted.run_once() == []
+        os.utime(fresh, (past, past))
+        later = restarted.run_once()
+        jobs += [j["id"] for j in later]
+        assert [j["file"] for j in later] == ["b.tif"]
+        state = json.loads((rig / ".caimx-submitted.json").read_text())
+        assert set(state) == {"day1/a.tif", "b.tif", "tiny.tif"}
+        assert state["day1/a.tif"]["job"] == first[0]["id"]
+        assert state["b.tif"]["upload"]  # the resumable upload's id, recorded as soon as made
+        # A crash after submitting but before saving the state does not make a second job.
+        crashed = {"b.tif": {"state": "uploading", "upload": state["b.tif"]["upload"]}}
+        (rig / ".caimx-submitted.json").write_text(json.dumps(crashed))
+        again = FolderWatcher(rig, api, settle_s=60).run_once()
+        assert {j["file"]: j["id"] for j in again}["b.tif"] == later[0]["id"]
+    finally:
+        for job_id in set(jobs):
+            with contextlib.suppress(ApiError):
+                api.cancel(job_id)
