@@ -57,16 +57,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def client_config() -> dict[str, str]:
+    """``url`` and ``api_key`` from the config file, if there is one.
+
+    The file is ``CAIMX_CLIENT_CONFIG``, else ``$XDG_CONFIG_HOME/caimx/client.toml`` (by default
+    ``~/.config/caimx/client.toml``), with top-level keys ``url`` and ``api_key``.
+    """
+    import tomllib
+
+    path = os.environ.get("CAIMX_CLIENT_CONFIG")
+    if not path:
+        base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        path = Path(base) / "caimx" / "client.toml"
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    return {key: str(data[key]) for key in ("url", "api_key") if data.get(key)}
+
+
 class Client:
     """A connection to one caimx service.
 
     Parameters
     ----------
     url : str, optional
-        Base URL; default ``CAIMX_URL`` or http://127.0.0.1:8000.
+        Base URL; default ``CAIMX_URL``, else ``url`` in the config file (:func:`client_config`),
+        else http://127.0.0.1:8000.
     api_key : str, optional
         Sent as ``Authorization: Bearer ...`` (for a gateway in front of the service); default
-        ``CAIMX_API_KEY``.
+        ``CAIMX_API_KEY``, else ``api_key`` in the config file.
     retries : int
         Attempts per request on 429/502/503/504 and connection errors.
     backoff_s : float
@@ -76,8 +97,11 @@ class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60,
                  retries: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 30,
                  transport: httpx.BaseTransport | None = None) -> None:  # fmt: skip
-        self.url = (url or os.environ.get("CAIMX_URL") or DEFAULT_URL).rstrip("/")
-        api_key = api_key if api_key is not None else os.environ.get("CAIMX_API_KEY")
+        config = client_config() if url is None or api_key is None else {}
+        self.url = (url or os.environ.get("CAIMX_URL") or config.get("url")
+                    or DEFAULT_URL).rstrip("/")  # fmt: skip
+        if api_key is None:
+            api_key = os.environ.get("CAIMX_API_KEY") or config.get("api_key")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout,

@@ -172,3 +172,21 @@ def test_watch_submits_each_finished_movie_once(service_url: str, tmp_path: Path
         for job_id in set(jobs):
             with contextlib.suppress(ApiError):
                 api.cancel(job_id)
+
+
+def test_url_and_key_from_env_or_config_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    config = tmp_path / "client.toml"
+    config.write_text('url = "http://caimx.lab:8000/"\napi_key = "s3cret"\n')
+    monkeypatch.setenv("CAIMX_CLIENT_CONFIG", str(config))
+    monkeypatch.delenv("CAIMX_URL", raising=False)
+    monkeypatch.delenv("CAIMX_API_KEY", raising=False)
+    api = Client()
+    assert api.url == "http://caimx.lab:8000"
+    assert api.http.headers["Authorization"] == "Bearer s3cret"
+    monkeypatch.setenv("CAIMX_URL", "http://other:1")
+    assert Client().url == "http://other:1"
+    assert Client("http://given:2", api_key="k").headers == {"Authorization": "Bearer k"}
+    monkeypatch.setenv("CAIMX_CLIENT_CONFIG", str(tmp_path / "missing.toml"))
+    monkeypatch.delenv("CAIMX_URL")
+    assert Client().url == "http://127.0.0.1:8000" and Client().headers == {}
