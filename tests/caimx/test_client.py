@@ -76,8 +76,8 @@ def test_array_multipart_and_cancel(service_url: str, make_movie) -> None:
     assert refused.value.status == 409 and "canceled" in str(refused.value)
 
 
-def test_errors_and_missing_files(service_url: str, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_errors_and_missing_files(service_url: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     api = Client(service_url)
     with pytest.raises(ApiError) as unknown:
         api.status("0" * 32)
@@ -86,6 +86,7 @@ def test_errors_and_missing_files(service_url: str, tmp_path: Path,
         api.submit(tmp_path / "nothing.tif")
     assert main(["status", "0" * 32, "--url", service_url]) == 2
     assert "404" in capsys.readouterr().err
+    monkeypatch.setattr("caimx.client.time.sleep", lambda _s: None)  # retries without waiting
     assert main(["jobs", "--url", "http://127.0.0.1:9"]) == 2
     assert "cannot reach the service" in capsys.readouterr().err
 
