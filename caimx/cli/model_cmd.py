@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--license", default=DEFAULT_LICENSE, help="SPDX licence of the weights")
     export.add_argument("--license-file", type=Path, default=None,
                         help="licence text copied beside the weights")
+    export.add_argument("--input-scaling", default=None,
+                        choices=("movie-range", "minmax-per-patch"),
+                        help="what the weights were trained on (model card input_scaling); "
+                        "default: movie-range for the published Keras-2 .h5, minmax-per-patch "
+                        "for a .weights.h5 from model/training/")
     export.add_argument("--force", action="store_true", help="replace an existing folder")
     export.set_defaults(func=_export)
 
@@ -102,12 +107,14 @@ def _export(args: argparse.Namespace) -> int:
     models_dir = _models_dir(args)
     published = not args.weights.name.endswith(".weights.h5")
     training_data = args.training_data or (PUBLISHED_TRAINING_DATA if published else "unknown")
+    input_scaling = args.input_scaling or ("movie-range" if published else "minmax-per-patch")
     try:
         path = export_from_weights(
             PRESETS[args.preset], args.weights, models_dir,
             name=args.name, preset=args.preset, version=args.version,
             training_data=training_data, license=args.license,
             license_file=args.license_file, overwrite=args.force,
+            input_scaling=input_scaling,
         )
     except (FileExistsError, WeightImportError, ValueError) as exc:
         raise CliError(str(exc)) from exc

@@ -133,9 +133,11 @@ class DecideParams:
                           0, 1024)
     min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
     min_snr: float = _p(
-        3.0,
+        0.0,
         "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "
-        "noise, noise from the median absolute frame-to-frame difference.",
+        "noise, noise from the median absolute frame-to-frame difference. Off (0) by default: "
+        "on simulated movies every threshold tried (3, 5) lost more true cells than false ones "
+        "(docs/benchmarks.md).",
         0.0, 1000.0,
     )
 

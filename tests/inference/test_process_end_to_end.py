@@ -21,7 +21,8 @@ pytestmark = [
     pytest.mark.skipif(not (MODEL_DIR / "deepcaimx-mini" / "saved_model").is_dir(),
                        reason="the shipped deepcaimx-mini SavedModel is not installed"),
 ]
-F1_FLOOR = 0.4  # measured 0.46 (see docs/benchmarks.md, "Inference engine"); the mini model is weak
+F1_FLOOR = 0.3  # measured 0.40 with the card's movie-range scaling (0.46 per-patch min-max); see
+# docs/benchmarks.md, "Inference engine": one lost match (0.20) fails, one extra false cell passes
 
 
 def simulated_movie(shape=(176, 64, 64), n_cells=6, seed=3):

@@ -90,7 +90,7 @@ def test_card(installed):
     assert (card.name, card.preset, card.N) == (NAME, "mini", 4)
     assert card.patch_shape == (100, 32, 32)
     assert card.trace_offset == 2 and card.trace_length == 96
-    assert card.input_scaling == "minmax-per-patch"
+    assert card.input_scaling == "movie-range"  # the published weights' data: one dataset scale
     assert card.parameters == 130_838
     assert card.license == "MIT"
     assert card.weights_sha256 == sha256_file(installed.path / "model.weights.h5")
