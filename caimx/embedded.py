@@ -141,8 +141,28 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     return env
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def auth_for_serve(host: str, environ: dict[str, str]) -> bool:
+    """Whether ``caimx serve`` on ``host`` requires API keys.
+
+    Unless ``CAIMX_AUTH_ENABLED`` says otherwise, a service on 127.0.0.1 is one person's and runs
+    without keys; on any other address keys are required, and turning them off is refused.
+    """
+    configured = environ.get("CAIMX_AUTH_ENABLED")
+    enabled = (host not in LOOPBACK if configured is None
+               else configured.strip().lower() in ("1", "true", "yes", "on"))  # fmt: skip
+    if not enabled and host not in LOOPBACK:
+        raise LaunchError(f"refusing to serve on {host} without API keys: unset "
+                          "CAIMX_AUTH_ENABLED (or set it to true) and create keys with "
+                          "`caimx users add NAME`")  # fmt: skip
+    return enabled
+
+
 def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True) -> int:
     """Run Redis (if none is configured), a worker and the API until Ctrl-C / SIGTERM."""
+    auth = auth_for_serve(host, dict(os.environ))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher()
     stop_requested: list[int] = []
@@ -158,6 +178,10 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True)
             print(f"caimx: private Redis at {redis_url} (data in {settings.data_dir / 'redis'})",
                   flush=True)  # fmt: skip
         env = child_env(settings, redis_url)
+        env.update(CAIMX_AUTH_ENABLED="true" if auth else "false", CAIMX_HOST=host)
+        if not auth:
+            print("caimx: WARNING: API keys are OFF (single user, 127.0.0.1 only); set "
+                  "CAIMX_AUTH_ENABLED=true to require them", file=sys.stderr, flush=True)
         if with_worker:
             launcher.spawn(
                 "worker", [*CAIMX, "worker", "--name", "embedded@%h", "--queues", "gpu,cpu"],

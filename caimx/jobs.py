@@ -102,6 +102,8 @@ class Job:
     chunk_seconds: float = 0.0
     model_load_seconds: float = 0.0
     expired_at: float | None = None
+    owner: str = ""
+    """The user who submitted the job (only they and admins see it)."""
 
 
 _JSON_FIELDS = {"movie_shape", "params", "timings", "summary", "source", "input_options",
@@ -218,6 +220,14 @@ class JobStore:
     def index_key(self) -> str:
         return f"{self.prefix}:jobs"
 
+    def owner_index_key(self, owner: str) -> str:
+        """Sorted set of one user's jobs by creation time."""
+        return f"{self.prefix}:jobs:owner:{owner}"
+
+    def active_key(self, owner: str) -> str:
+        """Set of one user's queued and running jobs."""
+        return f"{self.prefix}:jobs:active:{owner}"
+
     def chunks_key(self, job_id: str) -> str:
         """Set of the chunk ids that have been counted as done."""
         return f"{self.prefix}:job:{job_id}:chunks"
@@ -248,6 +258,9 @@ class JobStore:
             pipe.hsetnx(key, "id", job_id)
             pipe.hset(key, mapping=self._stamp(values))
             pipe.zadd(self.index_key, {job_id: now})
+            if extra.get("owner"):
+                pipe.zadd(self.owner_index_key(extra["owner"]), {job_id: now})
+                pipe.sadd(self.active_key(extra["owner"]), job_id)
             created, *_ = pipe.execute()
         if not created:
             raise ValueError(f"job {job_id} already exists")
@@ -274,13 +287,15 @@ class JobStore:
 
     def list_page(
         self, *, limit: int = 50, cursor: str | None = None, state: JobState | None = None,
-        since: float | None = None,
+        since: float | None = None, owner: str | None = None,
     ) -> JobPage:  # fmt: skip
         """Jobs newest first, ``limit`` at a time, optionally only one state or created >= since.
 
         ``cursor`` is the ``next_cursor`` of the previous page (opaque to clients: the creation
         time and id of the last job seen), so pages stay stable while new jobs arrive.
+        ``owner``: only that user's jobs.
         """
+        index = self.index_key if owner is None else self.owner_index_key(owner)
         low = "-inf" if since is None else repr(float(since))
         high, after = "+inf", None
         if cursor:
@@ -295,7 +310,7 @@ class JobStore:
         offset = 0
         while len(jobs) < limit:
             rows = self.client.zrevrangebyscore(
-                self.index_key, high, low, start=offset, num=batch, withscores=True
+                index, high, low, start=offset, num=batch, withscores=True
             )
             if not rows:
                 return JobPage(jobs, None)
@@ -313,7 +328,7 @@ class JobStore:
                     continue
                 jobs.append(job)
                 if len(jobs) == limit:
-                    more = self.client.zcount(self.index_key, low, f"({score!r}") > 0 or any(
+                    more = self.client.zcount(index, low, f"({score!r}") > 0 or any(
                         s == score and i < job_id for i, s in rows
                     )
                     return JobPage(jobs, f"{score!r}~{job_id}" if more else None)
@@ -347,11 +362,14 @@ class JobStore:
                     current = JobState(current)
                     if new is not None and new not in TRANSITIONS[current]:
                         raise InvalidTransitionError(job_id, current, new)
+                    owner = pipe.hget(key, "owner")
                     fields = dict(values)
                     if new is not None:
                         fields["state"] = new
                     pipe.multi()
                     pipe.hset(key, mapping=self._stamp(fields))
+                    if new is not None and new.terminal and owner:
+                        pipe.srem(self.active_key(owner), job_id)
                     pipe.execute()
                     return
                 except redis.WatchError:
@@ -392,8 +410,26 @@ class JobStore:
         running = int(done) >= 0
         return ChunkCount(bool(added), max(int(done), 0), max(int(total), 0), running)
 
+    def active_jobs(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running (stale entries are dropped)."""
+        count = 0
+        for job_id in self.client.smembers(self.active_key(owner)):
+            state = self.client.hget(self.key(job_id), "state")
+            if state is None or JobState(state).terminal:
+                self.client.srem(self.active_key(owner), job_id)
+            else:
+                count += 1
+        return count
+
+    def owner_job_ids(self, owner: str) -> list[str]:
+        return list(self.client.zrange(self.owner_index_key(owner), 0, -1))
+
     def delete(self, job_id: str) -> None:
+        owner = self.client.hget(self.key(job_id), "owner")
         with self.client.pipeline() as pipe:
             pipe.delete(self.key(job_id), self.chunks_key(job_id))
             pipe.zrem(self.index_key, job_id)
+            if owner:
+                pipe.zrem(self.owner_index_key(owner), job_id)
+                pipe.srem(self.active_key(owner), job_id)
             pipe.execute()

@@ -49,8 +49,9 @@ HEARTBEAT_EVERY_S = 5
 
 def celery_config(settings: Settings) -> dict:
     """Celery configuration shared by the producer (service) and the consumers (workers)."""
-    # A task that outlives the visibility timeout would be handed to a second worker.
-    visibility = settings.task_time_limit_s + 3600
+    # An unacknowledged task (its worker died) goes to another worker after this; one that
+    # outlives it would be handed out twice, so it must exceed the longest chunk task.
+    visibility = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url,
         "broker_transport_options": {"visibility_timeout": visibility},

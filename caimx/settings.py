@@ -91,6 +91,34 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="First retry delay of a webhook; doubles on each retry."
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook call.")
+    auth_enabled: bool = Field(
+        default=True,
+        description=(
+            "Require 'Authorization: Bearer KEY' (keys from `caimx users add`). Off is allowed "
+            "only when the API listens on 127.0.0.1 (single-user `caimx serve`)."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API, as a JSON list; empty: CORS off.',
+    )
+    max_active_jobs_per_user: int = Field(
+        default=20, ge=0, description="Queued + running jobs one user may have; 0: no limit."
+    )
+    max_upload_bytes_per_day: int = Field(
+        default=2 * 1024**4, ge=0, description="Bytes one user may upload per UTC day; 0: no limit."
+    )
+    storage_quota_bytes: int = Field(
+        default=10 * 1024**4, ge=0,
+        description="Uploads + results one user may keep; 0: no limit.",
+    )
+    visibility_timeout_s: int = Field(
+        default=3600, gt=0,
+        description=(
+            "Seconds after which the broker hands an unacknowledged task (its worker died) to "
+            "another worker. Must exceed the longest chunk or finalize task."
+        ),
+    )
 
     @field_validator("data_dir", "models_dir")
     @classmethod
@@ -101,6 +129,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_roots(cls, values: list[Path]) -> list[Path]:
         return [Path(v).expanduser().resolve() for v in values]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        return [v.rstrip("/") for v in values]
+
+    @property
+    def loopback_only(self) -> bool:
+        """The API listens on the loopback interface only."""
+        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def uploads_dir(self) -> Path:

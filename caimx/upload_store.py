@@ -50,6 +50,8 @@ class Upload:
     sha256: str = ""
     metadata: str = ""
     """The ``Upload-Metadata`` header as the client sent it (returned by ``HEAD``)."""
+    owner: str = ""
+    """The user who created the upload (only they and admins may use it)."""
 
     @property
     def complete(self) -> bool:
@@ -82,20 +84,35 @@ class UploadStore:
         return uuid.uuid4().hex
 
     def create(self, *, length: int, filename: str, folder: Path, expected_sha256: str = "",
-               metadata: str = "") -> Upload:  # fmt: skip
+               metadata: str = "", owner: str = "") -> Upload:  # fmt: skip
         upload_id = self.new_id()
         now = time.time()
         values: dict[str, Any] = {
             "id": upload_id, "state": UploadState.RECEIVING.value, "length": length, "offset": 0,
             "filename": filename, "path": str(folder / f"{upload_id}.bin"), "created_at": now,
             "updated_at": now, "expected_sha256": expected_sha256, "sha256": "",
-            "metadata": metadata,
+            "metadata": metadata, "owner": owner,
         }  # fmt: skip
         with self.client.pipeline() as pipe:
             pipe.hset(self.key(upload_id), mapping={k: str(v) for k, v in values.items()})
             pipe.zadd(self.index_key, {upload_id: now})
+            if owner:
+                pipe.sadd(self.owner_key(owner), upload_id)
             pipe.execute()
         return self.get(upload_id)
+
+    def owner_key(self, owner: str) -> str:
+        return f"{self.prefix}:uploads:owner:{owner}"
+
+    def owned_by(self, owner: str) -> list[Upload]:
+        """``owner``'s uploads that still exist."""
+        found = []
+        for upload_id in self.client.smembers(self.owner_key(owner)):
+            try:
+                found.append(self.get(upload_id))
+            except UnknownUploadError:
+                self.client.srem(self.owner_key(owner), upload_id)
+        return found
 
     def get(self, upload_id: str) -> Upload:
         raw = self.client.hgetall(self.key(upload_id))

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from caimx import __version__
 from caimx.jobs import DEFAULT_PREFIX
@@ -19,6 +20,7 @@ from caimx.settings import Settings, get_settings
 from service.api import health, metrics
 from service.api.v1 import router as v1_router
 from service.api.web import install_web_page
+from service.auth import current_user
 from service.errors import install_error_handlers
 from service.request_log import install_request_logging
 
@@ -36,6 +38,11 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
             "CAIMX_REDIS_URL is not set; run `caimx serve` (which starts a private Redis) or "
             "point CAIMX_REDIS_URL at the lab's Redis"
         )
+    if not settings.auth_enabled and not settings.loopback_only:
+        raise ValueError(
+            f"CAIMX_AUTH_ENABLED is off but the API would listen on {settings.host}; without API "
+            "keys it may only listen on 127.0.0.1. Create keys with `caimx users add NAME`"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +53,10 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
         app.state.celery = make_celery(settings)
         log.info("caimx API %s: data in %s, models in %s", __version__, settings.data_dir,
                  settings.models_dir)  # fmt: skip
+        if not settings.auth_enabled:
+            log.warning("AUTHENTICATION IS OFF: every request is the admin user 'local'. This is "
+                        "for one person on this machine only (the API listens on %s); set "
+                        "CAIMX_AUTH_ENABLED=true for anything shared", settings.host)  # fmt: skip
         scheduler = asyncio.create_task(_schedule_cleanup(app, settings, prefix))
         try:
             yield
@@ -75,10 +86,21 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_request_logging(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Tus-Resumable",
+                           "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Checksum",
+                           "Range"],
+            expose_headers=["Location", "Retry-After", "Link", "ETag", "Tus-Resumable",
+                            "Upload-Offset", "Upload-Length", "Upload-Expires"],
+        )  # fmt: skip
+    authenticated = [Depends(current_user)]
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(metrics.router, dependencies=authenticated)
     install_web_page(app)
-    app.include_router(v1_router, prefix="/v1")
+    app.include_router(v1_router, prefix="/v1", dependencies=authenticated)
     return app
 
 

@@ -49,6 +49,30 @@ class ApiError(Exception):
         self.extensions = extensions
 
 
+class UnauthorizedError(ApiError):
+    """401, with the ``WWW-Authenticate`` challenge RFC 6750 asks for."""
+
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        challenge = 'Bearer realm="caimx"' + (f', error="{error}"' if error else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class ForbiddenError(ApiError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={
+            "WWW-Authenticate": 'Bearer realm="caimx", error="insufficient_scope"'})
+
+
+class QuotaExceededError(ApiError):
+    """429 with ``Retry-After``: a per-user limit (active jobs, uploads per day, storage)."""
+
+    status, slug, title = 429, "quota-exceeded", "Limit reached"
+
+
 class UploadTooLargeError(ApiError):
     status, slug, title = 413, "upload-too-large", "Upload too large"
 

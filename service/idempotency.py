@@ -26,16 +26,20 @@ class Reservation:
     """True when the job already exists: return it instead of creating a new one."""
 
 
-def _redis_key(prefix: str, header: str) -> str:
-    return f"{prefix}:idempotency:{hashlib.sha256(header.encode()).hexdigest()}"
+def _redis_key(prefix: str, header: str, owner: str = "") -> str:
+    digest = hashlib.sha256(f"{owner}\n{header}".encode() if owner else header.encode())
+    return f"{prefix}:idempotency:{digest.hexdigest()}"
 
 
 def reserve(client: redis.Redis, prefix: str, header: str, *, job_id: str,
-            fingerprint: str = "") -> Reservation:  # fmt: skip
-    """Claim ``header`` for ``job_id``, or find the job an earlier request made with it."""
+            fingerprint: str = "", owner: str = "") -> Reservation:  # fmt: skip
+    """Claim ``header`` for ``job_id``, or find the job an earlier request made with it.
+
+    Keys are ``owner``'s own: the same key sent by two users names two jobs.
+    """
     if not 1 <= len(header) <= 255:
         raise IdempotencyConflictError("Idempotency-Key must be 1 to 255 characters")
-    key = _redis_key(prefix, header)
+    key = _redis_key(prefix, header, owner)
     value = json.dumps({"job_id": job_id, "fingerprint": fingerprint})
     if client.set(key, value, nx=True, ex=TTL_S):
         return Reservation(key, job_id, replay=False)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import redis
 import tifffile
+from userkeys import make_user
 
 from caimx.embedded import Launcher, start_redis
 from caimx.jobs import JobStore
@@ -35,13 +36,13 @@ CLAIM_KEY = "caimx-test:claim"
 
 
 def synthetic_movie(t: int = 120, h: int = 48, w: int = 48, *, seed: int = 0) -> np.ndarray:
-    """``(t, h, w)`` uint16: Poisson background plus three blobs that flash like cells."""
+    """``(t, h, w)`` uint16: Poisson background and three flashing somata, ~10 px across."""
     rng = np.random.default_rng(seed)
     movie = rng.poisson(20, (t, h, w)).astype(np.float32)
     yy, xx = np.mgrid[:h, :w]
     kernel = np.exp(-np.arange(20) / 5.0)
     for cy, cx in ((h // 4, w // 4), (h // 2 + 6, w // 2 + 8), (3 * h // 4, w // 5)):
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20.0)
         spikes = np.zeros(t)
         spikes[rng.integers(0, max(t - 10, 1), 6)] = 1.0
         activity = np.convolve(spikes, kernel)[:t]
@@ -99,6 +100,17 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def api_key(redis_url: str) -> str:
+    """The key of user ``tester`` in the default key prefix (APIs started without a prefix)."""
+    return make_user(redis_url)
+
+
+@pytest.fixture(scope="session")
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from caimx import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "caimx.cli.serve_cmd",
     "caimx.cli.cleanup_cmd",
+    "caimx.cli.users_cmd",
     "caimx.cli.model_cmd",
     "caimx.cli.process_cmd",
     "caimx.cli.export_cmd",

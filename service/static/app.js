@@ -12,6 +12,51 @@ function svgElement(name, attrs = {}) {
   return element;
 }
 
+// ---- API key: kept in this browser's localStorage, sent as "Authorization: Bearer KEY" ---------
+
+const KEY_STORAGE = "caimx-api-key";
+
+function authHeaders() {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function api(path, options = {}) {
+  return fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+}
+
+function setupKeyField() {
+  const field = $("#api-key");
+  field.value = localStorage.getItem(KEY_STORAGE) || "";
+  field.addEventListener("change", () => {
+    const key = field.value.trim();
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+    refreshJobs();
+  });
+}
+
+async function download(event) {
+  // A plain link cannot send the key: fetch the file, then save it from a blob.
+  event.preventDefault();
+  const link = event.currentTarget;
+  const response = await api(link.getAttribute("href"));
+  if (!response.ok) {
+    $("#result-summary").textContent = `Download failed: ${await problemText(response)}`;
+    return;
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = /filename="?([^";]+)"?/.exec(disposition)?.[1] || "download";
+  const url = URL.createObjectURL(await response.blob());
+  const save = document.createElement("a");
+  save.href = url;
+  save.download = name;
+  document.body.append(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 async function problemText(response) {
   try {
     const body = await response.json();
@@ -64,7 +109,7 @@ function jobRow(job) {
 
 async function refreshJobs() {
   try {
-    const response = await fetch("/v1/jobs?limit=50");
+    const response = await api("/v1/jobs?limit=50");
     if (!response.ok) throw new Error(await problemText(response));
     const { jobs } = await response.json();
     $("#jobs tbody").replaceChildren(...jobs.map(jobRow));
@@ -112,6 +157,7 @@ function upload(event) {
     }
   });
   request.open("POST", "/v1/jobs");
+  for (const [name, value] of Object.entries(authHeaders())) request.setRequestHeader(name, value);
   request.send(form);
 }
 
@@ -128,7 +174,7 @@ async function showResult(job) {
   for (const format of ["nwb", "suite2p", "tiff"]) {
     $(`#download-${format}`).href = `/v1/jobs/${job.id}/export/${format}`;
   }
-  const response = await fetch(`/v1/jobs/${job.id}/preview`);
+  const response = await api(`/v1/jobs/${job.id}/preview`);
   if (!response.ok) {
     $("#result-summary").textContent = `No preview: ${await problemText(response)}`;
     return;
@@ -238,6 +284,10 @@ function drawTrace(neuron) {
 
 // ---- start -------------------------------------------------------------------------------------
 
+setupKeyField();
 $("#upload-form").addEventListener("submit", upload);
+for (const format of ["nwb", "suite2p", "tiff"]) {
+  $(`#download-${format}`).addEventListener("click", download);
+}
 refreshJobs();
 setInterval(refreshJobs, POLL_MS);

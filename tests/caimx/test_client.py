@@ -25,11 +25,11 @@ def service_url(settings: Settings, celery_worker: str, serve_live) -> Iterator[
 
 
 @pytest.mark.slow
-def test_notebook_session(service_url: str, movie_tiff: Path, tmp_path: Path,
+def test_notebook_session(service_url: str, api_key: str, movie_tiff: Path, tmp_path: Path,
                           capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     from pynwb import NWBHDF5IO, validate
 
-    api = Client(service_url)
+    api = Client(service_url, api_key=api_key)
     job = api.submit(movie_tiff, progress=False, fps=20.0)  # a tus upload: the server speaks it
     assert job["state"] == "queued" and job["movie"]["name"] == "movie.tif"
     done = api.wait(job, progress=True, poll_s=0.3, timeout_s=300)
@@ -65,8 +65,8 @@ def test_notebook_session(service_url: str, movie_tiff: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_array_multipart_and_cancel(service_url: str, make_movie) -> None:
-    api = Client(service_url)
+def test_array_multipart_and_cancel(service_url: str, api_key: str, make_movie) -> None:
+    api = Client(service_url, api_key=api_key)
     job = api.submit(make_movie(t=60), progress=False)
     assert job["movie"]["name"] == "array.npy" and job["movie"]["shape"] == [60, 48, 48]
     canceled = api.cancel(job)
@@ -76,14 +76,16 @@ def test_array_multipart_and_cancel(service_url: str, make_movie) -> None:
     assert refused.value.status == 409 and "canceled" in str(refused.value)
 
 
-def test_errors_and_missing_files(service_url: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+def test_errors_and_missing_files(service_url: str, api_key: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture,
                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    api = Client(service_url)
+    api = Client(service_url, api_key=api_key)
     with pytest.raises(ApiError) as unknown:
         api.status("0" * 32)
     assert unknown.value.status == 404 and unknown.value.problem["type"].endswith("unknown-job")
     with pytest.raises(FileNotFoundError):
         api.submit(tmp_path / "nothing.tif")
+    monkeypatch.setenv("CAIMX_API_KEY", api_key)
     assert main(["status", "0" * 32, "--url", service_url]) == 2
     assert "404" in capsys.readouterr().err
     monkeypatch.setattr("caimx.client.time.sleep", lambda _s: None)  # retries without waiting
@@ -126,7 +128,7 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_reattach(
     assert "job abc123 keeps running" in err and "caimx status abc123 --wait" in err
 
 
-def test_watch_submits_each_finished_movie_once(service_url: str, tmp_path: Path,
+def test_watch_submits_each_finished_movie_once(service_url: str, api_key: str, tmp_path: Path,
                                                 make_movie) -> None:  # fmt: skip
     import os
     import time
@@ -145,7 +147,7 @@ def test_watch_submits_each_finished_movie_once(service_url: str, tmp_path: Path
     past = time.time() - 120
     os.utime(old, (past, past))
     os.utime(rig / "tiny.tif", (past, past))
-    api = Client(service_url)
+    api = Client(service_url, api_key=api_key)
     jobs = []
     try:
         watcher = FolderWatcher(rig, api, settle_s=60)

@@ -12,6 +12,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from userkeys import bearer
 
 from caimx.jobs import JobState, JobStore
 from caimx.logging_config import configure_logging, job_context
@@ -72,7 +73,8 @@ def test_metrics_endpoint(redis_client: redis.Redis, key_prefix: str, tmp_path) 
     record_chunk(redis_client, seconds=1.5, frames=50, worker="gpu@test", prefix=key_prefix)
     settings = Settings(data_dir=tmp_path, redis_url=redis_url_of(redis_client))
     try:
-        with TestClient(create_app(settings, prefix=key_prefix)) as api:
+        with TestClient(create_app(settings, prefix=key_prefix),
+                        headers=bearer(settings.redis_url, key_prefix)) as api:
             response = api.get("/metrics")
     finally:
         beat.stop()
@@ -132,7 +134,8 @@ def test_json_logs_carry_the_job_id(tmp_path) -> None:
 def test_text_logs_and_request_log(tmp_path, redis_url: str, key_prefix: str) -> None:
     stream = io.StringIO()
     settings = Settings(data_dir=tmp_path, redis_url=redis_url, log_format="json")
-    with TestClient(create_app(settings, prefix=key_prefix)) as api:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as api:
         handler = configure_logging(settings, process="api", stream=stream)
         try:
             assert api.get("/v1/jobs/0123456789abcdef0123456789abcdef").status_code == 404

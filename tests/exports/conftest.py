@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from small_result import write_small_result
+from userkeys import bearer
 
 from caimx.jobs import JobState, JobStore
 from caimx.settings import Settings
@@ -26,8 +27,9 @@ def api_settings(tmp_path: Path, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def api(api_settings: Settings, key_prefix: str) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings, prefix=key_prefix)) as client:
+def api(api_settings: Settings, key_prefix: str, redis_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         yield client
 
 
@@ -38,7 +40,8 @@ def finished_job(api: TestClient, api_settings: Settings, job_store_for_api: Job
     job_id = store.new_id()
     result = write_small_result(api_settings.results_dir / job_id / "result.zarr")
     store.create(job_id, model="deepcaimx-mini", input_name="movie.tif", input_path="/nowhere",
-                 movie_shape=[50, 40, 36], movie_dtype="uint16", movie_fps=30.0)  # fmt: skip
+                 movie_shape=[50, 40, 36], movie_dtype="uint16", movie_fps=30.0,
+                 owner="tester")  # fmt: skip
     store.transition(job_id, JobState.RUNNING, started_at=time.time())
     store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(),
                      result_path=str(result))  # fmt: skip

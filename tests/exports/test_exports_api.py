@@ -66,7 +66,8 @@ def test_preview(api: TestClient, finished_job: str) -> None:
 
 def test_not_finished_and_unknown(api: TestClient, job_store_for_api: JobStore) -> None:
     job_id = job_store_for_api.new_id()
-    job_store_for_api.create(job_id, model="m", input_name="a.tif", input_path="/x")
+    job_store_for_api.create(job_id, model="m", input_name="a.tif", input_path="/x",
+                             owner="tester")
     for path in (f"/v1/jobs/{job_id}/export/nwb", f"/v1/jobs/{job_id}/preview"):
         response = api.get(path)
         assert response.status_code == 409

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from userkeys import bearer
 
 from caimx.settings import Settings
 from service.app import create_app
@@ -18,6 +19,7 @@ def api_settings(tmp_path: Path, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def api(api_settings: Settings, key_prefix: str) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings, prefix=key_prefix)) as client:
+def api(api_settings: Settings, key_prefix: str, redis_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         yield client

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
+from userkeys import bearer
 
 from caimx.jobs import JobState, JobStore
 from caimx.settings import Settings
@@ -44,7 +45,8 @@ def roots(tmp_path: Path) -> tuple[Path, Path]:
 def api(tmp_path: Path, redis_url: str, key_prefix: str, roots) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", redis_url=redis_url,
                         allowed_roots=[roots[0]], webhook_secret="s")  # fmt: skip
-    with TestClient(create_app(settings, prefix=key_prefix)) as client:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         yield client
 
 
@@ -99,7 +101,8 @@ def test_an_absolute_path_outside_is_refused(api: TestClient, roots) -> None:
 
 def test_no_roots_no_references(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_url)
-    with TestClient(create_app(settings, prefix=key_prefix)) as client:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         body = problem(client.post("/v1/jobs", json={"source": {"path": "a.tif"}}), 403)
         assert "CAIMX_ALLOWED_ROOTS" in body["detail"]
 
@@ -144,7 +147,8 @@ def test_idempotency_key_returns_the_same_job(api: TestClient, key_prefix: str,
 
 def test_webhooks_need_a_secret(tmp_path: Path, redis_url: str, key_prefix: str, roots) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_url, allowed_roots=[roots[0]])
-    with TestClient(create_app(settings, prefix=key_prefix)) as client:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         body = problem(client.post("/v1/jobs", json={"source": {"path": "rig3/session.h5"},
                                                      "webhook_url": "http://127.0.0.1:9/x"}), 422)
         assert "CAIMX_WEBHOOK_SECRET" in body["detail"]
@@ -154,7 +158,8 @@ def _jobs(store: JobStore, n: int) -> list[str]:
     ids = []
     for _ in range(n):
         job_id = store.new_id()
-        store.create(job_id, model="m", input_name="a.tif", input_path="/x/a.tif")
+        store.create(job_id, model="m", input_name="a.tif", input_path="/x/a.tif",
+                     owner="tester")
         ids.append(job_id)
         time.sleep(0.002)
     return ids[::-1]  # newest first

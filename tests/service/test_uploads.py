@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import tifffile
 from fastapi.testclient import TestClient
+from userkeys import bearer
 
 from caimx.settings import Settings
 from service.app import create_app
@@ -123,7 +124,8 @@ def test_request_checksum_mismatch_discards_only_that_request(api: TestClient) -
 
 def test_too_large_is_413_before_any_byte(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     settings = Settings(data_dir=tmp_path / "d", redis_url=redis_url, max_upload_bytes=1000)
-    with TestClient(create_app(settings, prefix=key_prefix)) as client:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as client:
         response = client.post("/v1/uploads", headers={**TUS, "Upload-Length": "1001"})
         assert response.status_code == 413
         assert response.headers["content-type"].startswith(PROBLEM)
@@ -153,9 +155,10 @@ def test_protocol_errors(api: TestClient) -> None:
     assert api.get(f"/v1/uploads/{incomplete}").status_code == 404
 
 
-def _send_half_and_hang_up(base: str, upload_id: str, data: bytes) -> None:
+def _send_half_and_hang_up(base: str, upload_id: str, data: bytes, auth: str) -> None:
     host, port = base.removeprefix("http://").split(":")
     head = (f"PATCH /v1/uploads/{upload_id} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: {auth}\r\n"
             "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
             "Content-Type: application/offset+octet-stream\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode()  # fmt: skip
@@ -169,10 +172,11 @@ def test_interrupted_upload_resumes_from_its_offset(
 ) -> None:
     data = movie_bytes(400)  # about 1.8 MB
     half = len(data) // 2
+    auth = bearer(api_settings.redis_url, key_prefix)
     with serve_live(create_app(api_settings, prefix=key_prefix)) as base, \
-            httpx.Client(base_url=base) as client:  # fmt: skip
+            httpx.Client(base_url=base, headers=auth) as client:  # fmt: skip
         upload_id = create(client, data, name="mouse12.tif")
-        _send_half_and_hang_up(base, upload_id, data)
+        _send_half_and_hang_up(base, upload_id, data, auth["Authorization"])
         deadline = time.monotonic() + 10
         while (received := offset(client, upload_id)) < half and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -33,8 +33,10 @@ def browser():
 
 
 def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff: Path,
-                                            artifacts: Path) -> None:  # fmt: skip
+                                            artifacts: Path, api_key: str) -> None:  # fmt: skip
+    auth = {"Authorization": f"Bearer {api_key}"}
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(f"localStorage.setItem('caimx-api-key', {api_key!r})")
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(web_server + "/")
@@ -54,7 +56,7 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     row.click()
     contours = page.locator("#image polygon.contour")
     playwright.expect(contours.first).to_be_visible(timeout=30_000)
-    preview = httpx.get(f"{web_server}/v1/jobs/{job_id}/preview").json()
+    preview = httpx.get(f"{web_server}/v1/jobs/{job_id}/preview", headers=auth).json()
     assert contours.count() == sum(len(n["contours"]) for n in preview["neurons"]) > 0
     assert preview["has_denoised"]
     page.screenshot(path=str(artifacts / "browser-2-result.png"), full_page=True)
@@ -81,7 +83,7 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     assert download.suggested_filename == "movie.nwb" and saved.stat().st_size > 1000
     assert errors == []
 
-    metrics = httpx.get(f"{web_server}/metrics").text
+    metrics = httpx.get(f"{web_server}/metrics", headers=auth).text
     found = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
              if not s.labels}  # fmt: skip
     assert found["caimx_workers"] >= 1 and found["caimx_frames_processed_total"] > 0

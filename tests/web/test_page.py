@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from userkeys import bearer
 
 from caimx.settings import Settings
 from service.app import create_app
@@ -12,7 +13,8 @@ from service.app import create_app
 
 def test_page_and_static_files(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_url)
-    with TestClient(create_app(settings, prefix=key_prefix)) as api:
+    with TestClient(create_app(settings, prefix=key_prefix),
+                    headers=bearer(redis_url, key_prefix)) as api:
         page = api.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert '<script type="module" src="/static/app.js">' in page.text

@@ -40,10 +40,10 @@ def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings, celery_worker: str, shared_root: Path,
-           serve_live) -> Iterator[httpx.Client]:  # fmt: skip
+           serve_live, auth_headers: dict) -> Iterator[httpx.Client]:  # fmt: skip
     api_settings = settings.model_copy(update={"allowed_roots": [shared_root]})
     with serve_live(create_app(api_settings)) as base, \
-            httpx.Client(base_url=base, timeout=30) as http:  # fmt: skip
+            httpx.Client(base_url=base, timeout=30, headers=auth_headers) as http:  # fmt: skip
         yield http
 
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def api(settings: Settings, celery_worker: str) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+def api(settings: Settings, celery_worker: str, auth_headers: dict) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers=auth_headers) as client:
         yield client
 
 

@@ -23,12 +23,15 @@ def test_settings_become_inference_parameters(tmp_path: Path) -> None:
         inference_params(settings, {"no_such_stage": {}})
 
 
-def test_celery_is_configured_for_long_gpu_tasks(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, redis_url="redis://x", task_time_limit_s=7200)
+def test_celery_is_configured_for_redelivery_of_short_chunk_tasks(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, redis_url="redis://x", task_time_limit_s=7200,
+                        visibility_timeout_s=900)  # fmt: skip
     conf = celery_config(settings)
     assert conf["task_acks_late"] and conf["worker_prefetch_multiplier"] == 1
+    assert conf["task_reject_on_worker_lost"]
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
-    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+    assert conf["broker_transport_options"]["visibility_timeout"] == 900
+    assert conf["task_time_limit"] == 7200
 
 
 def test_unknown_model_fails_the_job(job_store: JobStore, movie_tiff: Path, tmp_path: Path) -> None:

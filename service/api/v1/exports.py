@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from caimx.jobs import JobState, JobStore
+from service.auth import CurrentUser, Principal, owned_job
 from service.deps import StoreDep
 from service.errors import ResultNotReadyError, problem_responses
 
@@ -32,9 +33,9 @@ SUFFIXES = {ExportFormat.NWB: ".nwb", ExportFormat.SUITE2P: "-suite2p.zip",
             ExportFormat.TIFF: "-tiff.zip"}  # fmt: skip
 
 
-def finished_result(store: JobStore, job_id: str) -> tuple[Path, str]:
-    """The result group of a succeeded job and its input file name; 409 otherwise."""
-    job = store.get(job_id)
+def finished_result(store: JobStore, job_id: str, user: Principal) -> tuple[Path, str]:
+    """The result group of a succeeded job and its input file name; 404 or 409 otherwise."""
+    job = owned_job(store, job_id, user)
     if job.state is not JobState.SUCCEEDED or not job.result_path:
         detail = f"job {job_id} is {job.state}"
         if job.error:
@@ -57,11 +58,12 @@ async def export_job(
     job_id: str,
     format: ExportFormat,
     store: StoreDep,
+    user: CurrentUser,
     fs: float | None = Query(None, gt=0, description="Frames per second; default: the movie's."),
 ) -> FileResponse:
     from model.exports import build_download
 
-    result, input_name = finished_result(store, job_id)
+    result, input_name = finished_result(store, job_id, user)
     path = await run_in_threadpool(build_download, result, str(format), fs=fs)
     stem = Path(input_name).stem or job_id
     return FileResponse(path, media_type=MEDIA_TYPES.get(format, "application/zip"),
@@ -76,12 +78,13 @@ async def export_job(
 async def preview_job(
     job_id: str,
     store: StoreDep,
+    user: CurrentUser,
     max_side: int = Query(512, ge=32, le=4096, description="Longest side of the PNG."),
     max_points: int = Query(2000, ge=10, le=100_000, description="Points per trace at most."),
 ) -> dict[str, Any]:
     from model.exports.preview import cached_preview
 
-    result, _ = finished_result(store, job_id)
+    result, _ = finished_result(store, job_id, user)
     preview = await run_in_threadpool(cached_preview, result, max_side=max_side,
                                       max_points=max_points)  # fmt: skip
     return {"job_id": job_id, **preview}

@@ -22,7 +22,8 @@ from caimx.job_params import JobParams, engine_overrides
 from caimx.jobs import Job, JobState, JobStore
 from caimx.queue import TASK_PREPARE_JOB, TASK_WEBHOOK, send
 from caimx.upload_store import UploadStore
-from service import idempotency
+from service import idempotency, limits
+from service.auth import CurrentUser, Principal, owned_job, owned_upload
 from service.deps import CeleryDep, PrefixDep, RedisDep, SettingsDep, StoreDep
 from service.errors import (
     BadUploadError,
@@ -112,7 +113,7 @@ def _retry_after(job: Job, response: Response) -> None:
 
 
 def _create(store: JobStore, job_id: str, model: str, source: ResolvedSource, params: JobParams,
-            webhook: str | None, facts: Any) -> Job:  # fmt: skip
+            webhook: str | None, facts: Any, owner: str) -> Job:  # fmt: skip
     options = dict(source.options)
     if params.fps is not None:
         options["fps"] = params.fps
@@ -121,7 +122,7 @@ def _create(store: JobStore, job_id: str, model: str, source: ResolvedSource, pa
         input_bytes=source.size, input_sha256=source.sha256, movie_shape=list(facts.shape),
         movie_dtype=facts.dtype, movie_fps=facts.fps, source=source.record,
         input_options=options, request=params.model_dump(mode="json"),
-        params=engine_overrides(params), webhook_url=webhook,
+        params=engine_overrides(params), webhook_url=webhook, owner=owner,
     )  # fmt: skip
 
 
@@ -159,7 +160,7 @@ async def _from_multipart(request: Request, settings: Any, job_id: str) -> tuple
 )
 async def submit_job(
     request: Request, response: Response, settings: SettingsDep, store: StoreDep,
-    celery: CeleryDep, client: RedisDep, prefix: PrefixDep,
+    celery: CeleryDep, client: RedisDep, prefix: PrefixDep, user: CurrentUser,
     idempotency_key: Annotated[str | None, Header(
         description="Any unique string; a retried POST with the same key returns the same job.",
         examples=["rig3-2026-11-20-mouse12-plane1"])] = None,
@@ -173,7 +174,8 @@ async def submit_job(
     if idempotency_key is not None:
         reservation = await run_in_threadpool(
             idempotency.reserve, client, prefix, idempotency_key, job_id=job_id,
-            fingerprint=idempotency.fingerprint(body) if body else "")  # fmt: skip
+            fingerprint=idempotency.fingerprint(body) if body else "",
+            owner=user.name)  # fmt: skip
         if reservation.replay:
             response.status_code = 200
             response.headers["Location"] = f"/v1/jobs/{reservation.job_id}"
@@ -181,6 +183,9 @@ async def submit_job(
     folder: Path | None = None
     uploads = UploadStore(client, prefix=prefix)
     try:
+        await run_in_threadpool(_check_limits, store, uploads, settings, user, request, is_json)
+        if is_json and create.source.upload_id is not None:
+            await run_in_threadpool(owned_upload, uploads, create.source.upload_id, user)
         if is_json:
             if create.webhook_url is not None and settings.webhook_secret is None:
                 raise WebhooksDisabledError(
@@ -199,7 +204,8 @@ async def submit_job(
         options = {**source.options, "fps": params.fps}
         facts = await run_in_threadpool(lambda: inspect_movie(source.path, **options))
         job = await run_in_threadpool(_create, store, job_id, model.name, source, params,
-                                      str(webhook) if webhook else None, facts)  # fmt: skip
+                                      str(webhook) if webhook else None, facts,
+                                      user.name)  # fmt: skip
         if source.record.get("kind") == "upload":
             await run_in_threadpool(uploads.add_job, source.record["upload_id"], job_id)
     except BaseException:
@@ -220,10 +226,20 @@ async def submit_job(
     return JobRead.from_job(job)
 
 
+def _check_limits(store: JobStore, uploads: UploadStore, settings: Any, user: Principal,
+                  request: Request, is_json: bool) -> None:  # fmt: skip
+    """429 when the user has too many active jobs, or the upload passes a daily or stored limit."""
+    limits.check_active_jobs(store, settings, user)
+    size = 0 if is_json else int(request.headers.get("content-length") or 0)
+    limits.check_storage(store, uploads, settings, user, adding=size)
+    if size:
+        limits.reserve_upload_bytes(uploads.client, uploads.prefix, settings, user, size)
+
+
 @router.get("", response_model=JobList, summary="Jobs, newest first, a page at a time",
             responses=problem_responses(400, 422))  # fmt: skip
 def list_jobs(
-    store: StoreDep, request: Request, response: Response,
+    store: StoreDep, request: Request, response: Response, user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page.")] = 50,
     cursor: Annotated[str | None, Query(max_length=200,
                                         description="`next_cursor` of the last page.")] = None,
@@ -233,7 +249,8 @@ def list_jobs(
 ) -> JobList:  # fmt: skip
     try:
         page = store.list_page(limit=limit, cursor=cursor, state=state,
-                               since=since.timestamp() if since else None)  # fmt: skip
+                               since=since.timestamp() if since else None,
+                               owner=None if user.admin else user.name)  # fmt: skip
     except ValueError as exc:
         raise BadUploadError(str(exc)) from exc
     if page.next_cursor:
@@ -248,14 +265,16 @@ def list_jobs(
     summary="State and progress of a job (Retry-After while it runs)",
     responses=problem_responses(404),
 )
-def get_job(job_id: str, store: StoreDep, response: Response) -> JobRead:
-    job = store.get(job_id)
+def get_job(job_id: str, store: StoreDep, response: Response, user: CurrentUser) -> JobRead:
+    job = owned_job(store, job_id, user)
     _retry_after(job, response)
     return JobRead.from_job(job)
 
 
-def cancel(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobRead:
+def cancel(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep,
+           user: CurrentUser) -> JobRead:  # fmt: skip
     """Mark the job canceled; workers stop at their next batch and skip queued chunks."""
+    owned_job(store, job_id, user)
     job = store.transition(job_id, JobState.CANCELED, finished_at=time.time())
     shutil.rmtree(settings.results_dir / job_id, ignore_errors=True)  # the worker does it too
     if job.webhook_url:
@@ -271,25 +290,27 @@ _CANCEL = {"response_model": JobRead, "responses": problem_responses(404, 409)}
 
 @router.post("/{job_id}:cancel", summary="Cancel a queued or running job", **_CANCEL)
 def cancel_job_colon(job_id: str, store: StoreDep, settings: SettingsDep,
-                     celery: CeleryDep) -> JobRead:  # fmt: skip
+                     celery: CeleryDep, user: CurrentUser) -> JobRead:  # fmt: skip
     """Queued chunks are skipped, running ones stop at their next batch; partial results go."""
-    return cancel(job_id, store, settings, celery)
+    return cancel(job_id, store, settings, celery, user)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a queued or running job (same as :cancel)",
              **_CANCEL)  # fmt: skip
-def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobRead:
-    return cancel(job_id, store, settings, celery)
+def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep,
+               user: CurrentUser) -> JobRead:  # fmt: skip
+    return cancel(job_id, store, settings, celery, user)
 
 
 @router.delete("/{job_id}", summary="Cancel a queued or running job (same as :cancel)", **_CANCEL)
-def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobRead:
-    return cancel(job_id, store, settings, celery)
+def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, celery: CeleryDep,
+               user: CurrentUser) -> JobRead:  # fmt: skip
+    return cancel(job_id, store, settings, celery, user)
 
 
-def finished_result(store: JobStore, job_id: str) -> Job:
-    """The job if its result can be read; else 409 (not ready) or 410 (expired)."""
-    job = store.get(job_id)
+def finished_result(store: JobStore, job_id: str, user: Principal) -> Job:
+    """The job if its result can be read; else 404 (not the user's), 409 (not ready) or 410."""
+    job = owned_job(store, job_id, user)
     if job.expired_at:
         raise ResultExpiredError(f"the result of job {job_id} was removed after the retention "
                                  "period", state=str(job.state))  # fmt: skip
@@ -307,8 +328,8 @@ def finished_result(store: JobStore, job_id: str) -> Job:
     summary="Where the result of a finished job is, and how to open it",
     responses=problem_responses(404, 409, 410),
 )
-def get_result(job_id: str, store: StoreDep, request: Request) -> ResultRead:
-    job = finished_result(store, job_id)
+def get_result(job_id: str, store: StoreDep, request: Request, user: CurrentUser) -> ResultRead:
+    job = finished_result(store, job_id, user)
     url = str(request.url_for("zarr_key", job_id=job_id, key="")).rstrip("/")
     snippet = (
         "import zarr\n"

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 
 from service.api.v1.jobs import finished_result
+from service.auth import CurrentUser
 from service.deps import StoreDep
 from service.errors import ResultKeyNotFoundError, problem_responses
 
@@ -51,9 +52,9 @@ _ZARR_RESPONSES = {
 @router.get("/{job_id}/zarr/{key:path}", name="zarr_key", operation_id="get_zarr_key",
             summary="One key of the result, read-only Zarr v3 store over HTTP (Range, ETag)",
             response_class=FileResponse, responses=_ZARR_RESPONSES)  # fmt: skip
-def zarr_key(job_id: str, key: str, store: StoreDep) -> FileResponse:
+def zarr_key(job_id: str, key: str, store: StoreDep, user: CurrentUser) -> FileResponse:
     """Example: `GET /v1/jobs/ID/zarr/traces/zarr.json`, `GET /v1/jobs/ID/zarr/traces/c/0/0`."""
-    job = finished_result(store, job_id)
+    job = finished_result(store, job_id, user)
     root = Path(job.result_path).resolve()
     path = store_file(root, key)
     media = "application/json" if path.name == "zarr.json" else "application/octet-stream"
@@ -105,8 +106,8 @@ def zip_stream(root: Path, *, folder: str) -> Iterator[bytes]:
                      "description": "A zip holding `result.zarr/...`."},
                **problem_responses(404, 409, 410)},
 )
-def result_zip(job_id: str, store: StoreDep) -> StreamingResponse:
-    job = finished_result(store, job_id)
+def result_zip(job_id: str, store: StoreDep, user: CurrentUser) -> StreamingResponse:
+    job = finished_result(store, job_id, user)
     root = Path(job.result_path).resolve()
     return StreamingResponse(
         zip_stream(root, folder=root.name), media_type="application/zip",

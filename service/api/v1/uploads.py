@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 
 from caimx.jobs import JobStore
 from caimx.upload_store import Upload, UploadStore
+from service import limits
+from service.auth import CurrentUser, owned_upload
 from service.deps import PrefixDep, RedisDep, SettingsDep
 from service.errors import (
     BadUploadError,
@@ -144,6 +146,7 @@ def tus_options(settings: SettingsDep) -> Response:
 )  # fmt: skip
 async def create_upload(
     request: Request, response: Response, settings: SettingsDep, uploads: UploadsDep,
+    user: CurrentUser,
     upload_length: Annotated[str | None, Header()] = None,
     upload_metadata: Annotated[str | None, Header()] = None,
     upload_defer_length: Annotated[str | None, Header()] = None,
@@ -165,12 +168,16 @@ async def create_upload(
     expected = meta.get("sha256", "").strip().lower()
     if expected and not _HEX64.match(expected):
         raise BadUploadError("metadata 'sha256' must be the 64-character hex SHA-256 of the file")
+    store = JobStore(uploads.client, writer="service", prefix=uploads.prefix)
+    await run_in_threadpool(limits.check_storage, store, uploads, settings, user, adding=length)
+    await run_in_threadpool(limits.reserve_upload_bytes, uploads.client, uploads.prefix,
+                            settings, user, length)  # fmt: skip
     folder = settings.resumable_dir
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
     upload = await run_in_threadpool(
         lambda: uploads.create(length=length, filename=meta.get("filename") or "movie",
                                folder=folder, expected_sha256=expected,
-                               metadata=upload_metadata or ""))  # fmt: skip
+                               metadata=upload_metadata or "", owner=user.name))  # fmt: skip
     await run_in_threadpool(lambda: open(upload.path, "wb").close())
     location = str(request.url_for("head_upload", upload_id=upload.id))
     response.headers.update({"Location": location,
@@ -181,8 +188,9 @@ async def create_upload(
 @router.head("/{upload_id}", status_code=200, summary="Where to resume (tus Upload-Offset)",
              dependencies=[TusDep], responses=problem_responses(404, 412),
              response_class=Response)  # fmt: skip
-def head_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep) -> Response:
-    upload = uploads.get(upload_id)
+def head_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
+                user: CurrentUser) -> Response:  # fmt: skip
+    upload = owned_upload(uploads, upload_id, user)
     headers = _tus_headers(upload, settings.upload_retention_hours)
     headers.update({"Upload-Length": str(upload.length), "Cache-Control": "no-store"})
     if upload.metadata:
@@ -192,8 +200,9 @@ def head_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep) -> R
 
 @router.get("/{upload_id}", response_model=UploadRead, summary="State of a resumable upload",
             responses=problem_responses(404))  # fmt: skip
-def get_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep) -> UploadRead:
-    upload = uploads.get(upload_id)
+def get_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
+               user: CurrentUser) -> UploadRead:  # fmt: skip
+    upload = owned_upload(uploads, upload_id, user)
     return UploadRead.of(upload, _expires(upload, settings.upload_retention_hours))
 
 
@@ -215,6 +224,7 @@ def get_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep) -> Up
 )  # fmt: skip
 async def patch_upload(
     upload_id: str, request: Request, settings: SettingsDep, uploads: UploadsDep,
+    user: CurrentUser,
     upload_offset: Annotated[str | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
@@ -224,7 +234,7 @@ async def patch_upload(
     if upload_offset is None or not upload_offset.isdigit():
         raise BadUploadError("send the offset of this request's first byte in Upload-Offset")
     checksum = parse_checksum(upload_checksum)
-    upload = await run_in_threadpool(uploads.get, upload_id)
+    upload = await run_in_threadpool(owned_upload, uploads, upload_id, user)
     headers = _tus_headers(upload, settings.upload_retention_hours)
     if int(upload_offset) != upload.offset:
         raise UploadConflictError(
@@ -258,8 +268,9 @@ async def patch_upload(
 @router.delete("/{upload_id}", status_code=204, summary="Remove an upload (tus termination)",
                dependencies=[TusDep], response_class=Response,
                responses=problem_responses(404, 409, 412))  # fmt: skip
-def delete_upload(upload_id: str, uploads: UploadsDep, request: Request) -> Response:
-    uploads.get(upload_id)
+def delete_upload(upload_id: str, uploads: UploadsDep, request: Request,
+                  user: CurrentUser) -> Response:  # fmt: skip
+    owned_upload(uploads, upload_id, user)
     store = JobStore(uploads.client, writer="service", prefix=request.app.state.prefix)
     active = [j for j in uploads.job_ids(upload_id)
               if store.exists(j) and not store.state(j).terminal]  # fmt: skip
