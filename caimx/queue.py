@@ -54,7 +54,12 @@ def celery_config(settings: Settings) -> dict:
     visibility = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            # look for abandoned messages every tenth of the timeout (1 to 60 s), every time
+            "unacked_restore_interval": min(max(visibility // 10, 1), 60),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         default=10 * 1024**4, ge=0,
         description="Uploads + results one user may keep; 0: no limit.",
     )
+    max_attempts: int = Field(
+        default=3, gt=0,
+        description=(
+            "Deliveries of one task (prepare, a chunk, finalize) before its job fails: a movie "
+            "that kills its worker every time fails after this many tries."
+        ),
+    )
     visibility_timeout_s: int = Field(
         default=3600, gt=0,
         description=(

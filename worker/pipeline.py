@@ -10,6 +10,7 @@ before each chunk and before each batch of patches; its partial results are remo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -17,6 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError
 
 from caimx.jobs import InvalidTransitionError, Job, JobState, JobStore
 from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK, TASK_WEBHOOK
@@ -30,8 +34,31 @@ Send = Callable[..., None]
 WORK_NAME = "work"
 
 
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+"""Redis is away for a moment: never a reason to fail a job (the task waits and runs again)."""
+
+
 class JobStopped(Exception):
     """The job is no longer running (canceled or failed by another task)."""
+
+
+class TooManyAttempts(RuntimeError):
+    """A task was delivered more often than ``max_attempts``: it kills its worker every time."""
+
+
+def count_delivery(store: JobStore, settings: Settings, job_id: str, task: str) -> None:
+    """Count one more delivery of ``task`` of the job; raise when there were too many.
+
+    A task whose worker died (killed, out of memory, a crash in a reader) is delivered again by
+    the broker; this bounds how often, so a poisoned movie fails its own job and nothing else.
+    """
+    key = f"{store.key(job_id)}:deliveries"
+    count = store.client.hincrby(key, task, 1)
+    store.client.expire(key, 7 * 24 * 3600)
+    if count > settings.max_attempts:
+        raise TooManyAttempts(
+            f"{task} was started {count - 1} times and its worker died each time (crash, out of "
+            f"memory or killed); the movie may be damaged")  # fmt: skip
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
@@ -105,6 +132,11 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
     job = store.get(job_id)
     if job.state.terminal:
         return
+    try:
+        count_delivery(store, settings, job_id, "prepare")
+    except TooManyAttempts as exc:
+        fail(store, settings, job_id, exc, send)
+        return
     started = time.time()
     try:
         store.transition(job_id, JobState.RUNNING, started_at=started, attempts=job.attempts + 1,
@@ -130,6 +162,8 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
             send(TASK_RUN_CHUNK, job_id, chunk.id)
     except JobStopped:
         _stopped(store, settings, job_id)
+    except REDIS_DOWN:
+        raise
     except Exception as exc:
         fail(store, settings, job_id, exc, send)
 
@@ -150,6 +184,7 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
         return
     start = time.perf_counter()
     try:
+        count_delivery(store, settings, job_id, f"chunk {chunk_id}")
         work = work_dir(settings, job_id)
         plan = load_plan(work)
         cached = model_cache.get_predictor(job.model, settings.models_dir)
@@ -167,6 +202,8 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
             send(TASK_FINALIZE_JOB, job_id)
     except JobStopped:
         _stopped(store, settings, job_id)
+    except REDIS_DOWN:
+        raise
     except Exception as exc:
         fail(store, settings, job_id, exc, send)
 
@@ -202,6 +239,7 @@ def finalize_job(job_id: str, *, settings: Settings, store: JobStore, send: Send
     start = time.perf_counter()
     output = job_dir(settings, job_id) / RESULT_NAME
     try:
+        count_delivery(store, settings, job_id, "finalize")
         work = work_dir(settings, job_id)
         plan = load_plan(work)
         card = resolve_model(job.model, settings.models_dir).card
@@ -222,7 +260,10 @@ def finalize_job(job_id: str, *, settings: Settings, store: JobStore, send: Send
             send(TASK_WEBHOOK, job_id)
     except InvalidTransitionError:
         _stopped(store, settings, job_id)
+    except REDIS_DOWN:
+        raise
     except Exception as exc:
         fail(store, settings, job_id, exc, send)
     finally:
-        store.client.delete(lock)
+        with contextlib.suppress(*REDIS_DOWN):
+            store.client.delete(lock)

@@ -8,9 +8,12 @@ failure reason. Exceptions stop here; a bad movie fails only its own job.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import shutil
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _damaged_movie(exc: BaseException) -> bool:
+    """Errors of the decoders under the readers: bytes that are not what the header promised."""
+    module = type(exc).__module__ or ""
+    return (isinstance(exc, EOFError | zlib.error | struct.error)
+            or module.split(".")[0] in ("tifffile", "imagecodecs", "h5py"))  # fmt: skip
+
+
 def failure_reason(exc: BaseException) -> str:
     """One short line a scientist can act on."""
     from celery.exceptions import SoftTimeLimitExceeded
@@ -81,6 +91,11 @@ def failure_reason(exc: BaseException) -> str:
         text = str(exc)
     elif isinstance(exc, FileNotFoundError):
         text = f"a file is missing on the worker: {exc.filename or exc}"
+    elif _damaged_movie(exc):
+        text = f"the movie could not be read: the file is damaged or truncated ({exc})"
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text = ("no space left on the results storage while writing the result; nothing was "
+                "kept. Free space (or ask an admin) and submit the movie again")
     elif isinstance(exc, MemoryError):
         text = "the worker ran out of memory; try a smaller movie or fewer patches per batch"
     else:

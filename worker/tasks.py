@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery import Celery, Task
 
 from caimx.jobs import DEFAULT_PREFIX, Job, JobStore, UnknownJobError
@@ -25,6 +28,34 @@ from worker import pipeline, webhooks
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)
+REDIS_PATIENCE_S = 900.0
+"""How long a task waits for Redis to come back before it gives up (and is delivered again)."""
+
+
+def through_outages(run: Callable[[], None], client: redis.Redis, *,
+                    patience_s: float = REDIS_PATIENCE_S) -> None:  # fmt: skip
+    """Run ``run``; if Redis goes away meanwhile, wait until it answers and run it again.
+
+    The tasks are idempotent (a chunk writes the same bytes and is counted once), so running one
+    again after an outage is safe, and a job is never failed only because Redis restarted.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return run()
+        except pipeline.REDIS_DOWN as exc:
+            log.warning("Redis is unreachable (%s); the task runs again when it is back", exc)
+            delay = 0.5
+            while True:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    client.ping()
+                    break
+                except pipeline.REDIS_DOWN:
+                    continue
 
 
 def _time(value: float | None) -> str | None:
@@ -69,18 +100,23 @@ def register_tasks(app: Celery, *, settings: Settings, prefix: str = DEFAULT_PRE
     @app.task(name=TASK_PREPARE_JOB, bind=True, acks_late=True)
     def prepare_job(self: Task, job_id: str) -> None:
         """Plan the job and queue one chunk task per chunk (queue cpu)."""
-        pipeline.prepare_job(job_id, settings=settings, store=store_for(self), send=sender)
+        store = store_for(self)
+        through_outages(lambda: pipeline.prepare_job(job_id, settings=settings, store=store,
+                                                     send=sender), store.client)  # fmt: skip
 
     @app.task(name=TASK_RUN_CHUNK, bind=True, acks_late=True)
     def run_chunk(self: Task, job_id: str, chunk_id: str) -> None:
         """One chunk through the network (queue gpu); the last one queues finalize."""
-        pipeline.run_chunk(job_id, chunk_id, settings=settings, store=store_for(self),
-                           send=sender)  # fmt: skip
+        store = store_for(self)
+        through_outages(lambda: pipeline.run_chunk(
+            job_id, chunk_id, settings=settings, store=store, send=sender), store.client)
 
     @app.task(name=TASK_FINALIZE_JOB, bind=True, acks_late=True)
     def finalize_job(self: Task, job_id: str) -> None:
         """Stitch the chunks into the result group (queue cpu)."""
-        pipeline.finalize_job(job_id, settings=settings, store=store_for(self), send=sender)
+        store = store_for(self)
+        through_outages(lambda: pipeline.finalize_job(job_id, settings=settings, store=store,
+                                                      send=sender), store.client)  # fmt: skip
 
     @app.task(name=TASK_WEBHOOK, bind=True, acks_late=True, max_retries=None)
     def notify(self: Task, job_id: str) -> None:

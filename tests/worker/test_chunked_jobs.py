@@ -93,7 +93,9 @@ def test_resumable_tiff_to_a_zarr_store_over_http(client: httpx.Client, settings
     assert {"prepare_s", "inference_s", "finalize_s", "total_s"} <= set(job["timings"])
 
     base = f"{str(client.base_url).rstrip('/')}/v1/jobs/{job['id']}/zarr"
-    remote = zarr.open_group(base, mode="r")
+    remote = zarr.open_group(base, mode="r",
+                             storage_options={"headers": {
+                                 "Authorization": client.headers["Authorization"]}})  # fmt: skip
     local = zarr.open_group(client.get(f"/v1/jobs/{job['id']}/result").json()["path"], mode="r")
     for name in ("footprints", "traces", "mean_image"):
         np.testing.assert_array_equal(remote[name][:], local[name][:])

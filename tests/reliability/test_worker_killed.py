@@ -1,0 +1,79 @@
+"""A worker killed with SIGKILL in the middle of a chunk: the chunk runs again, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import tifffile
+from fastapi.testclient import TestClient
+from reliability_parts import result_arrays, start_worker, wait_job
+
+from caimx.jobs import JobStore
+from caimx.settings import Settings
+from service.app import create_app
+
+pytestmark = pytest.mark.slow
+
+
+def running_chunk(client: redis.Redis, job_id: str) -> str | None:
+    """The id of a chunk of ``job_id`` that a worker holds (delivered, not acknowledged)."""
+    for raw in client.hvals("unacked"):
+        message = json.loads(raw)[0]
+        headers = message.get("headers", {})
+        if headers.get("task") == "caimx.run_chunk" and job_id in headers.get("argsrepr", ""):
+            return headers["argsrepr"].split("'")[3]
+    return None
+
+
+def test_sigkill_mid_chunk_redelivers_and_gives_the_same_result(
+    rel_settings: Settings, rel_key: str, workers: list, tmp_path: Path, make_movie,
+) -> None:  # fmt: skip
+    settings = rel_settings.model_copy(update={"tiles_per_chunk": 1})
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, make_movie(t=160, h=48, w=48, seed=3))
+    first = start_worker(settings, workers)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = JobStore(client, writer="test")
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {rel_key}"}) as api:
+        def submit() -> str:
+            response = api.post("/v1/jobs", files={"file": ("movie.tif", movie.read_bytes())})
+            assert response.status_code == 202, response.text
+            return response.json()["id"]
+
+        reference = wait_job(api.get, submit())
+        assert reference["state"] == "succeeded", reference
+        assert reference["progress"]["chunks_total"] >= 4
+
+        job_id = submit()
+        wait_job(api.get, job_id, until=lambda j: j["progress"]["chunks_done"] >= 1)
+        deadline = time.monotonic() + 60
+        victim = None
+        while victim is None or victim in store.done_chunks(job_id):
+            assert time.monotonic() < deadline, "no chunk was seen running"
+            victim = running_chunk(client, job_id)
+            time.sleep(0.005)
+        first.kill()
+        killed_at = time.monotonic()
+        assert victim not in store.done_chunks(job_id)  # it died in the middle of this chunk
+        assert store.get(job_id).state == "running"
+
+        start_worker(settings, workers)  # restores the unacked chunk after the visibility timeout
+        done = wait_job(api.get, job_id)
+        recovered_s = time.monotonic() - killed_at
+    assert done["state"] == "succeeded", done
+    assert done["progress"]["chunks_done"] == done["progress"]["chunks_total"]
+    deliveries = client.hgetall(f"{store.key(job_id)}:deliveries")
+    assert int(deliveries[f"chunk {victim}"]) == 2  # the killed chunk ran again, once
+    expected, got = result_arrays(settings, reference["id"]), result_arrays(settings, job_id)
+    assert got["footprints"].shape == expected["footprints"].shape  # no neuron twice, none lost
+    np.testing.assert_array_equal(got["footprints"], expected["footprints"])
+    np.testing.assert_array_equal(got["traces"], expected["traces"])
+    assert recovered_s < 120
+    print(f"recovered {recovered_s:.1f} s after SIGKILL (visibility timeout "
+          f"{settings.visibility_timeout_s} s); chunk {victim} delivered twice")
+    client.close()
