@@ -11,6 +11,7 @@ before each chunk and before each batch of patches; its partial results are remo
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import shutil
@@ -92,8 +93,18 @@ class _CancelAware:
         return self._predictor.predict(patches)
 
 
+def _disk_full(exc: BaseException, folder: Path) -> BaseException:
+    """``exc``, or ENOSPC if it is a short write (numpy, zarr) on a results disk that is full."""
+    if isinstance(exc, OSError) and exc.errno is None:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(folder).free < 1024 * 1024:
+                return OSError(errno.ENOSPC, f"no space left on the results storage ({exc})")
+    return exc
+
+
 def fail(store: JobStore, settings: Settings, job_id: str, exc: BaseException, send: Send) -> None:
     """Record a short reason, remove partial results, tell the webhook."""
+    exc = _disk_full(exc, settings.results_dir)
     shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
     if store.state(job_id).terminal:  # canceled meanwhile: its folder went away under the task
         log.info("job %s stopped (%s) while a task ran: %s", job_id, store.state(job_id), exc)

@@ -26,8 +26,11 @@ def service_url(settings: Settings, celery_worker: str, serve_live) -> Iterator[
 
 @pytest.mark.slow
 def test_notebook_session(service_url: str, api_key: str, movie_tiff: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+                          capsys: pytest.CaptureFixture,
+                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from pynwb import NWBHDF5IO, validate
+
+    monkeypatch.setenv("CAIMX_API_KEY", api_key)  # for the CLI commands below
 
     api = Client(service_url, api_key=api_key)
     job = api.submit(movie_tiff, progress=False, fps=20.0)  # a tus upload: the server speaks it

@@ -51,7 +51,8 @@ def test_a_bad_movie_fails_only_its_job(
     broken.write_bytes(broken.read_bytes()[:2000])
     store = JobStore.from_url(settings.redis_url, writer="test")
     job_id = store.new_id()
-    store.create(job_id, model="deepcaimx-mini", input_name="broken.npy", input_path=str(broken))
+    store.create(job_id, model="deepcaimx-mini", input_name="broken.npy", input_path=str(broken),
+                 owner="tester")
     celery = make_celery(settings)
     celery.send_task(TASK_PROCESS_JOB, args=[job_id], queue=QUEUE)
     celery.close()
