@@ -76,17 +76,22 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", action="append", required=True, metavar="NAME=PATH")
+    parser.add_argument("--weights", action="append", required=True,
+                        metavar="NAME=PATH[:SCALING]",
+                        help="weights to score; SCALING is the card's input_scaling "
+                             "(default minmax-per-patch)")
     parser.add_argument("--preset", default="mini", choices=sorted(PRESETS))
     parser.add_argument("--count", type=int, default=36, help="patches per photon level")
     parser.add_argument("--levels", type=float, nargs="+", default=list(SNR_LEVELS))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     config = PRESETS[args.preset]
-    sets = benchmark_sets(TrainingData(), config, count=args.count, levels=args.levels)
     results = {}
     for item in args.weights:
-        name, _, path = item.partition("=")
+        name, _, spec = item.partition("=")
+        path, _, scaling = spec.partition(":")
+        data = TrainingData(input_scaling=scaling or "minmax-per-patch")
+        sets = benchmark_sets(data, config, count=args.count, levels=args.levels)
         results[name] = score_weights(Path(path), config, sets)
         print(f"{name}: all {json.dumps(results[name]['all'])}", flush=True)
     if args.json:

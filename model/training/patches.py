@@ -3,7 +3,9 @@
 Each sample is a small simulated scene (the patch plus ``margin`` pixels on every side, so cells
 are cut by the patch border) of T frames. Like :mod:`model.inference.patches`, the scene is
 mapped to [0, 1] by its (1, 99.9) percentiles, smoothed per frame (``spatial_sigma``), the patch
-is cut out and min-max scaled with a floor on its range (``min_patch_range``).
+is cut out and scaled per ``input_scaling`` (default per-patch min-max with a floor on its range,
+``min_patch_range``; ``"movie-range"`` is the fixed-level mapping the engine uses for the
+published weights).
 
 Sample ``i`` of a stream with seed ``s`` depends only on ``(s, i)``: any order, any worker count,
 and a resumed run see the same patches.
@@ -18,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from model.inference.params import ScalingParams
-from model.inference.scaling import MovieRange, minmax_patches, scale_block
+from model.inference.scaling import MovieRange, scale_block, scale_patches
 from model.simulate import Scene, SimulationParams
 from model.training.targets import PatchTargets, build_targets, select_targets
 
@@ -48,6 +50,7 @@ class TrainingData:
     motion_um: tuple[float, float] = (0.0, 0.3)
     spatial_sigma: float = _SCALING.spatial_sigma
     min_patch_range: float = _SCALING.min_patch_range
+    input_scaling: str = "minmax-per-patch"
 
     def with_(self, **changes) -> TrainingData:
         """A copy with some fields changed; fields of base only (``indicator``, ``fps``,
@@ -159,7 +162,7 @@ def _whole(scene: Scene) -> np.ndarray:
 
 def _engine_scaling(movie: np.ndarray, crop: tuple[slice, slice], data: TrainingData
                     ) -> np.ndarray:
-    """Movie-range scaling, smoothing, crop and per-patch min-max, as the engine does."""
+    """Movie-range scaling, smoothing, crop and the model's input scaling, as the engine does."""
     low, high = np.percentile(movie, [_SCALING.low_percentile, _SCALING.high_percentile])
     if not high > low:
         low, high = float(movie.min()), float(movie.min()) + 1.0
@@ -168,7 +171,8 @@ def _engine_scaling(movie: np.ndarray, crop: tuple[slice, slice], data: Training
         scaled = ndimage.gaussian_filter(scaled, (0, data.spatial_sigma, data.spatial_sigma),
                                          mode="nearest")
     patch = np.ascontiguousarray(scaled[:, crop[0], crop[1]])
-    return minmax_patches(patch[None], min_range=data.min_patch_range)[0][0]
+    params = dataclasses.replace(_SCALING, min_patch_range=data.min_patch_range)
+    return scale_patches(patch[None], mode=data.input_scaling, params=params)[0][0]
 
 
 def stack_batch(samples: list[PatchSample]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
