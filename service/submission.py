@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.io import open_movie
+import numpy as np
+
+from model.io import MovieFormatError, open_movie
 from model.registry import UnknownModelError, resolve_model
 from service.errors import MovieTooSmallError, UnknownModelNameError
 
@@ -71,6 +73,9 @@ def inspect_movie(
                 width=w,
                 min_edge=min_edge,
             )
-        movie.read(0, 1)
-        movie.read(t - 1, t)
+        for frame in (movie.read(0, 1), movie.read(t - 1, t)):
+            if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+                raise MovieFormatError(
+                    f"{Path(path).name!r} has NaN or infinite pixel values; caimx needs finite "
+                    "values in every pixel (fill or crop the missing pixels first)")  # fmt: skip
         return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps)
