@@ -315,12 +315,16 @@ class JobStore:
             if not rows:
                 return JobPage(jobs, None)
             offset += len(rows)
+            with self.client.pipeline(transaction=False) as pipe:  # one round trip per batch
+                for job_id, _ in rows:
+                    pipe.hgetall(self.key(job_id))
+                records = dict(zip((job_id for job_id, _ in rows), pipe.execute(), strict=True))
             for job_id, score in rows:
                 if skipping:  # ties with the cursor's time: skip up to and including its id
                     if score == float(high) and job_id >= after:
                         continue
                     skipping = False
-                raw = self.client.hgetall(self.key(job_id))
+                raw = records[job_id]
                 if not raw:
                     continue
                 job = _decode(raw)
