@@ -74,11 +74,20 @@ def test_serve_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         redis_port = int(match.group(1))
         assert redis_port != 6379 and not _closed(redis_port)
         assert (tmp_path / "data" / "redis").is_dir()
+        assert "API keys are OFF" in log.read_text()  # one person on 127.0.0.1: no keys
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/jobs", timeout=5).status_code == 200
     finally:
         code = stop_process(process, sig=signal.SIGINT, timeout=60)
     assert code == 0, log.read_text()
     assert "caimx: stopped" in log.read_text()
     assert _closed(port) and _closed(redis_port)
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    env = {**_env(tmp_path), "CAIMX_AUTH_ENABLED": "false"}
+    done = subprocess.run([*CAIMX, "serve", "--host", "0.0.0.0"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "without API keys" in done.stderr
 
 
 def test_worker_needs_a_redis_url(tmp_path: Path) -> None:
