@@ -141,15 +141,18 @@ def train(options: TrainOptions) -> list[dict[str, float]]:
 
 def _train_epoch(model: TrainingModel, dataset: PatchDataset, epoch: int,
                  options: TrainOptions) -> dict[str, float]:
-    model.reset_metrics()
+    """Run one epoch; return the mean of each loss over its batches."""
     bar = tqdm(range(options.steps_per_epoch), desc=f"epoch {epoch + 1}/{options.epochs}",
                disable=not options.progress, dynamic_ncols=True)
-    logs: dict[str, Any] = {}
+    sums = dict.fromkeys(LOSS_NAMES, 0.0)
     for step in bar:
         x, y = dataset.batch(epoch, step)
+        model.reset_metrics()  # logs of this batch alone
         logs = model.train_on_batch(x, y, return_dict=True)
-        bar.set_postfix({k: f"{float(logs[k]):.3g}" for k in LOSS_NAMES})
-    return {k: float(logs[k]) for k in LOSS_NAMES}
+        for k in LOSS_NAMES:
+            sums[k] += float(logs[k])
+        bar.set_postfix({k: f"{sums[k] / (step + 1):.3g}" for k in LOSS_NAMES})
+    return {k: v / max(options.steps_per_epoch, 1) for k, v in sums.items()}
 
 
 def _validate(model: TrainingModel, val: list) -> dict[str, float]:
