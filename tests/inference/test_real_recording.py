@@ -1,0 +1,57 @@
+"""The real SIMA two-photon recording through the reader and `caimx process`.
+
+The movie (20 frames, 128 x 256, uint16) is shorter than one model window, so it exercises the
+documented temporal padding rule; two hand-drawn ROIs exist but the field holds more cells, so this
+checks that a real microscope file goes through without errors, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from caimx.cli import main
+from model.io import open_movie
+from model.results import read_result
+
+REPO = Path(__file__).resolve().parents[2]
+SIMA = Path(os.environ.get("CAIMX_SIMA_MOVIE", REPO.parent / "shared/data/sima-example/movie.tif"))
+MODEL_DIR = REPO / "model" / "zoo"
+
+
+@pytest.fixture(scope="module")
+def sima_movie() -> Path:
+    if not SIMA.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"the SIMA example movie is missing at {SIMA}")
+        pytest.skip(f"the SIMA example movie is missing at {SIMA}")
+    return SIMA
+
+
+def test_reader_sees_the_real_movie(sima_movie: Path) -> None:
+    with open_movie(sima_movie) as movie:
+        assert movie.shape == (20, 128, 256)
+        assert movie.dtype == np.uint16
+        block = movie.read(5, 7, y=slice(10, 20), x=slice(100, 130))
+    assert block.shape == (2, 10, 30)
+    assert np.array_equal(block, tifffile.imread(sima_movie)[5:7, 10:20, 100:130])
+
+
+@pytest.mark.slow
+def test_caimx_process_runs_on_a_crop_of_the_real_movie(sima_movie: Path, tmp_path: Path) -> None:
+    crop = tifffile.imread(sima_movie)[:, 32:88, 64:120]  # 20 x 56 x 56: four tiles, one window
+    path = tmp_path / "sima_crop.tif"
+    tifffile.imwrite(path, crop)
+    out = tmp_path / "result.zarr"
+    code = main(["process", str(path), "-o", str(out), "--models-dir", str(MODEL_DIR), "--quiet"])
+    assert code == 0
+    result = read_result(out)
+    k = result.footprints.shape[0]
+    assert result.footprints.shape == (k, 56, 56)
+    assert result.traces.shape == (k, 20)  # every frame, first and last included
+    assert np.all(np.isfinite(result.traces))
+    assert result.images["mean_image"].shape == (56, 56)
