@@ -160,6 +160,11 @@ class StitchParams:
     )
     link_iou: float = _p(0.3, "IoU at which footprints of different windows are one neuron.",
                          0.0, 1.0)
+    same_patch_iou: float = _p(
+        0.5, "IoU at which two channels of one patch are one neuron (the network can spend two "
+        "channels on one soma); genuinely overlapping somata overlap far less.",
+        0.0, 1.0,
+    )
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -5,8 +5,9 @@ Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their
    binarized footprints have IoU >= ``merge_iou``, or when at least ``merge_containment`` of the
    smaller one lies inside the larger one (a neuron cut by a tile border is a part of the same
-   neuron seen whole by the neighbouring tile). Merging is transitive (union-find). Channels of one
-   patch are never merged with each other directly: the network already separated them. The merged
+   neuron seen whole by the neighbouring tile). Merging is transitive (union-find). Two channels of
+   one patch merge only when their IoU reaches ``same_patch_iou``: the network usually separates
+   neighbours itself, but sometimes spends two channels on one soma. The merged
    footprint is the mean of the members' masks over the members that detected each pixel; the
    window's trace is the mean of the members' traces.
 2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint
@@ -138,10 +139,12 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams,
     fps = [Footprint(int(b[0]), int(b[1]), cands.mask(i)) for i, b in enumerate(cands.bbox)]
     uf = _UnionFind(len(cands))
     for i, j in _boxes_overlap(cands.bbox):
-        if cands.tile[i] == cands.tile[j]:
-            continue
         iou, contained = iou_and_containment(fps[i], fps[j], decide.mask_threshold)
-        if iou >= stitch.merge_iou or contained >= stitch.merge_containment:
+        if cands.tile[i] == cands.tile[j]:
+            same = iou >= stitch.same_patch_iou
+        else:
+            same = iou >= stitch.merge_iou or contained >= stitch.merge_containment
+        if same:
             uf.union(i, j)
     neurons = []
     for members in uf.groups():

@@ -48,6 +48,26 @@ def test_touching_neighbours_stay_apart():
     assert len(found) == 2
 
 
+def test_two_channels_of_one_patch_on_one_soma_are_one_neuron():
+    plan = small_plan()
+    soma, shifted = disk((64, 64), (28, 28), 6), disk((64, 64), (29, 29), 5)
+    trace = np.ones(plan.trace_length)
+    tile = plan.tiles[0].index
+    found = merge_tiles(candidates_for(plan, [(tile, soma, trace), (tile, shifted, trace)]),
+                        decide=DECIDE, stitch=STITCH)
+    assert len(found) == 1
+
+
+def test_overlapping_somata_in_one_patch_stay_apart():
+    plan = small_plan()
+    a, b = disk((64, 64), (20, 20), 6), disk((64, 64), (20, 29), 6)  # IoU about 0.1
+    trace = np.ones(plan.trace_length)
+    tile = plan.tiles[0].index
+    found = merge_tiles(candidates_for(plan, [(tile, a, trace), (tile, b, trace)]),
+                        decide=DECIDE, stitch=STITCH)
+    assert len(found) == 2
+
+
 def test_neuron_spanning_two_windows_is_linked_with_full_length_trace(tmp_path):
     plan = small_plan()
     n_frames, length = plan.movie_shape[0], plan.trace_length

@@ -61,16 +61,16 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     assert preview["has_denoised"]
     page.screenshot(path=str(artifacts / "browser-2-result.png"), full_page=True)
 
-    first = contours.first
-    neuron = first.get_attribute("data-neuron")
-    first.click()
+    top = contours.last  # drawn last, so on top where footprints overlap
+    neuron = top.get_attribute("data-neuron")
+    top.click()
     trace = page.locator(f"#trace polyline[data-neuron='{neuron}']")
     playwright.expect(trace).to_be_visible()
     n_points = len(trace.get_attribute("points").split())
     assert n_points == len(preview["neurons"][int(neuron)]["trace"]) > 1
     playwright.expect(page.locator("#trace polyline.denoised")).to_be_visible()
     playwright.expect(page.locator("#trace-title")).to_have_text(f"Neuron {neuron}")
-    playwright.expect(first).to_have_class("contour selected")
+    playwright.expect(top).to_have_class("contour selected")
     page.screenshot(path=str(artifacts / "browser-3-trace.png"), full_page=True)
 
     href = page.locator("#download-suite2p").get_attribute("href")
