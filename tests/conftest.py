@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import redis
 import tifffile
+from processes import stop_process
 from userkeys import make_user
 
 from caimx.embedded import Launcher, start_redis
@@ -158,19 +159,6 @@ def process_env(settings: Settings) -> dict[str, str]:
     if settings.webhook_secret is not None:
         env["CAIMX_WEBHOOK_SECRET"] = settings.webhook_secret.get_secret_value()
     return env
-
-
-def stop_process(
-    process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 30
-) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 @pytest.fixture(scope="session")

@@ -12,21 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import stop_process
 
 from caimx.embedded import CAIMX, find_redis_server, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def stop_process(process: subprocess.Popen, *, sig: int, timeout: float) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 def _closed(port: int) -> bool:

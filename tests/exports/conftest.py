@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_fixtures import api, api_settings
 from fastapi.testclient import TestClient
 from small_result import write_small_result
-from userkeys import bearer
 
 from caimx.jobs import JobState, JobStore
 from caimx.settings import Settings
-from service.app import create_app
+
+__all__ = ["api", "api_settings", "finished_job", "small_result"]
 
 
 @pytest.fixture
 def small_result(tmp_path: Path) -> Path:
     return write_small_result(tmp_path / "job" / "result.zarr")
-
-
-@pytest.fixture
-def api_settings(tmp_path: Path, redis_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", redis_url=redis_url)
-
-
-@pytest.fixture
-def api(api_settings: Settings, key_prefix: str, redis_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings, prefix=key_prefix),
-                    headers=bearer(redis_url, key_prefix)) as client:
-        yield client
 
 
 @pytest.fixture
