@@ -16,7 +16,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,24 @@ def _stopped(store: JobStore, settings: Settings, job_id: str) -> None:
         shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
 
 
+@contextlib.contextmanager
+def task_outcome(store: JobStore, settings: Settings, job_id: str, send: Send) -> Iterator[None]:
+    """The one failure path of every task of a job.
+
+    A job stopped meanwhile (canceled, or its state changed under the task) only loses its
+    partial results; a Redis outage propagates, so the task waits and runs again; anything else
+    fails the job with a short reason.
+    """
+    try:
+        yield
+    except (JobStopped, InvalidTransitionError):
+        _stopped(store, settings, job_id)
+    except REDIS_DOWN:
+        raise
+    except Exception as exc:
+        fail(store, settings, job_id, exc, send)
+
+
 def _sha256(path: Path) -> str:
     """SHA-256 of a movie file (referenced movies are hashed here, not in the API)."""
     if not path.is_file():
@@ -154,7 +172,7 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
                          chunks_done=0, error=None)  # fmt: skip
     except InvalidTransitionError:
         return
-    try:
+    with task_outcome(store, settings, job_id, send):
         card = resolve_model(job.model, settings.models_dir).card
         params = inference_params(settings, job.params)
         work = work_dir(settings, job_id)
@@ -171,12 +189,6 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
         store.reset_chunks(job_id, len(plan.chunks))
         for chunk in plan.chunks:
             send(TASK_RUN_CHUNK, job_id, chunk.id)
-    except JobStopped:
-        _stopped(store, settings, job_id)
-    except REDIS_DOWN:
-        raise
-    except Exception as exc:
-        fail(store, settings, job_id, exc, send)
 
 
 def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore,
@@ -194,7 +206,7 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
             send(TASK_FINALIZE_JOB, job_id)
         return
     start = time.perf_counter()
-    try:
+    with task_outcome(store, settings, job_id, send):
         count_delivery(store, settings, job_id, f"chunk {chunk_id}")
         work = work_dir(settings, job_id)
         plan = load_plan(work)
@@ -211,12 +223,6 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
                  count.total, time.perf_counter() - start)  # fmt: skip
         if count.last:
             send(TASK_FINALIZE_JOB, job_id)
-    except JobStopped:
-        _stopped(store, settings, job_id)
-    except REDIS_DOWN:
-        raise
-    except Exception as exc:
-        fail(store, settings, job_id, exc, send)
 
 
 def _attrs(job: Job, card: Any, params: Any) -> dict[str, Any]:
@@ -237,9 +243,6 @@ def _attrs(job: Job, card: Any, params: Any) -> dict[str, Any]:
 
 def finalize_job(job_id: str, *, settings: Settings, store: JobStore, send: Send) -> None:
     """Stitch the chunks into ``results/<id>/result.zarr`` and mark the job succeeded."""
-    from model.inference import InferenceParams, finalize, load_plan
-    from model.registry import resolve_model
-
     job = store.get(job_id)
     if job.state is not JobState.RUNNING:
         _stopped(store, settings, job_id)
@@ -250,31 +253,36 @@ def finalize_job(job_id: str, *, settings: Settings, store: JobStore, send: Send
     start = time.perf_counter()
     output = job_dir(settings, job_id) / RESULT_NAME
     try:
-        count_delivery(store, settings, job_id, "finalize")
-        work = work_dir(settings, job_id)
-        plan = load_plan(work)
-        card = resolve_model(job.model, settings.models_dir).card
-        params = InferenceParams.from_dict(plan.params)
-        summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params))
-        facts = _jsonable(summary) or {}
-        facts.pop("seconds", None)
-        facts.pop("decisions", None)
-        job = store.get(job_id)
-        timings = {**job.timings, "load_model_s": round(job.model_load_seconds, 3),
-                   "inference_s": round(job.chunk_seconds, 3),
-                   "finalize_s": round(time.perf_counter() - start, 3),
-                   "total_s": round(time.time() - (job.started_at or time.time()), 3)}  # fmt: skip
-        shutil.rmtree(work, ignore_errors=True)
-        job = store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(),
-                               result_path=str(output), summary=facts, timings=timings)  # fmt: skip
-        if job.webhook_url:
-            send(TASK_WEBHOOK, job_id)
-    except InvalidTransitionError:
-        _stopped(store, settings, job_id)
-    except REDIS_DOWN:
-        raise
-    except Exception as exc:
-        fail(store, settings, job_id, exc, send)
+        with task_outcome(store, settings, job_id, send):
+            _finalize(job, output, settings=settings, store=store, send=send, start=start)
     finally:
         with contextlib.suppress(*REDIS_DOWN):
             store.client.delete(lock)
+
+
+def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, send: Send,
+              start: float) -> None:  # fmt: skip
+    """Finalize's work inside :func:`task_outcome`: stitch, write, mark succeeded."""
+    from model.inference import InferenceParams, finalize, load_plan
+    from model.registry import resolve_model
+
+    job_id = job.id
+    count_delivery(store, settings, job_id, "finalize")
+    work = work_dir(settings, job_id)
+    plan = load_plan(work)
+    card = resolve_model(job.model, settings.models_dir).card
+    params = InferenceParams.from_dict(plan.params)
+    summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params))
+    facts = _jsonable(summary) or {}
+    facts.pop("seconds", None)
+    facts.pop("decisions", None)
+    job = store.get(job_id)
+    timings = {**job.timings, "load_model_s": round(job.model_load_seconds, 3),
+               "inference_s": round(job.chunk_seconds, 3),
+               "finalize_s": round(time.perf_counter() - start, 3),
+               "total_s": round(time.time() - (job.started_at or time.time()), 3)}  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    job = store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(),
+                           result_path=str(output), summary=facts, timings=timings)  # fmt: skip
+    if job.webhook_url:
+        send(TASK_WEBHOOK, job_id)
