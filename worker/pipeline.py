@@ -225,6 +225,33 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
             send(TASK_FINALIZE_JOB, job_id)
 
 
+def requeue_unfinished(store: JobStore, settings: Settings, send: Send) -> int:
+    """Queue again every uncounted chunk of every running job; the number of chunks queued.
+
+    Called after a Redis outage: a message taken off the queue just as Redis stopped can be lost
+    (the broker had not yet recorded it as unacknowledged). Chunks are idempotent and counted
+    once, and a redelivered counted chunk returns at once, so queueing again is always safe.
+    """
+    from model.inference.engine import PLAN_FILE, load_plan
+
+    queued = 0
+    for job_id in store.list_ids(limit=100_000):
+        job = store.get(job_id)
+        work = work_dir(settings, job_id)
+        if job.state is not JobState.RUNNING or not (work / PLAN_FILE).is_file():
+            continue
+        done = store.done_chunks(job_id)
+        missing = [chunk.id for chunk in load_plan(work).chunks if chunk.id not in done]
+        for chunk_id in missing:
+            send(TASK_RUN_CHUNK, job_id, chunk_id)
+        if not missing:
+            send(TASK_FINALIZE_JOB, job_id)
+        queued += len(missing)
+    if queued:
+        log.warning("queued %d unfinished chunks again after a Redis outage", queued)
+    return queued
+
+
 def _attrs(job: Job, card: Any, params: Any) -> dict[str, Any]:
     from model.inference.engine import software_version
 

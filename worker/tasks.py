@@ -33,8 +33,10 @@ REDIS_PATIENCE_S = 900.0
 
 
 def through_outages(run: Callable[[], None], client: redis.Redis, *,
+                    recovered: Callable[[], object] = lambda: None,
                     patience_s: float = REDIS_PATIENCE_S) -> None:  # fmt: skip
-    """Run ``run``; if Redis goes away meanwhile, wait until it answers and run it again.
+    """Run ``run``; if Redis goes away meanwhile, wait until it answers, call ``recovered`` and
+    run it again.
 
     The tasks are idempotent (a chunk writes the same bytes and is counted once), so running one
     again after an outage is safe, and a job is never failed only because Redis restarted.
@@ -53,6 +55,7 @@ def through_outages(run: Callable[[], None], client: redis.Redis, *,
                 delay = min(delay * 2, 5.0)
                 try:
                     client.ping()
+                    recovered()
                     break
                 except pipeline.REDIS_DOWN:
                     continue
@@ -92,6 +95,11 @@ def register_tasks(app: Celery, *, settings: Settings, prefix: str = DEFAULT_PRE
     def sender(name: str, *args: object) -> None:
         send(app, name, *args)
 
+    def guarded(store: JobStore, run: Callable[[], None]) -> None:
+        """Run a job task through Redis outages, queueing lost chunks again after one."""
+        through_outages(run, store.client,
+                        recovered=lambda: pipeline.requeue_unfinished(store, settings, sender))
+
     @app.task(name=TASK_PROCESS_JOB, bind=True, acks_late=True)
     def process_job(self: Task, job_id: str) -> str:
         """Process one movie in a single task; the job's state says how it went."""
@@ -101,22 +109,22 @@ def register_tasks(app: Celery, *, settings: Settings, prefix: str = DEFAULT_PRE
     def prepare_job(self: Task, job_id: str) -> None:
         """Plan the job and queue one chunk task per chunk (queue cpu)."""
         store = store_for(self)
-        through_outages(lambda: pipeline.prepare_job(job_id, settings=settings, store=store,
-                                                     send=sender), store.client)  # fmt: skip
+        guarded(store, lambda: pipeline.prepare_job(job_id, settings=settings, store=store,
+                                                    send=sender))  # fmt: skip
 
     @app.task(name=TASK_RUN_CHUNK, bind=True, acks_late=True)
     def run_chunk(self: Task, job_id: str, chunk_id: str) -> None:
         """One chunk through the network (queue gpu); the last one queues finalize."""
         store = store_for(self)
-        through_outages(lambda: pipeline.run_chunk(
-            job_id, chunk_id, settings=settings, store=store, send=sender), store.client)
+        guarded(store, lambda: pipeline.run_chunk(job_id, chunk_id, settings=settings,
+                                                  store=store, send=sender))  # fmt: skip
 
     @app.task(name=TASK_FINALIZE_JOB, bind=True, acks_late=True)
     def finalize_job(self: Task, job_id: str) -> None:
         """Stitch the chunks into the result group (queue cpu)."""
         store = store_for(self)
-        through_outages(lambda: pipeline.finalize_job(job_id, settings=settings, store=store,
-                                                      send=sender), store.client)  # fmt: skip
+        guarded(store, lambda: pipeline.finalize_job(job_id, settings=settings, store=store,
+                                                     send=sender))  # fmt: skip
 
     @app.task(name=TASK_WEBHOOK, bind=True, acks_late=True, max_retries=None)
     def notify(self: Task, job_id: str) -> None:
