@@ -28,7 +28,6 @@ from caimx.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CAIMX = [sys.executable, "-c", "import sys; from caimx.cli import main; sys.exit(main())"]
-TERMINAL = ("succeeded", "failed", "canceled")
 
 
 @dataclass
@@ -125,21 +124,6 @@ def start_worker(settings: Settings, started: list[Worker], *, wait: bool = True
             time.sleep(0.2)
         client.close()
     return worker
-
-
-def wait_job(get, job_id: str, *, timeout: float = 240, until=lambda j: j["state"] in TERMINAL
-             ) -> dict:  # fmt: skip
-    """Poll ``get(path)`` (a client's ``get``) until the job satisfies ``until``."""
-    deadline = time.monotonic() + timeout
-    job: dict = {}
-    while time.monotonic() < deadline:
-        response = get(f"/v1/jobs/{job_id}")
-        if response.status_code == 200:
-            job = response.json()
-            if until(job):
-                return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job}")
 
 
 def result_arrays(settings: Settings, job_id: str) -> dict[str, np.ndarray]:

@@ -19,7 +19,8 @@ import pytest
 import redis
 import tifffile
 from fastapi.testclient import TestClient
-from reliability_parts import start_api, start_worker, wait_job
+from job_polling import wait_job
+from reliability_parts import start_api, start_worker
 
 from caimx.embedded import free_port
 from caimx.jobs import JobStore

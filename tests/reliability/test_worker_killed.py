@@ -11,7 +11,8 @@ import pytest
 import redis
 import tifffile
 from fastapi.testclient import TestClient
-from reliability_parts import result_arrays, start_worker, wait_job
+from job_polling import wait_job
+from reliability_parts import result_arrays, start_worker
 
 from caimx.jobs import JobStore
 from caimx.settings import Settings

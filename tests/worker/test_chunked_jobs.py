@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from job_polling import finished, wait_job
 
 from caimx.settings import Settings
 from service.app import create_app
@@ -45,20 +46,6 @@ def client(settings: Settings, celery_worker: str, shared_root: Path,
     with serve_live(create_app(api_settings)) as base, \
             httpx.Client(base_url=base, timeout=30, headers=auth_headers) as http:  # fmt: skip
         yield http
-
-
-def finished(job: dict) -> bool:
-    return job["state"] in ("succeeded", "failed", "canceled")
-
-
-def wait_for(client: httpx.Client, job_id: str, *, timeout: float = 300, until=finished) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if until(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s: {job}")
 
 
 def upload(client: httpx.Client, data: bytes, name: str) -> str:
@@ -84,7 +71,7 @@ def test_resumable_tiff_to_a_zarr_store_over_http(client: httpx.Client, settings
     response = client.post("/v1/jobs", json={"source": {"upload_id": upload_id},
                                              "params": {"pixel_size_um": 1.5}})  # fmt: skip
     assert response.status_code == 202, response.text
-    job = wait_for(client, response.json()["id"])
+    job = wait_job(client.get, response.json()["id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert job["movie"]["fps"] == 15.0 and job["movie"]["shape"] == [120, 48, 48]
     progress = job["progress"]
@@ -160,7 +147,7 @@ def test_referenced_hdf5_with_a_webhook(client: httpx.Client, settings: Settings
         "params": {"motion_correction": False}, "webhook_url": url},
         headers={"Idempotency-Key": "rig1-session"})  # fmt: skip
     assert response.status_code == 202, response.text
-    job = wait_for(client, response.json()["id"])
+    job = wait_job(client.get, response.json()["id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     digest = hashlib.sha256((folder / "session.h5").read_bytes()).hexdigest()
     assert job["movie"]["sha256"] == digest  # hashed by the worker
@@ -184,7 +171,7 @@ def test_cancel_a_running_job(client: httpx.Client, settings: Settings, shared_r
                                              "params": {"motion_correction": False}})  # fmt: skip
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
-    running = wait_for(client, job_id, timeout=120,
+    running = wait_job(client.get, job_id, timeout=120,
                        until=lambda j: j["progress"]["chunks_done"] >= 1 or finished(j))
     assert running["state"] == "running", running
     assert int(client.get(f"/v1/jobs/{job_id}").headers["Retry-After"]) >= 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 from fastapi.testclient import TestClient
+from job_polling import wait_job
 
 from caimx.jobs import JobState, JobStore
 from caimx.queue import QUEUE, TASK_PROCESS_JOB, make_celery
@@ -23,16 +24,6 @@ pytestmark = pytest.mark.slow
 def api(settings: Settings, celery_worker: str, auth_headers: dict) -> Iterator[TestClient]:
     with TestClient(create_app(settings), headers=auth_headers) as client:
         yield client
-
-
-def wait_for(api: TestClient, job_id: str, *, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            return job
-        time.sleep(0.25)
-    raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
 
 
 def test_ready_with_a_worker(api: TestClient, celery_worker: str) -> None:
@@ -56,7 +47,7 @@ def test_a_bad_movie_fails_only_its_job(
     celery = make_celery(settings)
     celery.send_task(TASK_PROCESS_JOB, args=[job_id], queue=QUEUE)
     celery.close()
-    job = wait_for(api, job_id, timeout=60)
+    job = wait_job(api.get, job_id, timeout=60)
     assert job["state"] == "failed"
     assert "truncated" in job["error"]
     assert job["updated_by"].startswith("worker:")
@@ -77,7 +68,7 @@ def test_upload_to_zarr_result(api: TestClient, settings: Settings, movie_tiff: 
     assert job["state"] == "queued" and job["model"] == "deepcaimx-mini"
     assert job["movie"]["shape"] == [120, 48, 48] and job["movie"]["dtype"] == "uint16"
 
-    done = wait_for(api, job["id"])
+    done = wait_job(api.get, job["id"], timeout=300)
     seconds = time.monotonic() - started
     print(f"\none 120x48x48 job, upload to succeeded: {seconds:.1f} s; timings {done['timings']}")
     assert done["state"] == "succeeded", done["error"]
@@ -118,7 +109,7 @@ def test_cancel_a_job(api: TestClient, settings: Settings, movie_tiff: Path) -> 
     canceled = api.post(f"/v1/jobs/{job['id']}/cancel")
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["state"] == "canceled"
-    assert wait_for(api, job["id"], timeout=60)["state"] == "canceled"
+    assert wait_job(api.get, job["id"], timeout=60)["state"] == "canceled"
     again = api.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409
     assert again.json()["type"] == "urn:caimx:problem:invalid-job-state"

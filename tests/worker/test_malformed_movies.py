@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
+from job_polling import wait_job
 
 from caimx.queue import live_workers
 from caimx.settings import Settings
@@ -89,16 +89,6 @@ def api(settings: Settings, celery_worker: str, auth_headers: dict) -> Iterator[
         yield client
 
 
-def wait_done(api: TestClient, job_id: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
-
-
 def test_every_malformed_movie_is_refused_or_fails_with_a_reason(
     api: TestClient, settings: Settings, celery_worker: str, redis_client, make_movie,
 ) -> None:  # fmt: skip
@@ -114,7 +104,7 @@ def test_every_malformed_movie_is_refused_or_fails_with_a_reason(
         assert response.json()["detail"], name
         outcomes[name] = f"{response.status_code}: {response.json()['detail']}"
     for name, job_id in accepted.items():
-        job = wait_done(api, job_id)
+        job = wait_job(api.get, job_id)
         assert job["state"] == "failed", (name, job)
         assert job["error"] and "internal error" not in job["error"], (name, job["error"])
         outcomes[name] = f"job failed: {job['error']}"
@@ -127,4 +117,4 @@ def test_every_malformed_movie_is_refused_or_fails_with_a_reason(
     assert celery_worker in [w["hostname"] for w in live_workers(redis_client)]
     good = api.post("/v1/jobs", files={"file": ("good.tif", _tiff(make_movie()))})
     assert good.status_code == 202, good.text
-    assert wait_done(api, good.json()["id"])["state"] == "succeeded"
+    assert wait_job(api.get, good.json()["id"])["state"] == "succeeded"
