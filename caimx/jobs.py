@@ -294,6 +294,11 @@ class JobStore:
         ``cursor`` is the ``next_cursor`` of the previous page (opaque to clients: the creation
         time and id of the last job seen), so pages stay stable while new jobs arrive.
         ``owner``: only that user's jobs.
+
+        The index is read in batches until ``limit`` jobs match and one more matching job shows
+        that there is a next page, or until it ends. However sparse the matches, a page is empty
+        only when no matching job is left, and ``next_cursor`` is set only when the next page
+        has a job. With ``state``, only the states are read until a job matches.
         """
         index = self.index_key if owner is None else self.owner_index_key(owner)
         low = "-inf" if since is None else repr(float(since))
@@ -305,38 +310,40 @@ class JobStore:
             except ValueError as exc:
                 raise ValueError(f"not a valid cursor: {cursor!r}") from exc
         jobs: list[Job] = []
-        skipping = after is not None
-        batch = max(limit * 2, 50)
+        last = ""
+        batch = limit + 1 if state is None else max(limit * 2, 500)
         offset = 0
-        while len(jobs) < limit:
+        while True:
             rows = self.client.zrevrangebyscore(
                 index, high, low, start=offset, num=batch, withscores=True
             )
             if not rows:
                 return JobPage(jobs, None)
             offset += len(rows)
+            if after is not None:  # ties with the cursor's time: skip up to and including its id
+                rows = [(i, s) for i, s in rows if not (s == float(high) and i >= after)]
+            if state is not None and rows:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for job_id, _ in rows:
+                        pipe.hget(self.key(job_id), "state")
+                    states = pipe.execute()
+                wanted = limit - len(jobs) + 1  # the page's rest and one to show there is more
+                rows = [r for r, s in zip(rows, states, strict=True) if s == state][:wanted]
             with self.client.pipeline(transaction=False) as pipe:  # one round trip per batch
                 for job_id, _ in rows:
                     pipe.hgetall(self.key(job_id))
-                records = dict(zip((job_id for job_id, _ in rows), pipe.execute(), strict=True))
-            for job_id, score in rows:
-                if skipping:  # ties with the cursor's time: skip up to and including its id
-                    if score == float(high) and job_id >= after:
-                        continue
-                    skipping = False
-                raw = records[job_id]
+                records = pipe.execute()
+            for (job_id, score), raw in zip(rows, records, strict=True):
                 if not raw:
                     continue
                 job = _decode(raw)
                 if state is not None and job.state is not state:
-                    continue
-                jobs.append(job)
+                    continue  # it changed state in between
                 if len(jobs) == limit:
-                    more = self.client.zcount(index, low, f"({score!r}") > 0 or any(
-                        s == score and i < job_id for i, s in rows
-                    )
-                    return JobPage(jobs, f"{score!r}~{job_id}" if more else None)
-        return JobPage(jobs, None)
+                    return JobPage(jobs, last)
+                jobs.append(job)
+                last = f"{score!r}~{job_id}"
+            batch = min(batch * 2, 10_000)
 
     def update(self, job_id: str, **values: Any) -> None:
         """Set fields that do not change the state (parameters, movie facts, summary)."""

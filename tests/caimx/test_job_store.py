@@ -79,3 +79,40 @@ def test_json_fields_round_trip_and_listing_order(job_store: JobStore) -> None:
     assert job_store.list_ids() == [second, first]
     job_store.delete(first)
     assert not job_store.exists(first) and job_store.list_ids() == [second]
+
+
+def _pages(store: JobStore, **filters) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        page = store.list_page(cursor=cursor, **filters)
+        pages.append([job.id for job in page.jobs])
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_state_filter_scans_past_sparse_matches(job_store: JobStore, limit: int) -> None:
+    """Matching jobs far apart (more non-matching jobs between them than any batch holds):
+    every page is full but the last, no page is empty, and no cursor leads to an empty page."""
+    with job_store.client.pipeline(transaction=False) as pipe:
+        ids = [job_store.new_id() for _ in range(2400)]
+        for n, job_id in enumerate(ids):  # the same time for pairs of jobs: ties are ordered
+            pipe.hset(job_store.key(job_id), mapping={
+                "id": job_id, "state": "running" if n % 700 in (5, 6) else "queued",
+                "created_at": str(1000.0 + n // 2), "updated_at": "0", "updated_by": "test",
+                "model": "m", "input_name": "a.tif", "input_path": "/x/a.tif"})  # fmt: skip
+            pipe.zadd(job_store.index_key, {job_id: 1000.0 + n // 2})
+        pipe.execute()
+    order = job_store.client.zrevrange(job_store.index_key, 0, -1)
+    running = [i for i in order if job_store.state(i) is JobState.RUNNING]
+    assert len(running) == 8
+    pages = _pages(job_store, state=JobState.RUNNING, limit=limit)
+    assert [i for page in pages for i in page] == running
+    assert all(page for page in pages)
+    assert [len(page) for page in pages[:-1]] == [limit] * (len(pages) - 1)
+    assert len(pages) == -(-len(running) // limit)
+    # the last match is followed by 2400 - 2106 non-matching jobs, the first preceded by many
+    assert _pages(job_store, state=JobState.FAILED, limit=limit) == [[]]
+    every = _pages(job_store, limit=limit * 400)
+    assert [i for page in every for i in page] == order and all(every)

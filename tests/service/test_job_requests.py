@@ -197,6 +197,31 @@ def test_listing_pages_and_filters(api: TestClient, redis_client, key_prefix: st
     assert problem(api.get("/v1/jobs", params={"cursor": "garbage"}), 400)
 
 
+def test_state_filter_pages_are_never_empty(api: TestClient, redis_client,
+                                            key_prefix: str) -> None:
+    """Running jobs separated by hundreds of queued ones: full pages, then the rest, and no
+    cursor that leads to an empty page."""
+    store = JobStore(redis_client, writer="test", prefix=key_prefix)
+    running = []
+    for n in range(1500):
+        job_id = store.new_id()
+        store.create(job_id, model="m", input_name="a.tif", input_path="/x/a.tif", owner="tester")
+        if n % 600 == 0:
+            store.transition(job_id, JobState.RUNNING)
+            running.insert(0, job_id)
+    seen, cursor, sizes = [], None, []
+    while True:
+        params = {"state": "running", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["jobs"]]
+        sizes.append(len(page["jobs"]))
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert seen == running and sizes == [2, 1]
+    assert api.get("/v1/jobs", params={"state": "failed"}).json()["jobs"] == []
+
+
 def test_cancel_forms_and_retry_after(api: TestClient, redis_client, key_prefix: str) -> None:
     store = JobStore(redis_client, writer="test", prefix=key_prefix)
     a, b, c = _jobs(store, 3)
