@@ -164,7 +164,8 @@ def _encode(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _decode(raw: Mapping[str, str]) -> Job:
+def job_from_record(raw: Mapping[str, str]) -> Job:
+    """The job in a Redis hash as ``HGETALL`` returns it (decoded strings), whoever read it."""
     values: dict[str, Any] = {}
     for key, text in raw.items():
         if key not in Job.__dataclass_fields__:
@@ -270,7 +271,7 @@ class JobStore:
         raw = self.client.hgetall(self.key(job_id))
         if not raw:
             raise UnknownJobError(job_id)
-        return _decode(raw)
+        return job_from_record(raw)
 
     def exists(self, job_id: str) -> bool:
         return bool(self.client.exists(self.key(job_id)))
@@ -336,7 +337,7 @@ class JobStore:
             for (job_id, score), raw in zip(rows, records, strict=True):
                 if not raw:
                     continue
-                job = _decode(raw)
+                job = job_from_record(raw)
                 if state is not None and job.state is not state:
                     continue  # it changed state in between
                 if len(jobs) == limit:
