@@ -5,11 +5,19 @@ Layout of the file written by :func:`write_nwb`::
     /general/devices/microscope                  Device
     /general/optophysiology/imaging_plane        ImagingPlane (rate = fs)
     /processing/ophys                            ProcessingModule "ophys"
-        ImageSegmentation/PlaneSegmentation      image_mask (K, H, W) + per-neuron columns
+        ImageSegmentation/PlaneSegmentation      image_mask (K, W, H) + per-neuron columns
         Fluorescence/RoiResponseSeries           data (T, K), rate fs, starting_time 0
-        SummaryImages/{mean,max_projection,attention}   GrayscaleImage (H, W)
+        SummaryImages/{mean,max_projection,attention}   GrayscaleImage (W, H)
+        Denoised                                 TwoPhotonSeries data (T, W, H), when the result
+                                                 has the denoised movie
 
-``image_mask`` keeps the result's (row, column) = (y, x) pixel order, like the summary images.
+NWB orders image axes (x, y): width before height (``ImageSeries.data`` is ``(frame, x, y)``,
+``Image`` is ``(x, y)``, ``image_mask`` is ``(num_roi, num_x, num_y)``), whereas a caimx result,
+like every movie in caimx, is ``(..., H, W)`` = ``(..., y, x)``. Every image is therefore written
+transposed, block by block (a few neurons or frames at a time, never a second copy of the whole
+array): ``image_mask[k, x, y] == footprints[k, y, x]``. The reader ``model.io.nwb`` transposes
+back, so an exported movie reads as ``(T, H, W)`` again. The ``centroid`` column (not an NWB
+field) stays ``(y, x)`` like the result.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +60,62 @@ class NwbMetadata:
     device: str | None = None
 
 
+MASK_BLOCK = 64
+"""Neurons per block when writing ``image_mask``."""
+FRAME_BLOCK_BYTES = 64 << 20
+"""Bytes of float32 frames per block when writing the denoised movie."""
+
+
+@cache
+def _swap_last_axes_class() -> type:
+    from hdmf.data_utils import GenericDataChunkIterator  # pynwb's stack: only when exporting
+
+    class SwapLastAxes(GenericDataChunkIterator):
+        def __init__(self, array, *, block: int, frames_per_chunk: int) -> None:
+            self._array = array
+            n, height, width = (int(v) for v in array.shape)
+            chunk = max(1, min(frames_per_chunk, n))
+            buffer = max(chunk, min(n, (block // chunk) * chunk))
+            super().__init__(chunk_shape=(chunk, width, height),
+                             buffer_shape=(buffer, width, height))  # fmt: skip
+
+        def __len__(self) -> int:  # DynamicTable checks its columns' lengths
+            return self.maxshape[0]
+
+        def _get_data(self, selection: tuple[slice, slice, slice]) -> np.ndarray:
+            items, xs, ys = selection
+            block = np.asarray(self._array[items, ys, xs], dtype=np.float32)
+            return np.ascontiguousarray(block.transpose(0, 2, 1))
+
+        def _get_maxshape(self) -> tuple[int, int, int]:
+            n, height, width = (int(v) for v in self._array.shape)
+            return n, width, height
+
+        def _get_dtype(self) -> np.dtype:
+            return np.dtype(np.float32)
+
+    return SwapLastAxes
+
+
+def swap_last_axes(array, *, block: int, frames_per_chunk: int = 1):
+    """``(n, H, W)`` array (numpy, zarr) as ``(n, W, H)`` float32 for NWB: an hdmf data iterator
+    that reads and transposes ``block`` items (neurons, frames) at a time, so only one block is
+    in memory. HDF5 chunks hold ``frames_per_chunk`` items."""
+    return _swap_last_axes_class()(array, block=block, frames_per_chunk=frames_per_chunk)
+
+
+def to_nwb_image(image: np.ndarray) -> np.ndarray:
+    """A ``(H, W)`` image in NWB's ``(x, y)`` order."""
+    return np.ascontiguousarray(np.asarray(image).T)
+
+
 def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
     """An in-memory ``pynwb.NWBFile`` holding the result."""
     from hdmf.common import VectorData
     from pynwb import NWBFile
     from pynwb.base import Images
     from pynwb.image import GrayscaleImage
-    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, TwoPhotonSeries
 
     meta = metadata or NwbMetadata()
     result = source.result
@@ -95,15 +153,18 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
     segmentation = ImageSegmentation(name="ImageSegmentation")
     ophys.add(segmentation)
     k = result.n_neurons
-    columns = [VectorData(name="image_mask", data=result.footprints.astype(np.float32),
-                          description="footprint of each neuron, pixels (y, x)")]
+    masks = (swap_last_axes(result.footprints, block=MASK_BLOCK) if k else
+             np.zeros((0, width, height), np.float32))  # fmt: skip
+    columns = [VectorData(name="image_mask", data=masks,
+                          description="footprint of each neuron, pixels (x, y) as NWB orders "
+                                      "them: image_mask[k, x, y]")]
     columns += [VectorData(name=name, description=text, data=source.neuron(name))
                 for name, text in NEURON_COLUMNS.items()]
     columns.append(VectorData(name="centroid", data=source.neuron("centroid").reshape(k, 2),
                               description="(y, x) centre of the footprint, pixels"))
     planes = segmentation.create_plane_segmentation(
         name="PlaneSegmentation", imaging_plane=plane, id=list(range(k)), columns=columns,
-        description="mean opened-mask value of each neuron (0 outside it), pixels (y, x)",
+        description="mean opened-mask value of each neuron (0 outside it), pixels (x, y)",
     )
     rois = planes.create_roi_table_region(
         region=list(range(k)), description="every neuron")
@@ -118,13 +179,23 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
                     "for raw intensity differences (see the caimx result format)." + time_note,
         comments=json.dumps({"plan": result.attrs.get("plan", {})}),
     )
-    images = [GrayscaleImage(name=name, data=result.images[key], description=text)
+    images = [GrayscaleImage(name=name, data=to_nwb_image(result.images[key]),
+                             description=text + ", pixels (x, y)")
               for name, key, text in (
                   ("mean", "mean_image", "mean frame, raw intensity units"),
                   ("max_projection", "max_projection", "per-pixel maximum, raw intensity units"),
                   ("attention", "attention_mean", "network attention averaged over time"))]
     ophys.add(Images(name="SummaryImages", images=images,
                      description="summary images of the movie"))
+    if result.denoised is not None:
+        frames = max(1, FRAME_BLOCK_BYTES // (4 * height * width))
+        ophys.add(TwoPhotonSeries(
+            name="Denoised", imaging_plane=plane, rate=source.fs, starting_time=0.0,
+            data=swap_last_axes(result.denoised, block=frames, frames_per_chunk=min(frames, 32)),
+            unit=TRACE_UNIT, dimension=[width, height],
+            description="the network's denoised movie (see the caimx result format), frames "
+                        "(x, y) as NWB orders them: data[t, x, y]." + time_note,
+        ))  # fmt: skip
     return nwbfile
 
 

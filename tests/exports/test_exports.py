@@ -26,16 +26,62 @@ def test_nwb_validates_and_reads_back(small_result: Path, tmp_path: Path) -> Non
         nwb = io.read()
         ophys = nwb.processing["ophys"]
         planes = ophys["ImageSegmentation"]["PlaneSegmentation"]
-        masks = planes["image_mask"].data[:]
-        np.testing.assert_array_equal(masks, expected.footprints)
+        masks = planes["image_mask"].data[:]  # NWB: (K, x, y)
+        np.testing.assert_array_equal(masks, expected.footprints.transpose(0, 2, 1))
         series = ophys["Fluorescence"]["RoiResponseSeries"]
         np.testing.assert_array_equal(series.data[:], expected.traces.T)
         assert series.rate == 30.0 and series.starting_time == 0.0
         assert list(series.rois.data[:]) == [0, 1, 2]
         assert planes["snr"].data[:].tolist() == pytest.approx([4, 6, 8])
         assert nwb.imaging_planes["imaging_plane"].imaging_rate == 30.0
-        mean = ophys["SummaryImages"]["mean"].data[:]
-        np.testing.assert_allclose(mean, expected.images["mean_image"])
+        mean = ophys["SummaryImages"]["mean"].data[:]  # NWB: (x, y)
+        np.testing.assert_allclose(mean, expected.images["mean_image"].T)
+        assert "Denoised" not in ophys.data_interfaces
+
+
+def test_nwb_axis_order_round_trips(tmp_path: Path) -> None:
+    """A non-square result (40 rows, 36 columns) with its denoised movie: the NWB file holds
+    every image (x, y) as the schema says, and the caimx NWB reader gives back (T, H, W)."""
+    from pynwb import NWBHDF5IO, validate
+
+    from model.exports import nwb as nwb_export
+    from model.io import open_movie
+
+    result = write_small_result(tmp_path / "r.zarr", denoised=True, t=50, h=40, w=36)
+    expected = read_result(result)
+    denoised = expected.denoised[...]
+    assert denoised.shape == (50, 40, 36)
+    small_blocks = {"MASK_BLOCK": 2, "FRAME_BLOCK_BYTES": 4 * 40 * 36 * 7}  # 7 frames a block
+    originals = {name: getattr(nwb_export, name) for name in small_blocks}
+    try:
+        for name, value in small_blocks.items():
+            setattr(nwb_export, name, value)
+        path = export_result(result, tmp_path / "out", format="nwb")
+    finally:
+        for name, value in originals.items():
+            setattr(nwb_export, name, value)
+    assert validate(path=str(path)) == []
+    with NWBHDF5IO(str(path), mode="r") as io:
+        ophys = io.read().processing["ophys"]
+        masks = ophys["ImageSegmentation"]["PlaneSegmentation"]["image_mask"].data
+        assert masks.shape == (3, 36, 40)
+        for k in range(3):  # image_mask[k, x, y] == footprints[k, y, x]
+            cy, cx = expected.neurons["centroid"][k].astype(int)
+            assert masks[k, cx, cy] == expected.footprints[k, cy, cx] > 0
+        np.testing.assert_array_equal(masks[:], expected.footprints.transpose(0, 2, 1))
+        for name, key in (("mean", "mean_image"), ("attention", "attention_mean")):
+            image = ophys["SummaryImages"][name].data[:]
+            assert image.shape == (36, 40)
+            np.testing.assert_allclose(image, expected.images[key].T)
+        series = ophys["Denoised"]
+        assert series.data.shape == (50, 36, 40) and list(series.dimension[:]) == [36, 40]
+        assert series.data.chunks == (7, 36, 40)
+        np.testing.assert_array_equal(series.data[:], denoised.transpose(0, 2, 1))
+    with open_movie(path, dataset="Denoised") as movie:  # export -> read: (T, H, W) again
+        assert movie.shape == (50, 40, 36) and movie.fps == 30.0
+        np.testing.assert_array_equal(movie.read(0, 50), denoised)
+        np.testing.assert_array_equal(movie.read(10, 17, y=slice(5, 30), x=slice(2, 9)),
+                                      denoised[10:17, 5:30, 2:9])
 
 
 def test_nwb_rate_given_or_unknown(tmp_path: Path) -> None:

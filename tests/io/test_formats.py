@@ -92,7 +92,8 @@ def test_hdf5_dataset_path(tmp_path: Path, frames: np.ndarray) -> None:
         open_movie(path, dataset="nope")
 
 
-def test_nwb_two_photon_series(tmp_path: Path, frames: np.ndarray) -> None:
+def _nwb_session(path: Path, series: dict[str, dict]) -> Path:
+    """An NWB file written by pynwb with one ``TwoPhotonSeries`` per entry of ``series``."""
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.ophys import OpticalChannel, TwoPhotonSeries
 
@@ -104,13 +105,38 @@ def test_nwb_two_photon_series(tmp_path: Path, frames: np.ndarray) -> None:
         name="plane1", optical_channel=channel, device=device,
         description="L2/3", excitation_lambda=920.0, indicator="GCaMP6s", location="V1",
         imaging_rate=30.0)  # fmt: skip
-    nwb.add_acquisition(TwoPhotonSeries(name="TwoPhotonSeries", data=frames, imaging_plane=plane,
-                                        rate=30.0, unit="n.a."))  # fmt: skip
-    path = tmp_path / "session.nwb"
+    for name, fields in series.items():
+        nwb.add_acquisition(TwoPhotonSeries(name=name, imaging_plane=plane, rate=30.0,
+                                            unit="n.a.", **fields))  # fmt: skip
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
+    return path
+
+
+def test_nwb_two_photon_series_is_stored_x_y(tmp_path: Path, frames: np.ndarray) -> None:
+    """NWB stores (frame, x, y): a 12-row, 16-column movie is data of shape (20, 16, 12), and
+    reads back as (20, 12, 16) with its rows and columns where they were."""
+    assert frames.shape == (20, 12, 16)
+    path = _nwb_session(tmp_path / "session.nwb", {
+        "TwoPhotonSeries": {"data": frames.transpose(0, 2, 1), "dimension": [16, 12]}})
+    with h5py.File(path) as f:
+        assert f["acquisition/TwoPhotonSeries/data"].shape == (20, 16, 12)
     check(path, frames, kind="nwb", rate=30.0)
     check(path, frames, kind="nwb", rate=30.0, dataset="TwoPhotonSeries")
+    with open_movie(path) as movie:
+        assert movie.shape == (20, 12, 16) and not movie.stored_yx
+        np.testing.assert_array_equal(movie.read(3, 4)[0, 5], frames[3, 5])  # row 5
+
+
+def test_nwb_stored_against_the_schema(tmp_path: Path, frames: np.ndarray) -> None:
+    """A writer that stored (frame, y, x) but said so in ``dimension`` ([width, height]) is read
+    as stored; without ``dimension`` the schema's order is assumed."""
+    path = _nwb_session(tmp_path / "yx.nwb", {
+        "yx": {"data": frames, "dimension": [16, 12]}, "plain": {"data": frames}})
+    check(path, frames, kind="nwb", rate=30.0, dataset="yx")
+    check(path, frames.transpose(0, 2, 1), kind="nwb", rate=30.0, dataset="plain")
+    with pytest.raises(MovieFormatError, match="'dataset'"):
+        open_movie(path)
 
 
 def test_zarr_array_in_group(tmp_path: Path, frames: np.ndarray) -> None:
