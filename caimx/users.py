@@ -60,6 +60,14 @@ def mask(key: str) -> str:
     return f"caimx_{match.group(1)}_***" if match else "***"
 
 
+def user_from_record(raw: dict[str, str]) -> User | None:
+    """The user in a ``{prefix}:user:{name}`` hash (``None`` for an empty one)."""
+    if not raw:
+        return None
+    return User(raw["name"], raw.get("admin") == "1", float(raw.get("created_at") or 0),
+                raw.get("key_id", ""))  # fmt: skip
+
+
 def _hash(secret: str, salt: bytes) -> bytes:
     return hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
                           maxmem=64 * 1024 * 1024, dklen=32)  # fmt: skip
@@ -108,11 +116,7 @@ class UserStore:
         return NewKey(User(name, admin, now, key_id), f"caimx_{key_id}_{secret}")
 
     def get(self, name: str) -> User | None:
-        raw = self.client.hgetall(self.key(name))
-        if not raw:
-            return None
-        return User(raw["name"], raw.get("admin") == "1", float(raw.get("created_at") or 0),
-                    raw.get("key_id", ""))  # fmt: skip
+        return user_from_record(self.client.hgetall(self.key(name)))
 
     def list(self) -> list[User]:
         users = (self.get(name) for name in sorted(self.client.smembers(self.index_key)))
@@ -133,10 +137,8 @@ class UserStore:
         if not match:
             return None
         key_id, secret = match.groups()
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            cached = self._cache.get(digest)
-        if cached and cached[2] > time.monotonic():
+        cached = self.recently_verified(key)
+        if cached is not None:
             user = self.get(cached[0])
             return user if user is not None and user.key_id == cached[1] else None
         name = self.client.get(self._key_index(key_id))
@@ -148,8 +150,21 @@ class UserStore:
         expected = bytes.fromhex(raw["hash"])
         if not hmac.compare_digest(_hash(secret, bytes.fromhex(raw["salt"])), expected):
             return None
+        digest = hashlib.sha256(key.encode()).hexdigest()
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (name, key_id, time.monotonic() + CACHE_S)
         return self.get(name)
+
+    @classmethod
+    def recently_verified(cls, key: str) -> tuple[str, str] | None:
+        """``(user name, key id)`` when this process verified ``key`` in the last
+        :data:`CACHE_S` seconds; the caller must still check the user record (it may be gone or
+        have a new key). No I/O, so the API can do the record read with its asyncio client."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        with cls._lock:
+            cached = cls._cache.get(digest)
+        if cached is None or cached[2] <= time.monotonic():
+            return None
+        return cached[0], cached[1]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+import redis.asyncio
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -22,7 +23,7 @@ from service.api.v1 import router as v1_router
 from service.api.web import install_web_page
 from service.auth import current_user
 from service.errors import install_error_handlers
-from service.request_log import install_request_logging
+from service.request_log import RequestLogMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        # The hot read paths (key check, job status) use asyncio Redis: no thread per request.
+        app.state.aredis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
         app.state.celery = make_celery(settings)
         log.info("caimx API %s: data in %s, models in %s", __version__, settings.data_dir,
                  settings.models_dir)  # fmt: skip
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
                 await scheduler
             app.state.celery.close()
             app.state.redis.close()
+            await app.state.aredis.aclose()
 
     app = FastAPI(
         title="caimx",
@@ -85,7 +89,7 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
     app.state.prefix = prefix
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    install_request_logging(app)
+    app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,

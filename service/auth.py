@@ -15,9 +15,9 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from caimx.jobs import Job, JobStore, UnknownJobError
+from caimx.jobs import Job, JobStore, UnknownJobError, job_from_record
 from caimx.upload_store import UnknownUploadError, Upload, UploadStore
-from caimx.users import UserStore
+from caimx.users import UserStore, user_from_record
 from service.errors import ForbiddenError, UnauthorizedError
 
 LOCAL_USER = "local"
@@ -45,7 +45,15 @@ async def current_user(
         raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY' "
                                 "(keys come from `caimx users add NAME`)")  # fmt: skip
     users = UserStore(request.app.state.redis, prefix=request.app.state.prefix)
-    user = await run_in_threadpool(users.verify, credentials.credentials)
+    key = credentials.credentials
+    known = UserStore.recently_verified(key)
+    if known is None:  # first use of this key in this process: scrypt, in a thread
+        user = await run_in_threadpool(users.verify, key)
+    else:  # the usual case: one asyncio read checks that the user still has this key
+        name, key_id = known
+        user = user_from_record(await request.app.state.aredis.hgetall(users.key(name)))
+        if user is not None and user.key_id != key_id:
+            user = None
     if user is None:
         raise UnauthorizedError("the API key is not valid (unknown, replaced or removed)",
                                 error="invalid_token")  # fmt: skip
@@ -66,6 +74,17 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 def owned_job(store: JobStore, job_id: str, user: Principal) -> Job:
     """The job if ``user`` may see it; :class:`UnknownJobError` (404) otherwise."""
     job = store.get(job_id)
+    if not user.may_see(job.owner):
+        raise UnknownJobError(job_id)
+    return job
+
+
+async def read_owned_job(request: Request, store: JobStore, job_id: str, user: Principal) -> Job:
+    """:func:`owned_job` with the app's asyncio Redis client (for the most frequent request)."""
+    raw = await request.app.state.aredis.hgetall(store.key(job_id))
+    if not raw:
+        raise UnknownJobError(job_id)
+    job = job_from_record(raw)
     if not user.may_see(job.owner):
         raise UnknownJobError(job_id)
     return job

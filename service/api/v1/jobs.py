@@ -23,7 +23,7 @@ from caimx.jobs import Job, JobState, JobStore
 from caimx.queue import TASK_PREPARE_JOB, TASK_WEBHOOK, send
 from caimx.upload_store import UploadStore
 from service import idempotency, limits
-from service.auth import CurrentUser, Principal, owned_job, owned_upload
+from service.auth import CurrentUser, Principal, owned_job, owned_upload, read_owned_job
 from service.deps import CeleryDep, PrefixDep, RedisDep, SettingsDep, StoreDep
 from service.errors import (
     BadUploadError,
@@ -265,8 +265,9 @@ def list_jobs(
     summary="State and progress of a job (Retry-After while it runs)",
     responses=problem_responses(404),
 )
-def get_job(job_id: str, store: StoreDep, response: Response, user: CurrentUser) -> JobRead:
-    job = owned_job(store, job_id, user)
+async def get_job(job_id: str, store: StoreDep, request: Request, response: Response,
+                  user: CurrentUser) -> JobRead:  # fmt: skip
+    job = await read_owned_job(request, store, job_id, user)
     _retry_after(job, response)
     return JobRead.from_job(job)
 
