@@ -4,7 +4,8 @@ A key looks like ``caimx_<key id>_<secret>``: the key id (16 hex digits) finds t
 secret is checked against ``scrypt(secret, salt)`` with a salt of its own. The key itself is shown
 once, when it is made (``caimx users add NAME``), and never written anywhere.
 
-``{prefix}:user:{name}`` (hash: name, admin, created_at, key_id, salt, hash, kdf),
+``{prefix}:user:{name}`` (hash: name, admin, created_at, key_id, salt, hash, kdf and the user's
+own ``limit_*`` fields, see :class:`UserLimits`),
 ``{prefix}:users`` (set of names) and ``{prefix}:apikey:{key id}`` (the name) are touched
 only by :class:`UserStore`.
 Verifying a key costs an scrypt (tens of milliseconds), so a verified key is remembered in the
@@ -39,11 +40,33 @@ class UserError(ValueError):
 
 
 @dataclass(frozen=True)
+class UserLimits:
+    """A user's own limits; ``None`` means the service-wide setting, 0 means no limit."""
+
+    active_jobs: int | None = None
+    upload_bytes_per_day: int | None = None
+    storage_bytes: int | None = None
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "active_jobs": "limit_active_jobs",
+        "upload_bytes_per_day": "limit_upload_bytes_per_day",
+        "storage_bytes": "limit_storage_bytes",
+    }
+    """Attribute -> field of the user's Redis hash (absent field: the setting applies)."""
+
+    @classmethod
+    def from_record(cls, raw: dict[str, str]) -> UserLimits:
+        return cls(**{attr: int(raw[field]) for attr, field in cls.FIELDS.items()
+                      if raw.get(field, "") != ""})  # fmt: skip
+
+
+@dataclass(frozen=True)
 class User:
     name: str
     admin: bool
     created_at: float
     key_id: str
+    limits: UserLimits = UserLimits()
 
 
 @dataclass(frozen=True)
@@ -62,10 +85,10 @@ def mask(key: str) -> str:
 
 def user_from_record(raw: dict[str, str]) -> User | None:
     """The user in a ``{prefix}:user:{name}`` hash (``None`` for an empty one)."""
-    if not raw:
+    if not raw or "name" not in raw:
         return None
     return User(raw["name"], raw.get("admin") == "1", float(raw.get("created_at") or 0),
-                raw.get("key_id", ""))  # fmt: skip
+                raw.get("key_id", ""), UserLimits.from_record(raw))  # fmt: skip
 
 
 def _hash(secret: str, salt: bytes) -> bytes:
@@ -130,6 +153,28 @@ class UserStore:
             pipe.delete(self.key(name), self._key_index(user.key_id))
             pipe.srem(self.index_key, name)
             pipe.execute()
+
+    def set_limits(self, name: str, **limits: int | None) -> User:
+        """Set ``name``'s own limits (keyword: a :class:`UserLimits` attribute; ``None`` goes
+        back to the service-wide setting, 0 is no limit). Takes effect on the next request."""
+        unknown = set(limits) - set(UserLimits.FIELDS)
+        if unknown:
+            raise UserError(f"unknown limits: {', '.join(sorted(unknown))}")
+        if any(value is not None and value < 0 for value in limits.values()):
+            raise UserError("a limit is 0 (none) or more")
+        if self.get(name) is None:
+            raise UserError(f"there is no user {name!r}")
+        setting = {UserLimits.FIELDS[k]: str(v) for k, v in limits.items() if v is not None}
+        clearing = [UserLimits.FIELDS[k] for k, v in limits.items() if v is None]
+        with self.client.pipeline() as pipe:
+            if setting:
+                pipe.hset(self.key(name), mapping=setting)
+            if clearing:
+                pipe.hdel(self.key(name), *clearing)
+            pipe.execute()
+        user = self.get(name)
+        assert user is not None
+        return user
 
     def verify(self, key: str) -> User | None:
         """The user whose key this is, or ``None`` (unknown, removed or replaced key)."""

@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from caimx.jobs import Job, JobStore, UnknownJobError, job_from_record
 from caimx.upload_store import UnknownUploadError, Upload, UploadStore
-from caimx.users import UserStore, user_from_record
+from caimx.users import UserLimits, UserStore, user_from_record
 from service.errors import ForbiddenError, UnauthorizedError
 
 LOCAL_USER = "local"
@@ -28,6 +28,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key from `caimx users 
 class Principal:
     name: str
     admin: bool
+    limits: UserLimits = UserLimits()
 
     def may_see(self, owner: str) -> bool:
         return self.admin or (bool(owner) and owner == self.name)
@@ -57,7 +58,7 @@ async def current_user(
     if user is None:
         raise UnauthorizedError("the API key is not valid (unknown, replaced or removed)",
                                 error="invalid_token")  # fmt: skip
-    return Principal(user.name, user.admin)
+    return Principal(user.name, user.admin, user.limits)
 
 
 async def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:

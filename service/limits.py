@@ -1,6 +1,8 @@
 """Per-user limits: queued + running jobs, bytes uploaded per UTC day, bytes stored.
 
-Each refusal is 429 problem+json with ``Retry-After``. A limit of 0 means none. Uploaded bytes are
+Each refusal is 429 problem+json with ``Retry-After``. A limit of 0 means none. The settings give
+every user's limits; ``caimx users limits NAME ...`` gives one user other ones (kept in the user's
+record, see :class:`caimx.users.UserLimits`). Uploaded bytes are
 counted when they are announced (tus ``Upload-Length``) or received (multipart), in
 ``{prefix}:usage:{user}:uploaded:{date}`` (kept two days). Stored bytes are the user's resumable
 uploads, multipart movies and result folders, measured on the shared storage when a job or upload
@@ -38,12 +40,16 @@ def _until_midnight() -> int:
     return max(int((midnight - now).total_seconds()), 1)
 
 
+def _own(override: int | None, setting: int) -> int:
+    return setting if override is None else override
+
+
 def usage_key(prefix: str, user: str) -> str:
     return f"{prefix}:usage:{user}:uploaded:{datetime.now(UTC):%Y-%m-%d}"
 
 
 def check_active_jobs(store: JobStore, settings: Settings, user: Principal) -> None:
-    limit = settings.max_active_jobs_per_user
+    limit = _own(user.limits.active_jobs, settings.max_active_jobs_per_user)
     if limit and store.active_jobs(user.name) >= limit:
         raise QuotaExceededError(
             f"you have {limit} jobs queued or running, the most one user may have; wait for one "
@@ -53,7 +59,7 @@ def check_active_jobs(store: JobStore, settings: Settings, user: Principal) -> N
 def reserve_upload_bytes(client: redis.Redis, prefix: str, settings: Settings, user: Principal,
                          nbytes: int) -> None:  # fmt: skip
     """Count ``nbytes`` against today's upload allowance, or refuse them (nothing counted)."""
-    limit = settings.max_upload_bytes_per_day
+    limit = _own(user.limits.upload_bytes_per_day, settings.max_upload_bytes_per_day)
     used = client.eval(_RESERVE, 1, usage_key(prefix, user.name), int(nbytes), int(limit))
     if int(used) < 0:
         raise QuotaExceededError(
@@ -84,7 +90,7 @@ def stored_bytes(store: JobStore, uploads: UploadStore, settings: Settings, owne
 
 def check_storage(store: JobStore, uploads: UploadStore, settings: Settings, user: Principal,
                   *, adding: int = 0) -> None:  # fmt: skip
-    quota = settings.storage_quota_bytes
+    quota = _own(user.limits.storage_bytes, settings.storage_quota_bytes)
     if not quota:
         return
     used = stored_bytes(store, uploads, settings, user.name)

@@ -203,6 +203,34 @@ def test_upload_bytes_per_day_and_storage_quota_are_429(
         assert "quota" in body["detail"] and int(full.headers["retry-after"]) > 0
 
 
+def test_a_users_own_limits_replace_the_settings(api_settings: Settings, key_prefix: str,
+                                                 redis_url: str, redis_client) -> None:  # fmt: skip
+    settings = api_settings.model_copy(update={"max_active_jobs_per_user": 1,
+                                               "max_upload_bytes_per_day": 1000})  # fmt: skip
+    store = JobStore(redis_client, writer="test", prefix=key_prefix)
+    store.create(store.new_id(), model="m", input_name="a", input_path="/a", owner="heidi")
+    heidi = make_user(redis_url, key_prefix, "heidi")
+    ivan = make_user(redis_url, key_prefix, "ivan")
+    users = UserStore(redis_client, prefix=key_prefix)
+    job = {"source": {"path": "x.tif"}}
+    big_upload = {**TUS, "Upload-Length": "5000"}
+    with TestClient(create_app(settings, prefix=key_prefix), headers=auth(heidi)) as client:
+        problem(client.post("/v1/jobs", json=job), 429)  # the setting: 1 active job
+        users.set_limits("heidi", active_jobs=3)
+        assert client.post("/v1/jobs", json=job).status_code == 403  # past the limit check
+        assert problem(client.post("/v1/uploads", headers=big_upload), 429)["limit"] == 1000
+        users.set_limits("heidi", upload_bytes_per_day=0)  # 0: no limit for her
+        assert client.post("/v1/uploads", headers=big_upload).status_code == 201
+        users.set_limits("heidi", storage_bytes=6000)
+        full = problem(client.post("/v1/uploads", headers=big_upload), 429)
+        assert full["limit"] == 6000 and full["used"] == 5000
+        users.set_limits("heidi", active_jobs=None)  # back to the setting
+        problem(client.post("/v1/jobs", json=job), 429)
+        assert problem(client.post("/v1/uploads", headers={**big_upload, **auth(ivan)}),
+                       429)["limit"] == 1000  # others keep the settings  # fmt: skip
+    assert users.get("heidi").limits.upload_bytes_per_day == 0
+
+
 def test_cors_is_off_unless_configured(api_settings: Settings, key_prefix: str,
                                        auth_headers: dict) -> None:  # fmt: skip
     preflight = {"Origin": "https://lab.example", "Access-Control-Request-Method": "GET",
@@ -277,6 +305,15 @@ def test_users_command(redis_url: str, tmp_path: Path) -> None:
         assert caimx("add", "cli-user").returncode == 2  # exists
         listing = caimx("list")
         assert "cli-user\tadmin" in listing.stdout and key not in listing.stdout
+        limited = caimx("limits", "cli-user", "--active-jobs", "5", "--storage", "2GiB")
+        assert limited.returncode == 0, limited.stderr
+        assert "active jobs:      5 (own)" in limited.stdout
+        assert UserStore(client).get("cli-user").limits.storage_bytes == 2 * 1024**3
+        assert caimx("limits", "cli-user", "--storage", "default").returncode == 0
+        assert UserStore(client).get("cli-user").limits.storage_bytes is None
+        assert "(service default)" in caimx("limits", "cli-user").stdout
+        assert caimx("limits", "cli-user", "--active-jobs", "-1").returncode == 2
+        assert caimx("limits", "nobody", "--active-jobs", "1").returncode == 2
         assert caimx("remove", "cli-user").returncode == 0
         assert UserStore(client).verify(key) is None
         assert caimx("remove", "cli-user").returncode == 2
