@@ -30,6 +30,8 @@ VOLUME ["/data"]
 
 FROM base AS api
 EXPOSE 8000
+# uvicorn worker processes (stateless API; raise for many polling clients)
+ENV WEB_CONCURRENCY=2
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz')"
 CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
 

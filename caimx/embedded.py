@@ -160,9 +160,11 @@ def auth_for_serve(host: str, environ: dict[str, str]) -> bool:
     return enabled
 
 
-def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True) -> int:
+def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True,
+          api_workers: int | None = None) -> int:
     """Run Redis (if none is configured), a worker and the API until Ctrl-C / SIGTERM."""
     auth = auth_for_serve(host, dict(os.environ))
+    api_workers = api_workers or settings.api_workers
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher()
     stop_requested: list[int] = []
@@ -190,7 +192,8 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool = True)
         launcher.spawn(
             "api",
             [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-             "--host", host, "--port", str(port), "--no-access-log"],
+             "--host", host, "--port", str(port), "--no-access-log",
+             "--workers", str(api_workers)],
             env=env, grace_s=10,
         )  # fmt: skip
         print(f"caimx: API on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs); "

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=1, gt=0, description="Celery worker processes per host."
     )
+    api_workers: int = Field(
+        default=1, gt=0, le=64,
+        description=(
+            "API processes of `caimx serve` (uvicorn workers). The API keeps no state of its "
+            "own, so 2-4 on a shared server keep status latency low while uploads run."
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     port: int = Field(default=8000, gt=0, lt=65536, description="Port the API listens on.")
     task_time_limit_s: int = Field(default=6 * 3600, gt=0, description="Hard limit of one task.")

@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--no-worker", action="store_true", help="run only the API (workers run elsewhere)"
     )
+    serve.add_argument(
+        "--api-workers", type=int, help="API processes (default: CAIMX_API_WORKERS, 1)"
+    )
     serve.set_defaults(func=run_serve)
 
     worker = subparsers.add_parser(
@@ -56,6 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
             host=args.host or settings.host,
             port=args.port or settings.port,
             with_worker=not args.no_worker,
+            api_workers=args.api_workers or settings.api_workers,
         )
     except LaunchError as exc:
         raise CliError(str(exc)) from exc
