@@ -1,4 +1,5 @@
-"""``caimx serve`` started for real: private Redis, worker and API, then stopped like Ctrl-C."""
+"""``caimx serve`` started for real: private Redis, worker and two API processes, then stopped
+like Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from processes import stop_process
 
@@ -42,7 +44,8 @@ def test_serve_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*CAIMX, "serve", "--port", str(port)], env=_env(tmp_path / "data"), cwd=REPO,
+            [*CAIMX, "serve", "--port", str(port), "--api-workers", "2"],
+            env=_env(tmp_path / "data"), cwd=REPO,
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -66,11 +69,17 @@ def test_serve_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "redis").is_dir()
         assert "API keys are OFF" in log.read_text()  # one person on 127.0.0.1: no keys
         assert httpx.get(f"http://127.0.0.1:{port}/v1/jobs", timeout=5).status_code == 200
+        api = [p for p in psutil.Process(process.pid).children()
+               if "uvicorn" in " ".join(p.cmdline())]  # fmt: skip
+        spawned = [api[0], *api[0].children()]  # uvicorn, its API processes, a resource tracker
+        workers = [p for p in spawned[1:] if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(api) == 1 and len(workers) == 2
     finally:
         code = stop_process(process, sig=signal.SIGINT, timeout=60)
     assert code == 0, log.read_text()
     assert "caimx: stopped" in log.read_text()
     assert _closed(port) and _closed(redis_port)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in spawned)
 
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
