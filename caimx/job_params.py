@@ -67,9 +67,16 @@ class MovieOptions(BaseModel):
         default=None, max_length=500,
         description="HDF5 dataset path, NWB TwoPhotonSeries name, or Zarr array in a group.",
     )  # fmt: skip
-    channel: int | None = Field(default=None, ge=0, le=64,
-                                description="Channel of a hyperstack, ScanImage or Scanbox file.")
-    plane: int | None = Field(default=None, ge=0, le=1024, description="Plane of a hyperstack.")
+    channel: int | None = Field(
+        default=None, ge=0, le=64,
+        description="Channel of a hyperstack, ScanImage or Scanbox file, from 0 (needed when the "
+                    "file saved several).",
+    )  # fmt: skip
+    plane: int | None = Field(
+        default=None, ge=0, le=1024,
+        description="Z-plane of a ScanImage fast-z recording or a hyperstack, from 0 (default 0; "
+                    "the job's `movie.planes` says how many there are).",
+    )  # fmt: skip
 
 
 def engine_overrides(params: JobParams) -> dict[str, Any]:

@@ -81,6 +81,8 @@ class Job:
     movie_shape: tuple[int, ...] | None = None
     movie_dtype: str | None = None
     movie_fps: float | None = None
+    movie_layout: dict[str, int] = field(default_factory=dict)
+    """``planes``, ``plane``, ``channels``, ``channel`` of the file (``MovieReader.layout``)."""
     started_at: float | None = None
     finished_at: float | None = None
     chunks_done: int = 0
@@ -107,13 +109,14 @@ class Job:
 
 
 _JSON_FIELDS = {"movie_shape", "params", "timings", "summary", "source", "input_options",
-                "request"}  # fmt: skip
+                "request", "movie_layout"}  # fmt: skip
 _INT_FIELDS = {"input_bytes", "chunks_done", "chunks_total", "attempts"}
 _FLOAT_FIELDS = {
     "created_at", "updated_at", "started_at", "finished_at", "movie_fps", "chunks_started_at",
     "chunk_seconds", "model_load_seconds", "expired_at",
 }  # fmt: skip
-_DICT_FIELDS = ("params", "timings", "summary", "source", "input_options", "request")
+_DICT_FIELDS = ("params", "timings", "summary", "source", "input_options", "request",
+                "movie_layout")  # fmt: skip
 _COUNT_CHUNK = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return {0, -1, -1}

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caimx.jobs import InvalidTransitionError, UnknownJobError
 from caimx.upload_store import UnknownUploadError
-from model.io import MovieFormatError, UnsupportedFormatError
+from model.io import MovieFormatError, MovieOptionError, UnsupportedFormatError
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:caimx:problem:"
@@ -162,6 +162,7 @@ class WebhooksDisabledError(ApiError):
 # Domain errors from caimx and model, and how they look over HTTP.
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
     UnsupportedFormatError: (415, "unsupported-movie-format", "Not a movie format caimx reads"),
+    MovieOptionError: (422, "invalid-movie-option", "The movie has no such plane or channel"),
     MovieFormatError: (422, "not-a-movie", "Not a usable movie"),
     UnknownJobError: (404, "unknown-job", "Unknown job"),
     UnknownUploadError: (404, "unknown-upload", "Unknown upload"),

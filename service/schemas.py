@@ -28,6 +28,11 @@ class MovieRead(BaseModel):
     fps: float | None = Field(
         default=None, description="Frame rate the file records, else the job's `fps` parameter."
     )
+    planes: int = Field(default=1, description="Z-planes in the file (ScanImage fast-z volumes, "
+                        "hyperstacks); one is processed: `plane`.")  # fmt: skip
+    plane: int = Field(default=0, description="The plane processed (from 0; `source.plane`).")
+    channels: int = Field(default=1, description="Channels in the file.")
+    channel: int = Field(default=0, description="The channel processed (from 0; `source.channel`).")
 
 
 class ProgressRead(BaseModel):
@@ -82,7 +87,8 @@ class JobRead(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "id": "5f0c6a2e9b0d4c8f8e1a7b3c2d1e0f9a", "state": "running", "model": "deepcaimx-mini",
         "movie": {"name": "mouse12_plane1.tif", "bytes": 2147483648, "sha256": "e3b0c442...",
-                  "shape": [4096, 512, 512], "dtype": "uint16", "fps": 30.0},
+                  "shape": [4096, 512, 512], "dtype": "uint16", "fps": 30.0, "planes": 1,
+                  "plane": 0, "channels": 1, "channel": 0},
         "progress": {"chunks_done": 12, "chunks_total": 52, "fraction": 0.2308,
                      "frames_per_s": 41.5, "eta_s": 88.0},
         "error": None, "attempts": 1, "created_at": "2026-11-20T10:00:00Z",
@@ -107,6 +113,8 @@ class JobRead(BaseModel):
                 shape=list(job.movie_shape) if job.movie_shape else None,
                 dtype=job.movie_dtype,
                 fps=job.movie_fps,
+                **{key: int(value) for key, value in job.movie_layout.items()
+                   if key in ("planes", "plane", "channels", "channel")},
             ),
             progress=progress_of(job),
             error=job.error,
@@ -151,7 +159,9 @@ class JobCreate(BaseModel):
         {"source": {"upload_id": "8d2f0c5e4b7a4d1e9c3b2a1f0e9d8c7b"},
          "params": {"model": "deepcaimx-mini", "tile": 32, "tile_overlap": 8,
                     "outputs": ["footprints", "traces", "images", "denoised"]},
-         "webhook_url": "https://lab.example.org/hooks/caimx"}]})  # fmt: skip
+         "webhook_url": "https://lab.example.org/hooks/caimx"},
+        {"source": {"path": "rig2/2026-11-21/fastz_00001.tif", "plane": 2, "channel": 0},
+         "params": {"fps": 7.5}}]})  # fmt: skip
 
     source: JobSource
     params: JobParams = Field(default_factory=JobParams)

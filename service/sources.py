@@ -27,7 +27,8 @@ class JobSource(MovieOptions):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"path": "rig3/2026-11-20/mouse12_plane1.tif"},
         {"upload_id": "8d2f0c5e4b7a4d1e9c3b2a1f0e9d8c7b"},
-        {"path": "rig1/session4.h5", "dataset": "/imaging/mov"}]})  # fmt: skip
+        {"path": "rig1/session4.h5", "dataset": "/imaging/mov"},
+        {"path": "rig2/2026-11-21/fastz_00001.tif", "plane": 2, "channel": 0}]})  # fmt: skip
 
     upload_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$",
                                   description="A complete upload from POST /v1/uploads.")

@@ -17,6 +17,8 @@ class MovieFacts:
     shape: tuple[int, int, int]
     dtype: str
     fps: float | None
+    layout: dict[str, int]
+    """``planes``, ``plane``, ``channels``, ``channel`` (``MovieReader.layout``)."""
 
 
 MIN_FRAMES = 16
@@ -78,4 +80,5 @@ def inspect_movie(
                 raise MovieFormatError(
                     f"{Path(path).name!r} has NaN or infinite pixel values; caimx needs finite "
                     "values in every pixel (fill or crop the missing pixels first)")  # fmt: skip
-        return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps)
+        return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps,
+                          layout=movie.layout)  # fmt: skip

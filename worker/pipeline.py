@@ -261,7 +261,7 @@ def _attrs(job: Job, card: Any, params: Any) -> dict[str, Any]:
         "input": {"name": job.input_name, "sha256": job.input_sha256,
                   "shape": list(job.movie_shape or ()), "dtype": job.movie_dtype,
                   "fps": job.movie_fps, "pixel_size_um": request.get("pixel_size_um"),
-                  "source": job.source},
+                  "source": job.source, "layout": job.movie_layout or None},
         "software": {"caimx": software_version()},
         "parameters": params.to_dict(),
         "job": {"id": job.id, "outputs": request.get("outputs")},

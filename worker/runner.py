@@ -119,7 +119,8 @@ def run_job(job_id: str, *, settings: Settings, store: JobStore) -> JobState:
         return store.state(job_id)
     try:
         timings, summary, output = _process(job_id, job.model, job.input_path, job.params,
-                                            settings=settings, store=store)  # fmt: skip
+                                            settings=settings, store=store,
+                                            options=job.input_options)  # fmt: skip
     except JobCanceled:
         log.info("job %s canceled", job_id)
         shutil.rmtree(result_path(settings, job_id).parent, ignore_errors=True)
@@ -145,7 +146,7 @@ def _finish(
 
 def _process(
     job_id: str, model: str, input_path: str, overrides: dict[str, Any], *,
-    settings: Settings, store: JobStore,
+    settings: Settings, store: JobStore, options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], Path]:  # fmt: skip
     from model.inference import InferenceCancelled, process_movie
     from model.io import open_movie
@@ -165,7 +166,7 @@ def _process(
         return store.state(job_id) is JobState.CANCELED
 
     try:
-        with open_movie(input_path) as movie:  # a bad movie fails before TensorFlow loads
+        with open_movie(input_path, **(options or {})) as movie:  # fails before TF loads
             cached = model_cache.get_predictor(model, settings.models_dir)
             timings["load_model_s"] = round(cached.load_s, 3)
             start = time.perf_counter()

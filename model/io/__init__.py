@@ -11,13 +11,14 @@ message meant for the person who recorded the movie.
 """
 
 from model.io.base import MovieReader
-from model.io.errors import MovieFormatError, UnsupportedFormatError
+from model.io.errors import MovieFormatError, MovieOptionError, UnsupportedFormatError
 from model.io.open import FORMATS, MIN_FRAMES, open_movie, sniff_format
 
 __all__ = [
     "FORMATS",
     "MIN_FRAMES",
     "MovieFormatError",
+    "MovieOptionError",
     "MovieReader",
     "UnsupportedFormatError",
     "open_movie",

@@ -26,7 +26,16 @@ class MovieReader(ABC):
         Pixel type as stored (native byte order when read).
     fps : float or None
         Frames per second when the file records it.
+    planes, channels : int
+        How many z-planes and channels the file holds (1 for most formats); one of each is read.
+    plane, channel : int
+        Which ones are read (from 0).
     """
+
+    planes: int = 1
+    plane: int = 0
+    channels: int = 1
+    channel: int = 0
 
     def __init__(
         self, path: Path, *, shape: tuple[int, int, int], dtype: np.dtype, fps: float | None
@@ -36,6 +45,12 @@ class MovieReader(ABC):
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.fps = fps
         _check_shape_and_dtype(path, shape, self.dtype)
+
+    @property
+    def layout(self) -> dict[str, int]:
+        """``planes``, ``plane``, ``channels``, ``channel``: what the file holds, what is read."""
+        return {"planes": self.planes, "plane": self.plane, "channels": self.channels,
+                "channel": self.channel}  # fmt: skip
 
     @property
     def n_frames(self) -> int:

@@ -9,3 +9,7 @@ class MovieFormatError(ValueError):
 
 class UnsupportedFormatError(MovieFormatError):
     """The file is not in any format caimx reads (TIFF, HDF5, NWB, ``.sbx``, ``.npy``, Zarr)."""
+
+
+class MovieOptionError(MovieFormatError):
+    """A reading option names what the file does not have (a plane or channel out of range)."""

@@ -72,6 +72,8 @@ class TiffSeriesMovie(MovieReader):
             first.close()
             raise
         self._starts = starts
+        self.planes, self.plane = first.planes, first.plane
+        self.channels, self.channel = first.channels, first.channel
         super().__init__(path, shape=(total, first.shape[1], first.shape[2]), dtype=first.dtype,
                          fps=first.fps)  # fmt: skip
 

@@ -47,8 +47,11 @@ def test_imagej_hyperstack_plane_compressed(tmp_path: Path, frames: np.ndarray) 
     check(path, frames + 4, kind="tiff", rate=None, plane=2)
 
 
-def _scanimage_like(path: Path, pages: list[np.ndarray], channels: str) -> None:
-    software = f"SI.hRoiManager.scanFrameRate = 30.02\nSI.hChannels.channelSave = {channels}\n"
+def _scanimage_like(path: Path, pages: list[np.ndarray], channels: str, more: str = "") -> None:
+    """Pages as ScanImage writes them: its settings in every page's ``Software`` tag, per-frame
+    values in the description, one page at a time (not one contiguous block)."""
+    software = (f"SI.hRoiManager.scanFrameRate = 30.02\nSI.hChannels.channelSave = {channels}\n"
+                + more)  # fmt: skip
     with tifffile.TiffWriter(path) as tif:
         for i, page in enumerate(pages):
             tif.write(page, software=software, metadata=None, contiguous=False,
@@ -61,6 +64,82 @@ def test_scanimage_like_interleaved_channels(tmp_path: Path, frames: np.ndarray)
     _scanimage_like(path, pages, "[1;2]")
     check(path, frames // 2, kind="tiff", rate=30.02, channel=1)
     check(path, frames, kind="tiff", rate=30.02, channel=0)
+
+
+def _volumes(t: int, planes: int, flyback: int, channels: int) -> np.ndarray:
+    """``(t, planes + flyback, channels, 10, 14)`` pages whose pixels tell where they belong:
+    1000 * plane + 100 * channel + frame, plus a gradient so rows and columns differ."""
+    yy, xx = np.mgrid[:10, :14]
+    values = np.empty((t, planes + flyback, channels, 10, 14), np.uint16)
+    for i in range(t):
+        for z in range(planes + flyback):
+            for c in range(channels):
+                base = 9000 if z >= planes else 1000 * z + 100 * c + i  # fly-back: 9000
+                values[i, z, c] = base + yy * 3 + xx * 5
+    return values
+
+
+SI_2020 = ("SI.hRoiManager.scanVolumeRate = 7.5\nSI.hFastZ.enable = true\n"
+           "SI.hStackManager.enable = true\nSI.hStackManager.numSlices = 3\n"
+           "SI.hStackManager.actualNumSlices = 3\nSI.hStackManager.framesPerSlice = 1\n"
+           "SI.hStackManager.numFramesPerVolume = 3\n"
+           "SI.hStackManager.numFramesPerVolumeWithFlyback = 4\n")  # fmt: skip
+
+
+def test_scanimage_planes_and_channels_interleaved(tmp_path: Path) -> None:
+    """3 planes, 1 fly-back frame and 2 channels per volume, page after page; the acquisition
+    stopped 5 pages into volume 21. Each plane and channel reads as its own (T, H, W) movie."""
+    volumes = _volumes(21, planes=3, flyback=1, channels=2)
+    pages = list(volumes.reshape(-1, 10, 14))[: 20 * 8 + 5]
+    path = tmp_path / "fastz_00001.tif"
+    _scanimage_like(path, pages, "[1;2]", SI_2020)
+    for plane in range(3):
+        for channel in range(2):
+            check(path, volumes[:20, plane, channel], kind="tiff", rate=7.5, plane=plane,
+                  channel=channel)  # fmt: skip
+    with open_movie(path, channel=1) as movie:  # plane 0 unless asked
+        assert movie.shape == (20, 10, 14)
+        assert movie.layout == {"planes": 3, "plane": 0, "channels": 2, "channel": 1}
+        assert int(movie.read(4, 5)[0, 0, 0]) == 100 + 4
+    with pytest.raises(MovieFormatError, match="'channel'"):
+        open_movie(path)  # two channels: one must be chosen
+    with pytest.raises(MovieFormatError, match=r"has 3 planes \(numbered 0 to 2\); there is no "
+                                               r"plane 3"):  # the fly-back frame is no plane
+        open_movie(path, plane=3, channel=0)
+    with pytest.raises(MovieFormatError, match="there is no channel 2"):
+        open_movie(path, channel=2)
+
+
+def test_scanimage_older_fastz_keys_and_a_series_of_files(tmp_path: Path) -> None:
+    """ScanImage 2016-2019 keys (hFastZ, numDiscardFlybackFrames), one channel, the recording
+    split over two files; no volume rate: the frame rate divided by the frames per volume."""
+    volumes = _volumes(24, planes=2, flyback=1, channels=1)
+    older = ("scanimage.SI.hFastZ.enable = 1\nscanimage.SI.hFastZ.discardFlybackFrames = 1\n"
+             "scanimage.SI.hFastZ.numDiscardFlybackFrames = 1\n"
+             "scanimage.SI.hStackManager.numSlices = 2\n")  # fmt: skip
+    folder = tmp_path / "session"
+    folder.mkdir()
+    pages = list(volumes.reshape(-1, 10, 14))
+    _scanimage_like(folder / "rec_00001.tif", pages[:30], "1", older)
+    _scanimage_like(folder / "rec_00002.tif", pages[30:], "1", older)
+    check(folder, volumes[:, 1, 0], kind="tiff-series", rate=30.02 / 3, plane=1)
+    with open_movie(folder) as movie:
+        assert movie.layout == {"planes": 2, "plane": 0, "channels": 1, "channel": 0}
+    with pytest.raises(MovieFormatError, match="there is no plane 2"):
+        open_movie(folder, plane=2)
+
+
+def test_scanimage_slices_without_fast_z_are_one_plane(tmp_path: Path, frames: np.ndarray) -> None:
+    """``numSlices`` left at 4 from an earlier stack, but neither fast-z nor the stack is on."""
+    off = ("SI.hFastZ.enable = false\nSI.hStackManager.enable = false\n"
+           "SI.hStackManager.numSlices = 4\n")  # fmt: skip
+    path = tmp_path / "plain_00001.tif"
+    _scanimage_like(path, list(frames), "1", off)
+    check(path, frames, kind="tiff", rate=30.02)
+    with open_movie(path) as movie:
+        assert movie.layout["planes"] == 1
+    with pytest.raises(MovieFormatError, match=r"has 1 plane \(.*there is no plane 1"):
+        open_movie(path, plane=1)
 
 
 def test_a_folder_of_tiffs_is_one_movie(tmp_path: Path, frames: np.ndarray) -> None:

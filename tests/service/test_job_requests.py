@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
+from scanimage_files import fastz_movie, fastz_settings, write_scanimage
 from userkeys import bearer
 
 from caimx.jobs import JobState, JobStore
@@ -64,7 +65,8 @@ def test_a_referenced_movie_is_accepted(api: TestClient, roots) -> None:
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["movie"] == {"name": "mouse12_plane1.tif", "bytes": job["movie"]["bytes"],
-                            "sha256": None, "shape": [40, 24, 24], "dtype": "uint16", "fps": 30.0}
+                            "sha256": None, "shape": [40, 24, 24], "dtype": "uint16", "fps": 30.0,
+                            "planes": 1, "plane": 0, "channels": 1, "channel": 0}
     assert job["source"] == {"kind": "path", "path": "rig3/2026-11-20/mouse12_plane1.tif"}
     assert job["links"]["cancel"] == f"/v1/jobs/{job['id']}:cancel"
     hdf5 = api.post("/v1/jobs", json={"source": {"path": "rig3/session.h5",
@@ -125,6 +127,39 @@ def test_movie_options_reach_the_reader(api: TestClient) -> None:
     body = problem(api.post("/v1/jobs", json={"source": {"path": "rig3/session.h5",
                                                          "dataset": "nope"}}), 422)  # fmt: skip
     assert "no dataset 'nope'" in body["detail"]
+
+
+def test_a_plane_of_a_scanimage_recording(api: TestClient, roots) -> None:
+    """3 planes + 1 fly-back frame per volume: plane 0 unless asked, the count in the job JSON,
+    a plane that is not there refused with a plain 422 (JSON and multipart alike)."""
+    rng = np.random.default_rng(2)
+    planes = [rng.poisson(20 + 10 * z, (24, 20, 28)).astype(np.uint16) for z in range(3)]
+    path = write_scanimage(roots[0] / "rig3" / "fastz_00001.tif", fastz_movie(planes),
+                           fastz_settings(planes=3, flyback=1))  # fmt: skip
+    default = api.post("/v1/jobs", json={"source": {"path": "rig3/fastz_00001.tif"}})
+    assert default.status_code == 202, default.text
+    movie = default.json()["movie"]
+    assert movie["shape"] == [24, 20, 28] and movie["fps"] == 7.5
+    assert (movie["planes"], movie["plane"], movie["channels"], movie["channel"]) == (3, 0, 1, 0)
+    chosen = api.post("/v1/jobs", json={"source": {"path": "rig3/fastz_00001.tif", "plane": 2}})
+    assert chosen.status_code == 202, chosen.text
+    job = chosen.json()
+    assert job["movie"]["plane"] == 2 and job["source"]["plane"] == 2
+    body = problem(api.post("/v1/jobs", json={"source": {"path": "rig3/fastz_00001.tif",
+                                                         "plane": 3}}), 422)  # fmt: skip
+    assert body["type"].endswith("invalid-movie-option")
+    assert "has 3 planes (numbered 0 to 2); there is no plane 3" in body["detail"]
+    upload = api.post("/v1/jobs", files={"file": ("fastz.tif", path.read_bytes())},
+                      data={"source": '{"plane": 1}'})  # fmt: skip
+    assert upload.status_code == 202, upload.text
+    assert upload.json()["movie"]["plane"] == 1 and upload.json()["source"] == {
+        "kind": "multipart", "plane": 1}
+    refused = api.post("/v1/jobs", files={"file": ("fastz.tif", path.read_bytes())},
+                       data={"source": '{"plane": 7}'})  # fmt: skip
+    assert "there is no plane 7" in problem(refused, 422)["detail"]
+    invalid = api.post("/v1/jobs", files={"file": ("fastz.tif", path.read_bytes())},
+                       data={"source": '{"plane": -1}'})  # fmt: skip
+    assert problem(invalid, 422)["errors"][0]["loc"][0] == "source"
 
 
 def test_idempotency_key_returns_the_same_job(api: TestClient, key_prefix: str,

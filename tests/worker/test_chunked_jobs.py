@@ -25,6 +25,7 @@ import pytest
 import tifffile
 import zarr
 from job_polling import finished, wait_job
+from scanimage_files import fastz_movie, fastz_settings, write_scanimage
 
 from caimx.settings import Settings
 from service.app import create_app
@@ -109,6 +110,31 @@ def test_resumable_tiff_to_a_zarr_store_over_http(client: httpx.Client, settings
         names = zipped.namelist()
         assert "result.zarr/zarr.json" in names
         assert zipped.read(f"result.zarr/{key_path}") == whole.content
+
+
+def test_one_plane_of_a_scanimage_fastz_recording(client: httpx.Client, shared_root: Path,
+                                                  make_movie) -> None:  # fmt: skip
+    """Plane 1 of 3 (plus a fly-back frame per volume): the worker reads that plane, whose
+    intensities are 500 above plane 0's and 500 below plane 2's."""
+    movie = make_movie(100, 40, 40, seed=4)
+    planes = [movie + np.uint16(500 * z) for z in range(3)]
+    folder = shared_root / "rig2"
+    folder.mkdir()
+    write_scanimage(folder / "fastz_00001.tif", fastz_movie(planes),
+                    fastz_settings(planes=3, flyback=1, volume_rate=10.0))  # fmt: skip
+    response = client.post("/v1/jobs", json={
+        "source": {"path": "rig2/fastz_00001.tif", "plane": 1},
+        "params": {"motion_correction": False}})  # fmt: skip
+    assert response.status_code == 202, response.text
+    assert response.json()["movie"]["planes"] == 3
+    job = wait_job(client.get, response.json()["id"], timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["movie"]["shape"] == [100, 40, 40] and job["movie"]["fps"] == 10.0
+    result = zarr.open_group(client.get(f"/v1/jobs/{job['id']}/result").json()["path"], mode="r")
+    layout = result.attrs["input"]["layout"]
+    assert (layout["planes"], layout["plane"]) == (3, 1)
+    mean = float(np.mean(result["mean_image"][:]))
+    assert abs(mean - (float(movie.mean()) + 500)) < 100, mean
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):

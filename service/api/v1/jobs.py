@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from caimx.job_params import JobParams, engine_overrides
+from caimx.job_params import JobParams, MovieOptions, engine_overrides
 from caimx.jobs import Job, JobState, JobStore
 from caimx.queue import TASK_PREPARE_JOB, TASK_WEBHOOK, send
 from caimx.upload_store import UploadStore
@@ -53,6 +53,8 @@ UPLOAD_BODY = {
                              "value": JobCreate.model_config["json_schema_extra"]["examples"][0]},
                     "upload": {"summary": "A finished resumable upload",
                                "value": JobCreate.model_config["json_schema_extra"]["examples"][1]},
+                    "plane": {"summary": "One plane and channel of a ScanImage fast-z recording",
+                              "value": JobCreate.model_config["json_schema_extra"]["examples"][2]},
                 },
             },
             "multipart/form-data": {
@@ -73,6 +75,12 @@ UPLOAD_BODY = {
                             "type": "string",
                             "description": "JobParams as a JSON string.",
                             "example": '{"fps": 30, "motion_correction": false}',
+                        },
+                        "source": {
+                            "type": "string",
+                            "description": "How to read the movie, as a JSON string: `dataset`, "
+                                           "`channel`, `plane` (as in a JSON job's `source`).",
+                            "example": '{"plane": 1, "channel": 0}',
                         },
                     },
                 }
@@ -99,6 +107,14 @@ async def _read_json(request: Request) -> tuple[JobCreate, bytes]:
         raise _invalid(exc, "body") from exc
 
 
+def _options_field(text: str | None) -> dict[str, Any]:
+    try:
+        options = MovieOptions.model_validate_json(text) if text else MovieOptions()
+    except ValidationError as exc:
+        raise _invalid(exc, "source") from exc
+    return options.model_dump(exclude_none=True)
+
+
 def _params_field(text: str | None) -> JobParams:
     try:
         return JobParams.model_validate_json(text) if text else JobParams()
@@ -120,7 +136,8 @@ def _create(store: JobStore, job_id: str, model: str, source: ResolvedSource, pa
     return store.create(
         job_id, model=model, input_name=source.name, input_path=str(source.path),
         input_bytes=source.size, input_sha256=source.sha256, movie_shape=list(facts.shape),
-        movie_dtype=facts.dtype, movie_fps=facts.fps, source=source.record,
+        movie_dtype=facts.dtype, movie_fps=facts.fps, movie_layout=facts.layout,
+        source=source.record,
         input_options=options, request=params.model_dump(mode="json"),
         params=engine_overrides(params), webhook_url=webhook, owner=owner,
     )  # fmt: skip
@@ -138,13 +155,15 @@ async def _from_multipart(request: Request, settings: Any, job_id: str) -> tuple
         if upload is None:
             raise BadUploadError("no movie in the form field 'file'")
         params = _params_field(form.fields.get("params"))
+        options = _options_field(form.fields.get("source"))
         if form.fields.get("model"):
             params = params.model_copy(update={"model": form.fields["model"]})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     source = ResolvedSource(path=upload.path, name=upload.filename, size=upload.size,
-                            sha256=upload.sha256, record={"kind": "multipart"})  # fmt: skip
+                            sha256=upload.sha256, record={"kind": "multipart", **options},
+                            options=options)  # fmt: skip
     return source, params, folder
 
 
