@@ -8,6 +8,7 @@ under a running job. :class:`UploadStore` is the only code that touches these ke
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ class UploadStore:
         return list(self.client.zrangebyscore(self.index_key, "-inf", repr(before)))
 
     def delete(self, upload_id: str) -> None:
-        """Forget the upload and remove its file."""
+        """Forget the upload and remove its file (and the folder an archive was unpacked to)."""
         try:
             path = Path(self.get(upload_id).path)
         except UnknownUploadError:
@@ -177,3 +178,4 @@ class UploadStore:
             pipe.execute()
         if path is not None:
             path.unlink(missing_ok=True)
+            shutil.rmtree(path.with_name(path.name + ".unpacked"), ignore_errors=True)

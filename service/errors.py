@@ -77,6 +77,10 @@ class UploadTooLargeError(ApiError):
     status, slug, title = 413, "upload-too-large", "Upload too large"
 
 
+class UnsafeArchiveError(ApiError):
+    status, slug, title = 422, "unsafe-archive", "The archive cannot be unpacked safely"
+
+
 class BadUploadError(ApiError):
     status, slug, title = 400, "bad-upload", "Bad upload"
 

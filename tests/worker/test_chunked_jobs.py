@@ -137,6 +137,29 @@ def test_one_plane_of_a_scanimage_fastz_recording(client: httpx.Client, shared_r
     assert abs(mean - (float(movie.mean()) + 500)) < 100, mean
 
 
+def test_a_zipped_tiff_series_uploaded_in_one_request(client: httpx.Client, make_movie) -> None:
+    """A folder of TIFF files sent as one zip (multipart): unpacked by the API, read as one movie
+    by the worker."""
+    frames = make_movie(100, 40, 40, seed=5)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i, (start, stop) in enumerate(((0, 40), (40, 70), (70, 100))):
+            part = io.BytesIO()
+            tifffile.imwrite(part, frames[start:stop], imagej=True,
+                             metadata={"axes": "TYX", "fps": 12})  # fmt: skip
+            archive.writestr(f"mouse7/rec_{i + 1}.tif", part.getvalue())
+    response = client.post("/v1/jobs", files={"file": ("mouse7.zip", buffer.getvalue())},
+                           data={"params": '{"motion_correction": false}'})  # fmt: skip
+    assert response.status_code == 202, response.text
+    job = wait_job(client.get, response.json()["id"], timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["movie"]["shape"] == [100, 40, 40] and job["movie"]["fps"] == 12.0
+    assert job["movie"]["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+    result = zarr.open_group(client.get(f"/v1/jobs/{job['id']}/result").json()["path"], mode="r")
+    assert result["traces"].shape[1] == 100
+    assert result.attrs["input"]["source"]["movie_in_archive"] == "mouse7"
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     calls: ClassVar[list[dict]] = []
 

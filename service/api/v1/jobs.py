@@ -23,6 +23,7 @@ from caimx.jobs import Job, JobState, JobStore
 from caimx.queue import TASK_PREPARE_JOB, TASK_WEBHOOK, send
 from caimx.upload_store import UploadStore
 from service import idempotency, limits
+from service.archives import unpack_upload
 from service.auth import CurrentUser, Principal, owned_job, owned_upload, read_owned_job
 from service.deps import CeleryDep, PrefixDep, RedisDep, SettingsDep, StoreDep
 from service.errors import (
@@ -65,7 +66,8 @@ UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "The movie (small files; use /v1/uploads for big ones).",
+                            "description": "The movie (small files; use /v1/uploads for big "
+                                           "ones). A folder (TIFF series, Zarr store) as a .zip.",
                         },
                         "model": {
                             "type": "string",
@@ -220,6 +222,8 @@ async def submit_job(
             webhook = None
         model = await run_in_threadpool(choose_model, params.model or settings.default_model,
                                         settings.models_dir)  # fmt: skip
+        source = await run_in_threadpool(unpack_upload, source,
+                                         max_bytes=settings.max_upload_bytes)  # fmt: skip
         options = {**source.options, "fps": params.fps}
         facts = await run_in_threadpool(lambda: inspect_movie(source.path, **options))
         job = await run_in_threadpool(_create, store, job_id, model.name, source, params,
