@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         description=(
             "Folders on shared storage that jobs may reference by path, as a JSON list "
             '(CAIMX_ALLOWED_ROOTS=\'["/srv/rigs"]\'). Empty: referenced movies are refused.'
+        ),
+    )
+    remote_allowed_prefixes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "fsspec URLs that jobs may name as `source.url`, as a JSON list of prefixes "
+            '(CAIMX_REMOTE_ALLOWED_PREFIXES=\'["s3://lab-rigs/", "https://data.lab.org/mov/"]\'); '
+            "a prefix matches whole path segments. Empty: URLs are refused. Needs "
+            "`pip install caimx[remote]` for s3://."
+        ),
+    )
+    remote_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec options per URL protocol, as JSON (CAIMX_REMOTE_OPTIONS="
+            '\'{"s3": {"endpoint_url": "https://minio.lab.org"}}\'). Never credentials: they come '
+            "from the environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS)."
         ),
     )
     result_retention_hours: float = Field(

@@ -179,10 +179,10 @@ def unpacked_folder(upload: Path) -> Path:
 
 def unpack_upload(source: ResolvedSource, *, max_bytes: int) -> ResolvedSource:
     """``source`` itself, or, for an uploaded zip archive, the movie unpacked from it."""
-    if source.record.get("kind") not in ("multipart", "upload") or not is_zip(source.path):
+    if source.record.get("kind") not in ("multipart", "upload") or not is_zip(Path(source.path)):
         return source
-    target = unpacked_folder(source.path)
-    root = unpack(source.path, target, max_bytes=max_bytes)
+    target = unpacked_folder(Path(source.path))
+    root = unpack(Path(source.path), target, max_bytes=max_bytes)
     inside = root.relative_to(target).as_posix()
     return replace(source, path=root,
                    record={**source.record, "archive": "zip", "movie_in_archive": inside})

@@ -78,7 +78,8 @@ class JobRead(BaseModel):
     finished_at: datetime | None
     timings: dict[str, float] = Field(description="Seconds spent in each phase.")
     source: dict[str, Any] = Field(default_factory=dict,
-                                   description="`multipart`, `upload` (upload_id) or `path`.")
+                                   description="`multipart`, `upload` (upload_id), `path` or "
+                                               "`url`, with the reading options.")  # fmt: skip
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="Processing parameters as requested.")
     webhook_url: str | None = None
@@ -161,7 +162,9 @@ class JobCreate(BaseModel):
                     "outputs": ["footprints", "traces", "images", "denoised"]},
          "webhook_url": "https://lab.example.org/hooks/caimx"},
         {"source": {"path": "rig2/2026-11-21/fastz_00001.tif", "plane": 2, "channel": 0},
-         "params": {"fps": 7.5}}]})  # fmt: skip
+         "params": {"fps": 7.5}},
+        {"source": {"url": "s3://lab-rigs/rig3/2026-11-20/mouse12_plane1.tif"},
+         "params": {"fps": 30.0}}]})  # fmt: skip
 
     source: JobSource
     params: JobParams = Field(default_factory=JobParams)

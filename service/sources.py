@@ -1,8 +1,10 @@
-"""Where a job's movie comes from: a finished resumable upload, or a path on shared storage.
+"""Where a job's movie comes from: a finished resumable upload, a path on shared storage, or an
+fsspec URL.
 
 A referenced path is relative to one of the configured ``allowed_roots`` (or absolute inside one).
 It is refused when it climbs out (``..``), hides characters (percent escapes, backslashes, NUL),
-or resolves, through symlinks, to a place outside every root.
+or resolves, through symlinks, to a place outside every root. A URL must start with one of
+``remote_allowed_prefixes`` (:mod:`caimx.remote`); the object must exist and be readable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from caimx.job_params import MovieOptions
+from caimx.remote import RemoteURLForbidden, RemoteURLInvalid, check_url, storage_options
 from caimx.upload_store import UnknownUploadError, UploadStore
 from service.errors import SourceForbiddenError, SourceInvalidError, UploadIncompleteError
 
@@ -22,29 +25,39 @@ _ESCAPES = re.compile(r"%[0-9a-fA-F]{2}")
 
 
 class JobSource(MovieOptions):
-    """Exactly one of ``upload_id`` (a complete tus upload) and ``path`` (shared storage)."""
+    """Exactly one of ``upload_id`` (a complete tus upload), ``path`` (shared storage) and ``url``
+    (an fsspec URL under the service's allowed prefixes)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"path": "rig3/2026-11-20/mouse12_plane1.tif"},
         {"upload_id": "8d2f0c5e4b7a4d1e9c3b2a1f0e9d8c7b"},
         {"path": "rig1/session4.h5", "dataset": "/imaging/mov"},
-        {"path": "rig2/2026-11-21/fastz_00001.tif", "plane": 2, "channel": 0}]})  # fmt: skip
+        {"path": "rig2/2026-11-21/fastz_00001.tif", "plane": 2, "channel": 0},
+        {"url": "s3://lab-rigs/rig3/2026-11-20/mouse12_plane1.tif"}]})  # fmt: skip
 
     upload_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$",
                                   description="A complete upload from POST /v1/uploads.")
     path: str | None = Field(default=None, min_length=1, max_length=4096,
                              description="A movie under one of the allowed roots (relative path).")
+    url: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="A movie behind an fsspec URL (s3://, gs://, https://...) under the "
+                    "service's CAIMX_REMOTE_ALLOWED_PREFIXES, read lazily by the worker: a TIFF, "
+                    "HDF5, NWB or .npy file, or a Zarr store.",
+        examples=["s3://lab-rigs/rig3/2026-11-20/mouse12_plane1.tif"],
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one(self) -> JobSource:
-        if (self.upload_id is None) == (self.path is None):
-            raise ValueError("give exactly one of 'upload_id' and 'path'")
+        if sum(v is not None for v in (self.upload_id, self.path, self.url)) != 1:
+            raise ValueError("give exactly one of 'upload_id', 'path' and 'url'")
         return self
 
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    path: Path
+    path: Path | str
+    """A local file or folder, or (``kind`` url) the URL."""
     name: str
     size: int
     sha256: str
@@ -93,9 +106,47 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def resolve_source(source: JobSource, *, roots: list[Path], uploads: UploadStore) -> ResolvedSource:
+def resolve_url(url: str, *, prefixes: list[str],
+                remote_options: dict[str, dict[str, Any]]) -> tuple[str, int]:  # fmt: skip
+    """The canonical URL and its size in bytes (0 for a Zarr store).
+
+    Raises
+    ------
+    SourceForbiddenError (403)
+        Not under an allowed prefix (see :mod:`caimx.remote`), or access refused by the store.
+    SourceInvalidError (422)
+        Malformed, credentials or a query in it, no such object, or the protocol's package missing.
+    """
+    from model.io.remote import RemoteSourceError, remote_info
+
+    try:
+        url = check_url(url, prefixes)
+    except RemoteURLForbidden as exc:
+        raise SourceForbiddenError(str(exc)) from exc
+    except RemoteURLInvalid as exc:
+        raise SourceInvalidError(str(exc)) from exc
+    try:
+        info = remote_info(url, storage_options=storage_options(url, remote_options))
+    except RemoteSourceError as exc:
+        if exc.reason == "forbidden":
+            raise SourceForbiddenError(str(exc)) from exc
+        raise SourceInvalidError(str(exc)) from exc
+    return url, int(info["size"])
+
+
+def resolve_source(source: JobSource, *, roots: list[Path], uploads: UploadStore,
+                   remote_prefixes: list[str] | None = None,
+                   remote_options: dict[str, dict[str, Any]] | None = None,
+                   ) -> ResolvedSource:  # fmt: skip
     """Check the source and describe it; the movie itself is checked by ``inspect_movie``."""
     options = source.model_dump(include={"dataset", "channel", "plane"}, exclude_none=True)
+    if source.url is not None:
+        url, size = resolve_url(source.url, prefixes=remote_prefixes or [],
+                                remote_options=remote_options or {})  # fmt: skip
+        name = url.rstrip("/").rsplit("/", 1)[-1] or url
+        return ResolvedSource(path=url, name=name, size=size, sha256="",
+                              record={"kind": "url", "url": url, **options},
+                              options=options)  # fmt: skip
     if source.upload_id is not None:
         try:
             upload = uploads.get(source.upload_id)

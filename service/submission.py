@@ -47,7 +47,7 @@ def choose_model(name: str, models_dir: Path) -> ModelChoice:
 
 
 def inspect_movie(
-    path: Path, *, min_frames: int = MIN_FRAMES, min_edge: int = MIN_EDGE, **options: object
+    path: Path | str, *, min_frames: int = MIN_FRAMES, min_edge: int = MIN_EDGE, **options: object
 ) -> MovieFacts:
     """Open the movie's header and its first and last frames; raise if it cannot be processed.
 
@@ -58,7 +58,8 @@ def inspect_movie(
     MovieTooSmallError
         Fewer than ``min_frames`` frames, or frames smaller than ``min_edge`` pixels.
 
-    ``options`` go to ``open_movie`` (``dataset``, ``channel``, ``plane``, ``fps``).
+    ``options`` go to ``open_movie`` (``dataset``, ``channel``, ``plane``, ``fps``,
+    ``storage_options`` of a URL).
     """
     with open_movie(path, **options) as movie:
         t, h, w = movie.shape
@@ -78,7 +79,7 @@ def inspect_movie(
         for frame in (movie.read(0, 1), movie.read(t - 1, t)):
             if frame.dtype.kind == "f" and not np.isfinite(frame).all():
                 raise MovieFormatError(
-                    f"{Path(path).name!r} has NaN or infinite pixel values; caimx needs finite "
+                    f"{movie.path.name!r} has NaN or infinite pixel values; caimx needs finite "
                     "values in every pixel (fill or crop the missing pixels first)")  # fmt: skip
         return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps,
                           layout=movie.layout)  # fmt: skip

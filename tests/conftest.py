@@ -9,6 +9,7 @@ in database 0 is never touched, and empties it again at the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -140,10 +141,49 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 WEBHOOK_SECRET = "test-webhook-secret"
 
 
+S3_BUCKET = "caimx-test-rigs"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "caimx-test", "AWS_SECRET_ACCESS_KEY": "caimx-test",
+                  "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
-def settings(data_dir: Path, redis_url: str) -> Settings:
+def s3_endpoint() -> str:
+    """Where the session's S3-compatible server (:func:`s3_server`) listens once it is started."""
+    from caimx.embedded import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, redis_url: str, s3_endpoint: str) -> Settings:
     return Settings(data_dir=data_dir, redis_url=redis_url, webhook_secret=WEBHOOK_SECRET,
-                    webhook_backoff_s=0.2, webhook_timeout_s=5)  # fmt: skip
+                    webhook_backoff_s=0.2, webhook_timeout_s=5,
+                    remote_allowed_prefixes=[f"s3://{S3_BUCKET}/rigs/"],
+                    remote_options={"s3": {"endpoint_url": s3_endpoint}})  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_endpoint: str) -> Iterator[str]:
+    """A local S3-compatible server (moto) with the bucket :data:`S3_BUCKET`; yields its URL.
+
+    Its credentials are test values, set in this process's environment (and the worker's, see
+    :func:`process_env`) unless real ones are there.
+    """
+    from moto.server import ThreadedMotoServer
+
+    for key, value in S3_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+            Bucket=S3_BUCKET)
+        yield s3_endpoint
+    finally:
+        server.stop()
 
 
 def process_env(settings: Settings) -> dict[str, str]:
@@ -158,6 +198,10 @@ def process_env(settings: Settings) -> dict[str, str]:
     )
     if settings.webhook_secret is not None:
         env["CAIMX_WEBHOOK_SECRET"] = settings.webhook_secret.get_secret_value()
+    env["CAIMX_REMOTE_ALLOWED_PREFIXES"] = json.dumps(settings.remote_allowed_prefixes)
+    env["CAIMX_REMOTE_OPTIONS"] = json.dumps(settings.remote_options)
+    for key, value in S3_CREDENTIALS.items():  # for the test's local S3 server only
+        env.setdefault(key, value)
     return env
 
 

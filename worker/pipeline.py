@@ -27,7 +27,13 @@ from caimx.jobs import InvalidTransitionError, Job, JobState, JobStore
 from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK, TASK_WEBHOOK
 from caimx.settings import Settings
 from worker import model_cache
-from worker.runner import RESULT_NAME, _jsonable, failure_reason, inference_params
+from worker.runner import (
+    RESULT_NAME,
+    _jsonable,
+    failure_reason,
+    inference_params,
+    open_job_movie,
+)
 
 log = logging.getLogger(__name__)
 Send = Callable[..., None]
@@ -70,10 +76,8 @@ def work_dir(settings: Settings, job_id: str) -> Path:
     return job_dir(settings, job_id) / WORK_NAME
 
 
-def _open(job: Job):
-    from model.io import open_movie
-
-    return open_movie(job.input_path, **(job.input_options or {}))
+def _open(job: Job, settings: Settings):
+    return open_job_movie(job.input_path, job.input_options, settings)
 
 
 def _stop_if_not_running(store: JobStore, job_id: str) -> None:
@@ -178,7 +182,7 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
         work = work_dir(settings, job_id)
         if job_dir(settings, job_id).exists():
             shutil.rmtree(job_dir(settings, job_id))
-        with _open(job) as movie:
+        with _open(job, settings) as movie:
             plan = prepare(movie, card, work_dir=work, params=params)
         values: dict[str, Any] = {"params": params.to_dict()}
         if not job.input_sha256:
@@ -213,7 +217,7 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
         cached = model_cache.get_predictor(job.model, settings.models_dir)
         predictor = _CancelAware(cached.predictor, lambda: _stop_if_not_running(store, job_id))
         compute_start = time.perf_counter()
-        with _open(job) as movie:
+        with _open(job, settings) as movie:
             compute(movie, predictor, plan, chunk_id, work_dir=work)
         seconds = time.perf_counter() - compute_start
         count = store.complete_chunk(job_id, chunk_id, seconds=seconds, load_s=cached.load_s)

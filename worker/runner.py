@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from caimx.jobs import InvalidTransitionError, JobState, JobStore
+from caimx.remote import check_url, storage_options
 from caimx.settings import Settings
 from worker import model_cache
 
@@ -103,6 +104,19 @@ def failure_reason(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def open_job_movie(input_path: str, options: dict[str, Any] | None, settings: Settings):
+    """The job's movie: a local file, or a URL (checked again against the allowed prefixes,
+    with the protocol's configured options; credentials come from the environment)."""
+    from model.io import open_movie
+    from model.io.remote import is_url
+
+    if is_url(input_path):
+        url = check_url(input_path, settings.remote_allowed_prefixes)
+        return open_movie(url, storage_options=storage_options(url, settings.remote_options),
+                          **(options or {}))  # fmt: skip
+    return open_movie(input_path, **(options or {}))
+
+
 def run_job(job_id: str, *, settings: Settings, store: JobStore) -> JobState:
     """Process job ``job_id`` to a final state and return it."""
     job = store.get(job_id)
@@ -149,7 +163,6 @@ def _process(
     settings: Settings, store: JobStore, options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], Path]:  # fmt: skip
     from model.inference import InferenceCancelled, process_movie
-    from model.io import open_movie
 
     timings: dict[str, float] = {}
     params = inference_params(settings, overrides)
@@ -166,7 +179,7 @@ def _process(
         return store.state(job_id) is JobState.CANCELED
 
     try:
-        with open_movie(input_path, **(options or {})) as movie:  # fails before TF loads
+        with open_job_movie(input_path, options, settings) as movie:  # fails before TF loads
             cached = model_cache.get_predictor(model, settings.models_dir)
             timings["load_model_s"] = round(cached.load_s, 3)
             start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -47,9 +48,11 @@ class Hdf5Movie(MovieReader):
         Frame rate when neither the dataset nor the file has an ``fps``/``frame_rate`` attribute.
     """
 
-    def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None) -> None:
-        try:
-            self._file = h5py.File(path, "r")
+    def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None,
+                 handle: BinaryIO | None = None) -> None:  # fmt: skip
+        try:  # ``handle``: an open file (fsspec) read instead of ``path``; closed with the reader
+            self._handle = handle
+            self._file = h5py.File(handle if handle is not None else path, "r")
         except OSError as exc:
             raise MovieFormatError(
                 f"{path.name!r} looks like HDF5 but could not be opened ({exc}); the file may be "
@@ -92,3 +95,5 @@ class Hdf5Movie(MovieReader):
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+        if self._handle is not None:
+            self._handle.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -13,9 +14,14 @@ from model.io.errors import MovieFormatError
 class NpyMovie(MovieReader):
     """A ``(T, H, W)`` array saved with :func:`numpy.save`, read through a memory map."""
 
-    def __init__(self, path: Path, *, fps: float | None = None) -> None:
+    def __init__(self, path: Path, *, fps: float | None = None,
+                 handle: BinaryIO | None = None) -> None:  # fmt: skip
+        self._handle = handle
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if handle is not None:
+                array = _HandleArray(path, handle)
+            else:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
             text = str(exc)
             if "pickle" in text.lower() or "object" in text.lower():
@@ -27,7 +33,7 @@ class NpyMovie(MovieReader):
             raise MovieFormatError(f"{path.name!r} is not a usable .npy movie: {reason}") from exc
         except (OSError, EOFError) as exc:
             raise MovieFormatError(f"{path.name!r} is not a usable .npy movie: {exc}") from exc
-        if not isinstance(array, np.ndarray):
+        if not isinstance(array, np.ndarray | _HandleArray):
             raise MovieFormatError(f"{path.name!r} holds several arrays; save one (T, H, W) array")
         self._array = array
         shape = tuple(int(n) for n in array.shape)
@@ -51,3 +57,34 @@ class NpyMovie(MovieReader):
         self._array = None  # type: ignore[assignment]
         if mm is not None:
             mm.close()
+        if self._handle is not None:
+            self._handle.close()
+
+
+class _HandleArray:
+    """A C-ordered ``.npy`` array in an open file (fsspec), read by byte ranges of frames."""
+
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)  # fmt: skip
+        shape, fortran, dtype = read_header(handle)
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        if fortran and len(shape) > 1:
+            raise MovieFormatError(f"{path.name!r} is stored in Fortran order; save it with "
+                                   "numpy.save from a C-ordered array to read it remotely")
+        self._handle, self._offset = handle, handle.tell()
+        self.shape, self.dtype = tuple(shape), dtype
+        self._frame = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        handle.seek(0, 2)
+        if handle.tell() < self._offset + self._frame * (shape[0] if shape else 1):
+            raise ValueError("mmap length is greater than file size")
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        frames, y, x = key
+        t0, t1, _ = frames.indices(self.shape[0])
+        self._handle.seek(self._offset + t0 * self._frame)
+        data = self._handle.read((t1 - t0) * self._frame)
+        block = np.frombuffer(data, dtype=self.dtype).reshape(t1 - t0, *self.shape[1:])
+        return block[:, y, x]

@@ -16,6 +16,7 @@ despite the schema, and that file is read as stored.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -67,9 +68,11 @@ class NwbMovie(MovieReader):
         Frame rate when the series has timestamps instead of a rate.
     """
 
-    def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None) -> None:
-        try:
-            self._file = h5py.File(path, "r")
+    def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None,
+                 handle: BinaryIO | None = None) -> None:  # fmt: skip
+        try:  # ``handle``: an open file (fsspec) read instead of ``path``; closed with the reader
+            self._handle = handle
+            self._file = h5py.File(handle if handle is not None else path, "r")
         except OSError as exc:
             raise MovieFormatError(f"{path.name!r} could not be opened as NWB ({exc})") from exc
         try:
@@ -118,3 +121,5 @@ class NwbMovie(MovieReader):
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+        if self._handle is not None:
+            self._handle.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 from model.io.base import MovieReader
 from model.io.errors import MovieFormatError, UnsupportedFormatError
+from model.io.remote import is_url
 
 MIN_FRAMES = 2
 """Fewest frames any reader accepts; the network needs more (see the model card's ``T``)."""
@@ -104,7 +105,8 @@ OPTIONS = {
 """Options each format understands; others are ignored (a job's options suit any format)."""
 
 
-def open_movie(path: str | os.PathLike[str], **options: Any) -> MovieReader:
+def open_movie(path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None,
+               **options: Any) -> MovieReader:  # fmt: skip
     """Open a movie lazily; only the header is read here.
 
     Parameters
@@ -114,6 +116,11 @@ def open_movie(path: str | os.PathLike[str], **options: Any) -> MovieReader:
         TIFF files (one movie, natural name order), a ``.npy`` file, an HDF5 file, an NWB file
         (``TwoPhotonSeries``), a Scanbox ``.sbx`` file (with its ``.mat``), or a Zarr
         array/group directory. The format is recognised from the content, not the name.
+        An fsspec URL (``s3://bucket/key.tif``, ``https://...``) is read remotely, by ranges
+        (:mod:`model.io.remote`): a TIFF, HDF5, NWB or ``.npy`` file, or a Zarr store.
+    storage_options
+        fsspec options of a URL's protocol (endpoint, region; credentials come from the
+        environment).
     **options
         ``fps`` (float): frame rate when the file records none; ``dataset`` (str): the movie's
         dataset in an HDF5 file or its ``TwoPhotonSeries`` in an NWB file; ``array`` (str): the
@@ -130,13 +137,19 @@ def open_movie(path: str | os.PathLike[str], **options: Any) -> MovieReader:
     MovieFormatError
         The file is not a usable movie; the message says why.
     """
-    path = Path(path)
-    kind = sniff_format(path)
     given = {k: v for k, v in options.items() if v is not None}
-    if kind == "zarr" and "dataset" in given:
-        given.setdefault("array", given.pop("dataset"))
-    kwargs = {k: v for k, v in given.items() if k in OPTIONS[kind]}
-    reader = _READERS[kind](path, **kwargs)
+    if is_url(path):
+        from model.io.remote import open_url
+
+        reader = open_url(str(path), storage_options=storage_options, **given)
+        path = reader.path
+    else:
+        path = Path(path)
+        kind = sniff_format(path)
+        if kind == "zarr" and "dataset" in given:
+            given.setdefault("array", given.pop("dataset"))
+        kwargs = {k: v for k, v in given.items() if k in OPTIONS[kind]}
+        reader = _READERS[kind](path, **kwargs)
     if reader.shape[0] < MIN_FRAMES:
         reader.close()
         raise MovieFormatError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -99,17 +100,26 @@ class TiffMovie(MovieReader):
         (from 0; default plane 0). ``planes`` and ``channels`` tell how many the file has.
     fps
         Frame rate to use when the file does not record one.
+    handle
+        An open binary file to read instead of ``path`` (e.g. an fsspec file of a remote movie;
+        ``path`` then only names it). It is closed with the reader.
     """
 
     def __init__(
         self, path: Path, *, channel: int | None = None, plane: int | None = None,
-        fps: float | None = None,
+        fps: float | None = None, handle: BinaryIO | None = None,
     ) -> None:  # fmt: skip
+        self._handle = handle
         try:
             # tifffile's own ScanImage series miscounts pages of files without the binary SI
             # header; the generic series plus the metadata parsed here covers both kinds.
-            self._tif = tifffile.TiffFile(path, is_scanimage=False)
+            if handle is not None:  # an open file (fsspec: read by ranges), never memory-mapped
+                self._tif = tifffile.TiffFile(handle, name=path.name, is_scanimage=False)
+            else:
+                self._tif = tifffile.TiffFile(path, is_scanimage=False)
         except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+            if handle is not None:
+                handle.close()
             raise MovieFormatError(
                 f"{path.name!r} looks like a TIFF but could not be read ({exc}); "
                 "the file may be truncated or damaged"
@@ -121,7 +131,7 @@ class TiffMovie(MovieReader):
             super().__init__(path, shape=shape, dtype=dtype, fps=self._fps() or fps)
             self._memmap = self._try_memmap()
         except BaseException:
-            self._tif.close()
+            self.close()
             raise
 
     def _scanimage_text(self) -> str:
@@ -247,7 +257,7 @@ class TiffMovie(MovieReader):
 
     def _try_memmap(self) -> np.memmap | None:
         series = self._tif.series[0]
-        if series.dataoffset is None:
+        if series.dataoffset is None or self._handle is not None:
             return None
         dtype = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
         try:
@@ -282,3 +292,5 @@ class TiffMovie(MovieReader):
     def close(self) -> None:
         self._memmap = None
         self._tif.close()
+        if self._handle is not None:
+            self._handle.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -14,9 +15,9 @@ from model.io.errors import MovieFormatError
 class ZarrMovie(MovieReader):
     """A ``(T, H, W)`` Zarr array; ``array`` names it inside a group when there are several."""
 
-    def __init__(self, path: Path, *, array: str | None = None) -> None:
-        try:
-            node = zarr.open(store=str(path), mode="r")
+    def __init__(self, path: Path, *, array: str | None = None, store: Any = None) -> None:
+        try:  # ``store``: a Zarr store to read instead of ``path`` (e.g. an FsspecStore)
+            node = zarr.open(store=store if store is not None else str(path), mode="r")
         except Exception as exc:  # zarr raises many types for a bad store
             raise MovieFormatError(f"{path.name!r} is not a readable Zarr store ({exc})") from exc
         node = _pick_array(path, node, array)

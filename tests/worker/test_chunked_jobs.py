@@ -160,6 +160,33 @@ def test_a_zipped_tiff_series_uploaded_in_one_request(client: httpx.Client, make
     assert result.attrs["input"]["source"]["movie_in_archive"] == "mouse7"
 
 
+def test_a_movie_from_an_s3_url(client: httpx.Client, settings: Settings, s3_server: str,
+                               make_movie) -> None:  # fmt: skip
+    """The API checks the URL and reads the header through fsspec; the worker reads the windows
+    by range requests from the S3 server, with credentials from its environment."""
+    import boto3
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, make_movie(100, 40, 40, seed=6), imagej=True,
+                     metadata={"axes": "TYX", "fps": 25})  # fmt: skip
+    bucket = settings.remote_allowed_prefixes[0].split("/")[2]
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").put_object(
+        Bucket=bucket, Key="rigs/rig5/mouse3.tif", Body=buffer.getvalue())
+    url = f"s3://{bucket}/rigs/rig5/mouse3.tif"
+    response = client.post("/v1/jobs", json={"source": {"url": url},
+                                             "params": {"motion_correction": False}})  # fmt: skip
+    assert response.status_code == 202, response.text
+    job = wait_job(client.get, response.json()["id"], timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["movie"]["shape"] == [100, 40, 40] and job["movie"]["fps"] == 25.0
+    assert job["source"] == {"kind": "url", "url": url}
+    result = zarr.open_group(client.get(f"/v1/jobs/{job['id']}/result").json()["path"], mode="r")
+    assert result["traces"].shape[1] == 100
+    refused = client.post("/v1/jobs", json={"source": {"url": f"s3://{bucket}/elsewhere/x.tif"}})
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     calls: ClassVar[list[dict]] = []
 

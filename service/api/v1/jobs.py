@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from caimx.job_params import JobParams, MovieOptions, engine_overrides
 from caimx.jobs import Job, JobState, JobStore
 from caimx.queue import TASK_PREPARE_JOB, TASK_WEBHOOK, send
+from caimx.remote import storage_options
 from caimx.upload_store import UploadStore
 from service import idempotency, limits
 from service.archives import unpack_upload
@@ -56,6 +57,8 @@ UPLOAD_BODY = {
                                "value": JobCreate.model_config["json_schema_extra"]["examples"][1]},
                     "plane": {"summary": "One plane and channel of a ScanImage fast-z recording",
                               "value": JobCreate.model_config["json_schema_extra"]["examples"][2]},
+                    "url": {"summary": "A movie in an object store (fsspec URL)",
+                            "value": JobCreate.model_config["json_schema_extra"]["examples"][3]},
                 },
             },
             "multipart/form-data": {
@@ -213,9 +216,10 @@ async def submit_job(
                     "this service has no CAIMX_WEBHOOK_SECRET, so it cannot sign webhooks; "
                     "leave webhook_url out"
                 )
-            source = await run_in_threadpool(
-                lambda: resolve_source(create.source, roots=settings.allowed_roots, uploads=uploads)
-            )
+            source = await run_in_threadpool(lambda: resolve_source(
+                create.source, roots=settings.allowed_roots, uploads=uploads,
+                remote_prefixes=settings.remote_allowed_prefixes,
+                remote_options=settings.remote_options))  # fmt: skip
             params, webhook = create.params, create.webhook_url
         else:
             source, params, folder = await _from_multipart(request, settings, job_id)
@@ -225,6 +229,8 @@ async def submit_job(
         source = await run_in_threadpool(unpack_upload, source,
                                          max_bytes=settings.max_upload_bytes)  # fmt: skip
         options = {**source.options, "fps": params.fps}
+        if source.record.get("kind") == "url":
+            options["storage_options"] = storage_options(str(source.path), settings.remote_options)
         facts = await run_in_threadpool(lambda: inspect_movie(source.path, **options))
         job = await run_in_threadpool(_create, store, job_id, model.name, source, params,
                                       str(webhook) if webhook else None, facts,
