@@ -51,12 +51,14 @@ TUS = {"Tus-Resumable": "1.0.0"}
 BLOCK = 4 << 20
 
 
-def start_serve(folder: Path, port: int) -> tuple[subprocess.Popen, str]:
+def start_serve(folder: Path, port: int, api_workers: int) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIMX_")}
     env.update(CAIMX_DATA_DIR=str(folder / "data"), CAIMX_AUTH_ENABLED="true",
                CAIMX_MAX_ACTIVE_JOBS_PER_USER="0", PYTHONUNBUFFERED="1")  # fmt: skip
     log = folder / "serve.log"
-    process = subprocess.Popen([*CAIMX, "serve", "--no-worker", "--port", str(port)], env=env,
+    command = [*CAIMX, "serve", "--no-worker", "--port", str(port), "--api-workers",
+               str(api_workers)]  # fmt: skip
+    process = subprocess.Popen(command, env=env,
                                cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 60
@@ -158,7 +160,8 @@ async def run(args: argparse.Namespace, base: str, key: str, job_ids: list[str])
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.seconds + 120)
     elapsed = time.monotonic() - start
     report: dict = {"seconds": round(elapsed, 1), "clients": args.clients, "kinds": {},
-                    "uploaders": args.uploaders, "think_ms": args.think_ms}  # fmt: skip
+                    "uploaders": args.uploaders, "think_ms": args.think_ms,
+                    "api_workers": args.api_workers}  # fmt: skip
     total = 0
     for kind, values in sorted(rec.latency.items()):
         if kind == "upload-bytes":
@@ -186,11 +189,12 @@ def main() -> int:
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--upload-mb", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=30, help="queued jobs the clients poll")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="caimx-load-"))
     port = free_port()
-    serve, redis_url = start_serve(folder, port)
+    serve, redis_url = start_serve(folder, port, args.api_workers)
     base = f"http://127.0.0.1:{port}"
     try:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
