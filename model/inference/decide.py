@@ -1,8 +1,10 @@
 """Which network channels become neurons.
 
-A channel of one patch is only a *candidate* when its opened mask has at least ``min_area`` pixels
-above ``mask_threshold`` inside the real frame. After stitching, a *neuron* is kept when all of
-these hold (each threshold a :class:`~model.inference.params.DecideParams` field):
+Each connected part (4-connected pixels above ``mask_threshold``, inside the real frame) of one
+channel's opened mask is a *candidate* when it has at least ``min_area`` pixels: the network can
+put two separate somata in one channel, and each becomes its own candidate. After stitching, a
+*neuron* is kept when all of these hold (each threshold a
+:class:`~model.inference.params.DecideParams` field):
 
 - its footprint area is in ``[min_area, max_area]``;
 - it was detected in at least ``min_windows`` temporal windows;
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from model.inference.params import DecideParams
 
@@ -96,6 +99,28 @@ def transient_snr(trace: np.ndarray) -> float:
     return float(spread / noise) if noise > 0 else (float("inf") if spread > 0 else 0.0)
 
 
+def mask_components(mask: np.ndarray, threshold: float,
+                    min_area: int) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """The connected parts of one channel's binarized mask, each as one candidate.
+
+    The network sometimes spends one channel on two or more separate somata (seen with the
+    published mini weights whenever a patch holds several active cells); taken whole, such a
+    channel is one "neuron" whose centroid lies between the cells. Each 4-connected part of
+    ``mask > threshold`` with at least ``min_area`` pixels is returned as ``(y0, y1, x0, x1, on)``:
+    its bounding box in patch coordinates and its boolean mask inside that box.
+    """
+    labels, _ = ndimage.label(mask > threshold)
+    parts = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        on = labels[box] == index
+        if on.sum() < min_area:
+            continue
+        parts.append((box[0].start, box[0].stop, box[1].start, box[1].stop, on))
+    return parts
+
+
 def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *,
                      origin: tuple[int, int], frame_shape: tuple[int, int], span: np.ndarray,
                      offset: int, params: DecideParams) -> Candidates:
@@ -129,19 +154,16 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
         for n in range(footprints.shape[1]):
             mask = footprints[b, n, :h, :w]
-            on = mask > params.mask_threshold
-            if on.sum() < max(params.min_area, 1):
-                continue
-            ys, xs = np.nonzero(on)
-            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            pixels = block_data[:, oy + y0:oy + y1, ox + x0:ox + x1][:, on[y0:y1, x0:x1]]
-            raw = pixels.mean(axis=1)[offset:offset + length]
-            rows["tile"].append(tile.index)
-            rows["channel"].append(n)
-            rows["bbox"].append((tile.y0 + y0, tile.x0 + x0, y1 - y0, x1 - x0))
-            rows["masks"].append(np.where(on[y0:y1, x0:x1], mask[y0:y1, x0:x1], 0.0).ravel())
-            rows["traces"].append(traces[b, n] * span[first + b])
-            rows["snr"].append(transient_snr(raw))
+            for y0, y1, x0, x1, on in mask_components(mask, params.mask_threshold,
+                                                      max(params.min_area, 1)):
+                pixels = block_data[:, oy + y0:oy + y1, ox + x0:ox + x1][:, on]
+                raw = pixels.mean(axis=1)[offset:offset + length]
+                rows["tile"].append(tile.index)
+                rows["channel"].append(n)
+                rows["bbox"].append((tile.y0 + y0, tile.x0 + x0, y1 - y0, x1 - x0))
+                rows["masks"].append(np.where(on, mask[y0:y1, x0:x1], 0.0).ravel())
+                rows["traces"].append(traces[b, n] * span[first + b])
+                rows["snr"].append(transient_snr(raw))
     if not rows["tile"]:
         return Candidates.empty(length)
     sizes = [m.size for m in rows["masks"]]

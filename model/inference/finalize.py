@@ -86,7 +86,7 @@ def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: Inference
         cands = Candidates.concat(parts, plan.trace_length)
         n_candidates += len(cands)
         found = merge_tiles(_filter(cands, params.decide), decide=params.decide,
-                            stitch=params.stitch)
+                            stitch=params.stitch, plan=plan)
         link_window(neurons, window.index, found, plan, decide=params.decide, stitch=params.stitch)
     return merge_duplicates(neurons, decide=params.decide, stitch=params.stitch), n_candidates
 

@@ -1,4 +1,4 @@
-"""Rigid motion correction: phase correlation of each frame against one reference image."""
+"""Rigid motion correction: cross-correlation of each frame with one reference image."""
 
 from __future__ import annotations
 
@@ -19,9 +19,37 @@ def reference_image(movie, *, params: MotionParams) -> np.ndarray:
     return (total / len(idx)).astype(np.float32)
 
 
+def _lags(n: int, max_shift: int) -> np.ndarray:
+    """Indices of the circular lags ``-max_shift .. max_shift`` on an axis of length ``n``."""
+    m = min(max_shift, (n - 1) // 2)
+    return np.arange(-m, m + 1) % n
+
+
+def significance_threshold(n_pixels: int, max_shift: int) -> float:
+    """How much better than no shift (correlation coefficient) the best shift must match.
+
+    For a frame that shares no structure with the reference (pure noise: e.g. an unstructured
+    background while no cell is active), the coefficient at each of the ``M = (2 max_shift + 1)^2``
+    tried shifts is about normal with standard deviation ``1 / sqrt(n_pixels)``, and the best of
+    them reaches about ``sqrt(2 ln M) / sqrt(n_pixels)``; the same holds for a frame whose only
+    structure matches the reference equally well at several shifts (one active cell among
+    look-alike cells). The best shift must beat staying in place (or 0, when the coefficient there
+    is negative) by 3 such deviations more, or the frame is left in place: otherwise such frames
+    get random shifts up to ``max_shift``.
+    """
+    tried = (2 * max_shift + 1) ** 2
+    return float((np.sqrt(2.0 * np.log(max(tried, 2))) + 3.0) / np.sqrt(n_pixels))
+
+
 def estimate_shifts(frames: np.ndarray, reference: np.ndarray, *,
                     params: MotionParams) -> np.ndarray:
     """Shift ``(dy, dx)`` that aligns each frame to the reference.
+
+    The cross-correlation of the mean-free frame with the mean-free reference is searched for its
+    peak within ``max_shift`` pixels; the peak's correlation coefficient must beat the one at no
+    shift by :func:`significance_threshold`, or the frame is not moved (shift 0). With
+    ``upsample`` > 1 the peak is refined by :func:`skimage.registration.phase_cross_correlation`
+    (kept when it stays within a pixel of the integer peak).
 
     Parameters
     ----------
@@ -32,16 +60,41 @@ def estimate_shifts(frames: np.ndarray, reference: np.ndarray, *,
     Returns
     -------
     ndarray, shape (t, 2), float64
-        Shifts in pixels, clipped to ``params.max_shift``.
+        Shifts in pixels, at most ``params.max_shift`` in each direction; ``ndimage.shift(frame,
+        shift)`` moves the frame onto the reference.
     """
     shifts = np.zeros((frames.shape[0], 2), dtype=np.float64)
-    ref_fft = np.fft.fft2(reference)
+    if params.max_shift == 0:
+        return shifts
+    h, w = reference.shape
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = ref - ref.mean()
+    ref_norm = np.sqrt(np.sum(ref * ref))
+    if ref_norm == 0:
+        return shifts
+    ref_fft = np.fft.fft2(ref)
+    ly, lx = _lags(h, params.max_shift), _lags(w, params.max_shift)
+    threshold = significance_threshold(h * w, params.max_shift)
     for i, frame in enumerate(frames):
-        shift, _, _ = phase_cross_correlation(
-            ref_fft, np.fft.fft2(frame), upsample_factor=params.upsample, space="fourier",
-            normalization=None,
-        )
-        shifts[i] = shift
+        f = np.asarray(frame, dtype=np.float64)
+        f = f - f.mean()
+        norm = np.sqrt(np.sum(f * f)) * ref_norm
+        if norm == 0:
+            continue
+        cc = np.fft.ifft2(ref_fft * np.conj(np.fft.fft2(f))).real[np.ix_(ly, lx)] / norm
+        iy, ix = np.unravel_index(int(np.argmax(cc)), cc.shape)
+        if cc[iy, ix] - max(float(cc[0, 0]), 0.0) < threshold:
+            continue  # no better than staying in place, beyond what noise gives
+        best = np.array([ly[iy] if ly[iy] <= h // 2 else ly[iy] - h,
+                         lx[ix] if lx[ix] <= w // 2 else lx[ix] - w], dtype=np.float64)
+        if params.upsample > 1:
+            fine, _, _ = phase_cross_correlation(
+                ref_fft, np.fft.fft2(f), upsample_factor=params.upsample, space="fourier",
+                normalization=None,
+            )
+            if np.all(np.abs(fine - best) <= 1.0):
+                best = fine
+        shifts[i] = best
     return np.clip(shifts, -params.max_shift, params.max_shift)
 
 

@@ -165,6 +165,11 @@ class StitchParams:
         "channels on one soma); genuinely overlapping somata overlap far less.",
         0.0, 1.0,
     )
+    same_patch_containment: float = _p(
+        0.8, "Share of the smaller of two channels' footprints (one patch) inside the larger one "
+        "that also makes them one neuron: a tight and a loose mask of one soma.",
+        0.0, 1.0,
+    )
 
     def __post_init__(self) -> None:
         _check_bounds(self)

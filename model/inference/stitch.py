@@ -3,13 +3,16 @@
 Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 
 1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their
-   binarized footprints have IoU >= ``merge_iou``, or when at least ``merge_containment`` of the
-   smaller one lies inside the larger one (a neuron cut by a tile border is a part of the same
-   neuron seen whole by the neighbouring tile). Merging is transitive (union-find). Two channels of
-   one patch merge only when their IoU reaches ``same_patch_iou``: the network usually separates
-   neighbours itself, but sometimes spends two channels on one soma. The merged
-   footprint is the mean of the members' masks over the members that detected each pixel; the
-   window's trace is the mean of the members' traces.
+   binarized footprints, compared inside the part of the frame both tiles see, have IoU >=
+   ``merge_iou``, or when at least ``merge_containment`` of the smaller one lies inside the larger
+   one (a neuron cut by a tile border is a part of the same neuron seen whole by the neighbouring
+   tile). Merging is transitive (union-find). Two channels of one patch merge only when their IoU
+   reaches ``same_patch_iou`` or ``same_patch_containment`` of the smaller lies inside the larger:
+   the network usually separates neighbours itself, but sometimes spends two channels on one soma.
+   The merged footprint is the mean of the members' masks over the members that detected each
+   pixel, and the window's trace the mean of the members' traces, both over the members that no
+   interior tile border cut when there is one (a cell seen in part is placed a few pixels inward
+   by the network).
 2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint
    IoU >= ``link_iou``, best pairs first, one to one; an unmatched window neuron starts a new
    neuron.
@@ -45,8 +48,16 @@ class Footprint:
         return self.y0, self.x0, self.y0 + self.values.shape[0], self.x0 + self.values.shape[1]
 
 
-def iou_and_containment(a: Footprint, b: Footprint, threshold: float) -> tuple[float, float]:
-    """IoU and ``|a & b| / min(|a|, |b|)`` of the two binarized (``> threshold``) footprints."""
+def iou_and_containment(a: Footprint, b: Footprint, threshold: float,
+                        region: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
+    """IoU and ``|a & b| / min(|a|, |b|)`` of the two binarized (``> threshold``) footprints.
+
+    ``region`` ``(y0, x0, y1, x1)``: compare only the pixels inside it (the part of the frame two
+    tiles both see), so a footprint cut by one tile's border is compared with the part of the other
+    tile's footprint that the first tile could see.
+    """
+    if region is not None:
+        a, b = clip(a, region), clip(b, region)
     ay0, ax0, ay1, ax1 = a.box
     by0, bx0, by1, bx1 = b.box
     na, nb = int((a.values > threshold).sum()), int((b.values > threshold).sum())
@@ -57,6 +68,14 @@ def iou_and_containment(a: Footprint, b: Footprint, threshold: float) -> tuple[f
     sb = b.values[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] > threshold
     inter = int((sa & sb).sum())
     return inter / (na + nb - inter), inter / min(na, nb)
+
+
+def clip(fp: Footprint, region: tuple[int, int, int, int]) -> Footprint:
+    """The part of ``fp`` inside ``region`` ``(y0, x0, y1, x1)`` (possibly empty)."""
+    fy0, fx0, fy1, fx1 = fp.box
+    y0, x0 = max(fy0, region[0]), max(fx0, region[1])
+    y1, x1 = max(min(fy1, region[2]), y0), max(min(fx1, region[3]), x0)
+    return Footprint(y0, x0, fp.values[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0])
 
 
 def _accumulate(total: Footprint | None, count: Footprint | None, fp: Footprint,
@@ -133,26 +152,68 @@ def _boxes_overlap(boxes: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def merge_tiles(cands: Candidates, *, decide: DecideParams,
-                stitch: StitchParams) -> list[WindowNeuron]:
-    """Merge one window's candidates from overlapping tiles into window neurons (rule 1)."""
+#: A candidate whose mask reaches this many pixels from a tile side that is not a frame edge was
+#: cut by the tile border (or pulled inward by the network, which does that to cells it sees
+#: only in part); see :func:`cut_by_tile`.
+CUT_BAND = 2
+
+
+def tile_boxes(plan: Plan) -> np.ndarray:
+    """``(n_tiles, 4)`` int64: ``(y0, x0, y1, x1)`` of each tile, clipped to the real frame."""
+    _, height, width = plan.movie_shape
+    size = plan.patch[1]
+    return np.array([(t.y0, t.x0, min(t.y0 + size, height), min(t.x0 + size, width))
+                     for t in plan.tiles], dtype=np.int64).reshape(-1, 4)
+
+
+def cut_by_tile(bbox: np.ndarray, box: np.ndarray, frame: tuple[int, int]) -> bool:
+    """Whether a mask with ``bbox`` ``(y0, x0, h, w)`` reaches a border of its tile ``box``
+    ``(y0, x0, y1, x1)`` (within :data:`CUT_BAND` pixels) that is not an edge of the frame."""
+    y0, x0, h, w = (int(v) for v in bbox)
+    ty0, tx0, ty1, tx1 = (int(v) for v in box)
+    return bool((ty0 > 0 and y0 < ty0 + CUT_BAND) or (tx0 > 0 and x0 < tx0 + CUT_BAND)
+                or (ty1 < frame[0] and y0 + h > ty1 - CUT_BAND)
+                or (tx1 < frame[1] and x0 + w > tx1 - CUT_BAND))
+
+
+def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams,
+                plan: Plan | None = None) -> list[WindowNeuron]:
+    """Merge one window's candidates from overlapping tiles into window neurons (rule 1).
+
+    With the ``plan``, candidates of two tiles are compared only inside the part of the frame both
+    tiles see, and a neuron's footprint and trace come from the candidates that no interior tile
+    border cut (:func:`cut_by_tile`) whenever there is one: the network places cells it sees only
+    in part a few pixels inward, and averaging such a view with a whole one moves the footprint.
+    """
     fps = [Footprint(int(b[0]), int(b[1]), cands.mask(i)) for i, b in enumerate(cands.bbox)]
+    boxes = tile_boxes(plan) if plan is not None else None
+    cut = np.zeros(len(cands), bool)
+    if plan is not None:
+        frame = plan.movie_shape[1:]
+        cut = np.array([cut_by_tile(cands.bbox[i], boxes[cands.tile[i]], frame)
+                        for i in range(len(cands))], bool)
     uf = _UnionFind(len(cands))
     for i, j in _boxes_overlap(cands.bbox):
-        iou, contained = iou_and_containment(fps[i], fps[j], decide.mask_threshold)
-        if cands.tile[i] == cands.tile[j]:
-            same = iou >= stitch.same_patch_iou
+        same_tile = cands.tile[i] == cands.tile[j]
+        region = None
+        if boxes is not None and not same_tile:
+            a, b = boxes[cands.tile[i]], boxes[cands.tile[j]]
+            region = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+        iou, contained = iou_and_containment(fps[i], fps[j], decide.mask_threshold, region)
+        if same_tile:
+            same = iou >= stitch.same_patch_iou or contained >= stitch.same_patch_containment
         else:
             same = iou >= stitch.merge_iou or contained >= stitch.merge_containment
         if same:
             uf.union(i, j)
     neurons = []
     for members in uf.groups():
+        whole = [m for m in members if not cut[m]] or members
         total = count = None
-        for m in members:
+        for m in whole:
             total, count = _accumulate(total, count, fps[m], (fps[m].values > 0).astype(np.float32))
         neurons.append(WindowNeuron(
-            footprint=_mean(total, count), trace=cands.traces[members].mean(axis=0),
+            footprint=_mean(total, count), trace=cands.traces[whole].mean(axis=0),
             tiles=frozenset(int(cands.tile[m]) for m in members),
             snr=float(cands.snr[members].max()),
         ))
@@ -198,7 +259,12 @@ def _tile_arrays(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
 
 def covering_tiles(plan: Plan, point: tuple[float, float], margin: int,
                    origins: tuple[np.ndarray, np.ndarray] | None = None) -> frozenset[int]:
-    """Tiles holding ``point`` at least ``margin`` pixels inside each side that is no frame edge."""
+    """Tiles holding ``point`` at least ``margin`` pixels inside each side that is no frame edge.
+
+    When ``2 * margin`` exceeds the tile overlap, points between the margins of two neighbouring
+    tiles are that far inside none of them; those are covered by every tile that holds them
+    (otherwise a neuron there had no covering tile and passed the tile-evidence rule unexamined).
+    """
     _, height, width = plan.movie_shape
     size = plan.patch[1]
     cy, cx = point
@@ -206,7 +272,10 @@ def covering_tiles(plan: Plan, point: tuple[float, float], margin: int,
     y1, x1 = np.minimum(y0 + size, height), np.minimum(x0 + size, width)
     inside_y = ((y0 == 0) | (cy - y0 >= margin)) & ((y1 == height) | (y1 - 1 - cy >= margin))
     inside_x = ((x0 == 0) | (cx - x0 >= margin)) & ((x1 == width) | (x1 - 1 - cx >= margin))
-    hit = (y0 <= cy) & (cy < y1) & (x0 <= cx) & (cx < x1) & inside_y & inside_x
+    within = (y0 <= cy) & (cy < y1) & (x0 <= cx) & (cx < x1)
+    hit = within & inside_y & inside_x
+    if not hit.any():  # between the margins of neighbouring tiles: every tile holding the point
+        hit = within
     return frozenset(np.nonzero(hit)[0].tolist())
 
 

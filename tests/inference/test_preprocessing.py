@@ -45,6 +45,37 @@ def test_rigid_shift_is_recovered():
     np.testing.assert_allclose(fixed[0, 5:-5, 5:-5], reference[5:-5, 5:-5])
 
 
+def test_frames_without_shared_structure_stay_in_place():
+    rng = np.random.default_rng(2)
+    noise = rng.poisson(20, (50, 48, 48)).astype(np.float32)
+    other = rng.poisson(20, (48, 48)).astype(np.float32)
+    assert not estimate_shifts(noise, other, params=MotionParams()).any()
+    # flat background, three cells without resting brightness flashing at their own times (the
+    # service tests' movie): a frame with one active cell matches the mean image about as well
+    # when moved onto another cell, which used to give shifts up to max_shift in 30 of 120 frames
+    yy, xx = np.mgrid[:48, :48]
+    movie = rng.poisson(20, (120, 48, 48)).astype(np.float32)
+    kernel = np.exp(-np.arange(20) / 5.0)
+    for cy, cx in ((12, 12), (30, 32), (36, 9)):
+        spikes = np.zeros(120)
+        spikes[rng.integers(0, 110, 6)] = 1.0
+        activity = np.convolve(spikes, kernel)[:120]
+        movie += 200.0 * activity[:, None, None] * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20)
+    shifts = estimate_shifts(movie, movie.mean(axis=0), params=MotionParams())
+    assert np.abs(shifts).max() <= 1.0
+
+
+def test_large_and_subpixel_shifts_of_a_noisy_structured_frame_are_recovered():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :64]
+    reference = (np.sin(yy / 5.0) * np.cos(xx / 7.0) + 0.5 * np.sin((yy + xx) / 3.0)) * 50 + 200
+    moved = np.roll(reference, (-9, 12), axis=(0, 1)) + rng.normal(0, 10, (64, 64))
+    shifts = estimate_shifts(moved[None], reference, params=MotionParams())
+    np.testing.assert_allclose(shifts[0], [9, -12])
+    fine = estimate_shifts(moved[None], reference, params=MotionParams(upsample=10))
+    np.testing.assert_allclose(fine[0], [9, -12], atol=0.15)
+
+
 def test_array_adapter_reads_blocks_and_refuses_wrong_dimensions():
     data = np.arange(2 * 3 * 4).reshape(2, 3, 4)
     movie = as_movie(data)

@@ -123,3 +123,47 @@ def test_covering_tiles_respect_margin_but_not_at_frame_edges():
     plan = small_plan()
     assert covering_tiles(plan, (28.0, 28.0), 4) == {4}
     assert covering_tiles(plan, (1.0, 1.0), 4) == {0}  # frame edges need no margin
+
+
+def _centroid(fp):
+    ys, xs = np.nonzero(fp.values > 0.5)
+    return np.array([ys.mean() + fp.y0, xs.mean() + fp.x0])
+
+
+def _area(fp):
+    return int((fp.values > 0.5).sum())
+
+
+def test_a_cell_cut_by_a_tile_border_is_one_neuron_where_the_whole_view_puts_it():
+    # tiles at 0, 24 and 32: the cell at (30, 12) is whole only in the tile at 24; the tile at 0
+    # sees its top and, as the network does with cells it sees in part, reports it 4 px inward
+    plan = small_plan()
+    whole = disk((64, 64), (30, 12), 4)
+    displaced = disk((64, 64), (26, 12), 4)
+    trace = np.ones(plan.trace_length)
+    by_origin = {(t.y0, t.x0): t.index for t in plan.tiles}
+    items = [(by_origin[(0, 0)], displaced, 2 * trace), (by_origin[(24, 0)], whole, trace),
+             (by_origin[(32, 0)], whole, trace)]
+    found = merge_tiles(candidates_for(plan, items), decide=DECIDE, stitch=STITCH, plan=plan)
+    assert len(found) == 1
+    assert np.abs(_centroid(found[0].footprint) - [30, 12]).max() <= 0.5
+    assert _area(found[0].footprint) == whole.sum()
+    np.testing.assert_allclose(found[0].trace, trace)  # the whole view's trace
+    assert found[0].tiles == {by_origin[(0, 0)], by_origin[(24, 0)], by_origin[(32, 0)]}
+
+
+def test_two_channels_of_one_patch_tight_and_loose_on_one_soma_are_one_neuron():
+    plan = small_plan()
+    loose, tight = disk((64, 64), (12, 12), 6), disk((64, 64), (13, 12), 3)  # IoU about 0.25
+    trace = np.ones(plan.trace_length)
+    found = merge_tiles(candidates_for(plan, [(0, loose, trace), (0, tight, trace)]),
+                        decide=DECIDE, stitch=STITCH, plan=plan)
+    assert len(found) == 1
+
+
+def test_a_point_between_two_tiles_margins_is_covered_by_the_tiles_holding_it():
+    from model.inference.stitch import covering_tiles
+
+    plan = small_plan()  # tiles at 0 and 24 along y: margin 4 covers y <= 27 and y >= 28
+    tiles = covering_tiles(plan, (27.5, 10.0), 4)
+    assert {(plan.tiles[i].y0, plan.tiles[i].x0) for i in tiles} == {(0, 0), (24, 0)}
