@@ -8,7 +8,7 @@ it did not exist), never 403, so ids cannot be probed. With ``auth_enabled`` off
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,7 +28,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key from `caimx users 
 class Principal:
     name: str
     admin: bool
-    limits: UserLimits = UserLimits()
+    limits: UserLimits = field(default_factory=UserLimits)
 
     def may_see(self, owner: str) -> bool:
         return self.admin or (bool(owner) and owner == self.name)
