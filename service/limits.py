@@ -20,6 +20,7 @@ import redis
 from caimx.jobs import JobStore
 from caimx.settings import Settings
 from caimx.upload_store import UploadStore
+from service.archives import unpacked_folder
 from service.auth import Principal
 from service.errors import QuotaExceededError
 
@@ -80,8 +81,11 @@ def _folder_bytes(path: Path) -> int:
 
 
 def stored_bytes(store: JobStore, uploads: UploadStore, settings: Settings, owner: str) -> int:
-    """Bytes ``owner`` keeps on the shared storage: uploads, multipart movies and results."""
-    total = sum(u.length for u in uploads.owned_by(owner))
+    """Bytes ``owner`` keeps on the shared storage: uploads (unpacked archives too), multipart
+    movies and results."""
+    total = 0
+    for upload in uploads.owned_by(owner):  # the file, and the folder an archive unpacked to
+        total += upload.length + _folder_bytes(unpacked_folder(Path(upload.path)))
     for job_id in store.owner_job_ids(owner):
         total += _folder_bytes(settings.results_dir / job_id)
         total += _folder_bytes(settings.uploads_dir / job_id)

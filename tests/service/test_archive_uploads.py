@@ -14,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 import tifffile
 import zarr
 from fastapi.testclient import TestClient
 from userkeys import bearer
 
+from caimx.jobs import JobStore
 from caimx.settings import Settings
+from caimx.upload_store import UploadStore
 from model.io import open_movie
 from service.app import create_app
+from service.limits import stored_bytes
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PROBLEM = "application/problem+json"
@@ -114,7 +118,8 @@ def test_a_zipped_tiff_series_by_multipart(api: TestClient, settings: Settings) 
 
 
 def test_a_zipped_zarr_store_by_tus_used_twice(api: TestClient, settings: Settings,
-                                               tmp_path: Path) -> None:  # fmt: skip
+                                               tmp_path: Path, redis_url: str,
+                                               key_prefix: str) -> None:  # fmt: skip
     frames = movie(seed=1)
     upload_id = tus_upload(api, zarr_zip(frames, tmp_path), "movie.zarr.zip")
     first = api.post("/v1/jobs", json={"source": {"upload_id": upload_id}})
@@ -126,6 +131,18 @@ def test_a_zipped_zarr_store_by_tus_used_twice(api: TestClient, settings: Settin
     second = api.post("/v1/jobs", json={"source": {"upload_id": upload_id}})
     assert second.status_code == 202, second.text
     assert unpacked.stat().st_mtime_ns == made  # unpacked once
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:  # the unpacked folder counts against the storage quota with the archive
+        store = JobStore(client, writer="test", prefix=key_prefix)
+        uploads = UploadStore(client, prefix=key_prefix)
+        unpacked_bytes = sum(f.stat().st_size for f in unpacked.rglob("*") if f.is_file())
+        assert unpacked_bytes > 0
+        kept = stored_bytes(store, uploads, settings, "tester")
+        results = sum(f.stat().st_size for f in settings.results_dir.rglob("*") if f.is_file())
+        assert kept - results == Path(settings.resumable_dir / f"{upload_id}.bin").stat().st_size \
+            + unpacked_bytes
+    finally:
+        client.close()
     assert api.delete(f"/v1/uploads/{upload_id}", headers=TUS).status_code in (204, 409)
 
 
