@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from caimx.remote import is_url
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "canceled")
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -156,12 +158,31 @@ class Client:
     # ---- jobs ---------------------------------------------------------------------------------
 
     def submit(self, movie: str | os.PathLike | Any, *, resumable: bool | None = None,
-               progress: bool = True, idempotency_key: str | None = None,
+               progress: bool = True, idempotency_key: str | None = None, shared: bool = False,
+               plane: int | None = None, channel: int | None = None, dataset: str | None = None,
                **params: Any) -> dict:  # fmt: skip
-        """Queue a movie: a file path (uploaded resumably when the server speaks tus) or a
-        ``(T, H, W)`` array (sent as ``.npy``). ``params`` are job parameters (``model``, ``fps``,
-        ``tile``, ``outputs`` ...). Returns the job (a dict, as ``GET /v1/jobs/{id}``)."""
+        """Queue a movie and return the job (a dict, as ``GET /v1/jobs/{id}``).
+
+        ``movie`` is one of:
+
+        - a local file, uploaded (resumably when the server speaks tus);
+        - a ``(T, H, W)`` array, sent as ``.npy``;
+        - an fsspec URL (``"s3://lab-rigs/mouse12.tif"``, ``"https://..."``), read by the service
+          where it is (under its ``CAIMX_REMOTE_ALLOWED_PREFIXES``); nothing is uploaded;
+        - with ``shared=True``, a path on the service's shared storage (relative to one of its
+          ``CAIMX_ALLOWED_ROOTS``, or absolute inside one); nothing is uploaded.
+
+        ``plane``, ``channel`` (ScanImage, hyperstacks, Scanbox; from 0) and ``dataset`` (HDF5,
+        NWB, Zarr group) say how to read the movie. ``params`` are job parameters (``model``,
+        ``fps``, ``tile``, ``outputs`` ...).
+        """
+        options = {key: value for key, value in (
+            ("plane", plane), ("channel", channel), ("dataset", dataset)) if value is not None}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if is_url(movie) or shared:
+            where = {"url": movie} if is_url(movie) else {"path": os.fspath(movie)}
+            return self.submit_source({**where, **options}, idempotency_key=idempotency_key,
+                                      **params)  # fmt: skip
         if isinstance(movie, str | os.PathLike):
             path = Path(movie)
             if not path.is_file():
@@ -170,7 +191,8 @@ class Client:
                 resumable = self._speaks_tus()
             if resumable:
                 upload_id = self.upload(path, progress=progress)
-                return self.submit_upload(upload_id, idempotency_key=idempotency_key, **params)
+                return self.submit_source({"upload_id": upload_id, **options},
+                                          idempotency_key=idempotency_key, **params)
             name, opener = path.name, path.open
         else:
             import numpy as np
@@ -180,6 +202,8 @@ class Client:
             data = buffer.getvalue()
             name, opener = "array.npy", lambda _mode: io.BytesIO(data)
         fields = {"params": json.dumps(params)} if params else {}
+        if options:
+            fields["source"] = json.dumps(options)
 
         def form() -> dict:
             return {"files": {"file": (name, opener("rb"))}, "data": fields}
@@ -190,9 +214,17 @@ class Client:
     def submit_upload(self, upload_id: str, *, idempotency_key: str | None = None,
                       **params: Any) -> dict:  # fmt: skip
         """Queue a job on a finished resumable upload (see :meth:`upload`)."""
+        return self.submit_source({"upload_id": upload_id}, idempotency_key=idempotency_key,
+                                  **params)  # fmt: skip
+
+    def submit_source(self, source: dict[str, Any], *, idempotency_key: str | None = None,
+                      **params: Any) -> dict:  # fmt: skip
+        """Queue a job on ``source`` as ``POST /v1/jobs`` takes it: one of ``upload_id``,
+        ``path`` (shared storage) and ``url``, with reading options (``plane``, ``channel``,
+        ``dataset``)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self.request("POST", "/v1/jobs", ok=(200, 202), headers=headers, json={
-            "source": {"upload_id": upload_id}, "params": params}).json()  # fmt: skip
+            "source": source, "params": params}).json()  # fmt: skip
 
     def speaks_tus(self) -> bool:
         """Whether the service takes resumable (tus) uploads."""

@@ -37,6 +37,11 @@ def protocol(url: str) -> str:
     return found.group(1).lower() if found else ""
 
 
+def is_url(text: object) -> bool:
+    """An fsspec URL (``s3://...``, ``https://...``) rather than a local path."""
+    return isinstance(text, str) and bool(protocol(text))
+
+
 def canonical(url: str) -> str:
     """Lower-case protocol and host, so prefixes compare as the servers would."""
     scheme = protocol(url)

@@ -186,6 +186,20 @@ def s3_server(s3_endpoint: str) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture
+def s3_put(s3_server: str):
+    """``put(key, data)``: store ``data`` as ``key`` in :data:`S3_BUCKET`; returns its s3:// URL."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+    def put(key: str, data: bytes) -> str:
+        client.put_object(Bucket=S3_BUCKET, Key=key, Body=data)
+        return f"s3://{S3_BUCKET}/{key}"
+
+    return put
+
+
 def process_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIMX_")}
     env.update(

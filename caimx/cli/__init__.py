@@ -54,6 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """``--plane``, ``--channel`` and ``--dataset``: how to read a movie (``source`` of a job)."""
+    parser.add_argument("--plane", type=int, default=None,
+                        help="z-plane of a ScanImage fast-z file or a hyperstack, from 0 "
+                             "(default 0)")
+    parser.add_argument("--channel", type=int, default=None,
+                        help="channel of a ScanImage, hyperstack or Scanbox file, from 0")
+    parser.add_argument("--dataset", default=None,
+                        help="the movie's dataset in an HDF5 file, TwoPhotonSeries in an NWB "
+                             "file, or array in a Zarr group")
+
+
 class CliError(Exception):
     """A user-facing error: printed as one line, no traceback."""
 

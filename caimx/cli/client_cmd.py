@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from caimx.cli import add_reading_options
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None,
@@ -18,11 +20,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add ``submit``, ``status``, ``jobs`` and ``fetch``."""
-    p = subparsers.add_parser("submit", help="upload a movie to the service and queue it",
-                              description="Upload a movie (resumably where the service allows) "
-                                          "and queue a job; prints the job id.")  # fmt: skip
-    p.add_argument("movie", type=Path, nargs="?",
-                   help="movie file (TIFF, .npy, HDF5, NWB, .sbx, ...)")
+    p = subparsers.add_parser(
+        "submit", help="queue a movie on the service (uploaded, on shared storage, or a URL)",
+        description="Queue a job and print its id. A local movie is uploaded (resumably where "
+                    "the service allows); a URL (s3://..., https://...) or, with --shared, a "
+                    "path on the service's storage is read where it is.")  # fmt: skip
+    p.add_argument("movie", nargs="?",
+                   help="movie file (TIFF, .npy, HDF5, NWB, .sbx, ...), or an fsspec URL under "
+                        "the service's CAIMX_REMOTE_ALLOWED_PREFIXES")
+    p.add_argument("--shared", action="store_true",
+                   help="MOVIE is a path on the service's shared storage (relative to one of its "
+                        "CAIMX_ALLOWED_ROOTS); nothing is uploaded")
+    add_reading_options(p)
     p.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     p.add_argument("--watch", type=Path, default=None, metavar="DIR",
                    help="instead of MOVIE: submit every finished movie that appears in DIR, once "
@@ -101,18 +110,24 @@ def _finish(job: dict) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     from caimx.cli import CliError
+    from caimx.remote import is_url
 
     params = json.loads(args.params.read_text(encoding="utf-8")) if args.params else {}
     params.update({k: v for k, v in (("model", args.model), ("fps", args.fps)) if v is not None})
     if args.watch is not None:
+        if args.shared or any(v is not None for v in (args.plane, args.channel, args.dataset)):
+            raise CliError("--shared, --plane, --channel and --dataset name one MOVIE; they do "
+                           "not apply to --watch")
         return _watch(args, params)
     if args.movie is None:
         raise CliError("name a MOVIE, or a folder to watch with --watch DIR")
-    if not args.movie.is_file():
+    if not (args.shared or is_url(args.movie) or Path(args.movie).is_file()):
         raise CliError(f"no movie at {args.movie}")
     with _client(args) as client:
         job = _run(lambda: client.submit(args.movie, progress=not args.quiet,
                                          resumable=False if args.no_resumable else None,
+                                         shared=args.shared, plane=args.plane,
+                                         channel=args.channel, dataset=args.dataset,
                                          **params))  # fmt: skip
         print(job["id"], flush=True)
         if args.wait:

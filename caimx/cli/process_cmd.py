@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from caimx.cli import add_reading_options
+
 
 def register(subparsers) -> None:
     """Add ``process`` and ``evaluate``."""
     p = subparsers.add_parser(
         "process", help="find neurons and traces in a movie (offline, no server)",
         description="Run the inference engine on one movie and write a Zarr v3 result group.")
-    p.add_argument("movie", type=Path, help="movie file (TIFF, .npy, Zarr)")
+    p.add_argument("movie", help="movie file or folder (TIFF, HDF5, NWB, .npy, Zarr...), or an "
+                   "fsspec URL (s3://bucket/key.tif, https://...) read by range requests")
     p.add_argument("-o", "--output", type=Path, required=True, help="result folder (RESULT.zarr)")
     p.add_argument("--model", default=None, help="installed model name (default from settings)")
     p.add_argument("--models-dir", type=Path, default=None, help="folder of installed models")
@@ -25,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-motion-correction", action="store_true",
                    help="skip rigid motion correction (already registered movies)")
     p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
+    add_reading_options(p)
     p.add_argument("--params", type=Path, default=None,
                    help="JSON file of inference parameters (as stored in a result's attributes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,6 +68,19 @@ def _params(args: argparse.Namespace, settings: Any):
         write_denoised=args.denoised or base.write_denoised)
 
 
+def _open_movie(args: argparse.Namespace, settings: Any, **options: Any):
+    """The movie named on the command line: a local file or folder, or a URL, read with the
+    protocol's options from ``CAIMX_REMOTE_OPTIONS`` and credentials from the environment."""
+    from caimx.remote import is_url, storage_options
+    from model.io import open_movie
+
+    options.update(plane=args.plane, channel=args.channel, dataset=args.dataset)
+    if is_url(args.movie):
+        return open_movie(args.movie, **options,
+                          storage_options=storage_options(args.movie, settings.remote_options))
+    return open_movie(Path(args.movie), **options)
+
+
 def run_process(args: argparse.Namespace) -> int:
     from caimx.cli import CliError
     from caimx.settings import get_settings
@@ -72,7 +89,7 @@ def run_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.inference import process_movie
-    from model.io import MovieFormatError, open_movie
+    from model.io import MovieFormatError
     from model.registry import UnknownModelError, resolve_model
     from model.serving import SavedModelPredictor
 
@@ -83,13 +100,13 @@ def run_process(args: argparse.Namespace) -> int:
     except (UnknownModelError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     try:
-        movie = open_movie(args.movie)
+        movie = _open_movie(args, settings)
     except (MovieFormatError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
     predictor = SavedModelPredictor.load(installed.path)
     n_frames = int(movie.shape[0])
     bar = tqdm(total=n_frames, unit="frame", disable=args.quiet, file=sys.stderr,
-               desc=f"{args.movie.name}")
+               desc=movie.path.name)
 
     def progress(done: int, total: int) -> None:
         bar.update(round(n_frames * done / total) - bar.n)
@@ -102,7 +119,7 @@ def run_process(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     finally:
         bar.close()
-    print(f"{summary.n_neurons} neurons in {args.movie.name} ({summary.movie_shape[0]} frames, "
+    print(f"{summary.n_neurons} neurons in {movie.path.name} ({summary.movie_shape[0]} frames, "
           f"{summary.frames_per_s:.1f} frames/s) -> {args.output}")
     return 0
 

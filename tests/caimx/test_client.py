@@ -196,3 +196,63 @@ def test_url_and_key_from_env_or_config_file(tmp_path: Path,
     monkeypatch.setenv("CAIMX_CLIENT_CONFIG", str(tmp_path / "missing.toml"))
     monkeypatch.delenv("CAIMX_URL")
     assert Client().url == "http://127.0.0.1:8000" and Client().headers == {}
+
+
+@pytest.mark.slow
+def test_jobs_on_a_url_and_on_shared_storage(service_url: str, api_key: str, settings: Settings,
+                                             serve_live, s3_put, make_movie, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Nothing is uploaded: the worker reads plane 1 of a ScanImage file from the S3 server, and
+    (from the CLI) one dataset of an HDF5 file on the shared storage."""
+    import h5py
+    from scanimage_files import fastz_movie, fastz_settings, write_scanimage
+
+    movie = make_movie(100, 32, 32, seed=11)
+    write_scanimage(tmp_path / "fastz.tif", fastz_movie([movie, movie + np.uint16(500)]),
+                    fastz_settings(planes=2, flyback=1, volume_rate=10.0))  # fmt: skip
+    url = s3_put("rigs/rig5/fastz_00001.tif", (tmp_path / "fastz.tif").read_bytes())
+    api = Client(service_url, api_key=api_key)
+    job = api.submit(url, plane=1, motion_correction=False, progress=False)
+    assert job["source"] == {"kind": "url", "url": url, "plane": 1}
+    assert (job["movie"]["planes"], job["movie"]["plane"]) == (2, 1)
+    done = api.wait(job, progress=False, poll_s=0.3, timeout_s=300)
+    assert done["state"] == "succeeded", done["error"]
+    result = api.result(job)
+    assert result["traces"].shape[1] == 100 and result.attrs["input"]["layout"]["plane"] == 1
+    assert abs(float(np.mean(result["mean_image"][:])) - (float(movie.mean()) + 500)) < 100
+    with pytest.raises(ApiError) as refused:
+        api.submit(url.replace("/rigs/", "/elsewhere/"), progress=False)
+    assert refused.value.status == 403
+
+    # The reading options travel with uploads too (multipart and tus); these jobs are canceled.
+    for resumable in (False, True):
+        uploaded = api.submit(tmp_path / "fastz.tif", resumable=resumable, plane=1,
+                              progress=False)  # fmt: skip
+        assert uploaded["source"]["plane"] == 1 and uploaded["movie"]["plane"] == 1
+        api.cancel(uploaded)
+
+    roots = tmp_path / "roots"
+    (roots / "rig1").mkdir(parents=True)
+    with h5py.File(roots / "rig1" / "session.h5", "w") as f:
+        f.create_dataset("imaging/raw", data=movie)
+        f.create_dataset("imaging/registered", data=movie + np.uint16(300), chunks=(10, 32, 32))
+    monkeypatch.setenv("CAIMX_API_KEY", api_key)
+    with serve_live(create_app(settings.model_copy(update={"allowed_roots": [roots]}))) as base:
+        assert main(["submit", "--shared", "rig1/session.h5", "--dataset", "imaging/registered",
+                     "--params", str(_json(tmp_path, {"motion_correction": False})),
+                     "--wait", "--quiet", "--url", base]) == 0  # fmt: skip
+        job_id = capsys.readouterr().out.split()[0]
+        shared = Client(base, api_key=api_key).status(job_id)
+    assert shared["state"] == "succeeded"
+    assert shared["source"] == {"kind": "path", "path": "rig1/session.h5",
+                                "dataset": "imaging/registered"}  # fmt: skip
+    assert shared["movie"]["sha256"]  # hashed by the worker: the file was never uploaded
+    assert main(["submit", "rig1/session.h5", "--url", base]) == 2  # not a local file
+    assert "no movie at rig1/session.h5" in capsys.readouterr().err
+
+
+def _json(folder: Path, data: dict) -> Path:
+    path = folder / "params.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
