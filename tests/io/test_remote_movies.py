@@ -26,17 +26,9 @@ BUCKET = "caimx-test-rigs"
 
 
 @pytest.fixture
-def s3(s3_server: str):
+def s3(s3_server: str, s3_put):
     """(storage options, put(key, bytes)) for the session's S3 server."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-
-    def put(key: str, data: bytes) -> str:
-        client.put_object(Bucket=BUCKET, Key=key, Body=data)
-        return f"s3://{BUCKET}/{key}"
-
-    return {"endpoint_url": s3_server}, put
+    return {"endpoint_url": s3_server}, s3_put
 
 
 def frames(t: int = 30, h: int = 20, w: int = 28, seed: int = 0) -> np.ndarray:

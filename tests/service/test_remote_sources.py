@@ -21,19 +21,6 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def put(s3_server: str):
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-
-    def put(key: str, data: bytes) -> str:
-        client.put_object(Bucket=BUCKET, Key=key, Body=data)
-        return f"s3://{BUCKET}/{key}"
-
-    return put
-
-
-@pytest.fixture
 def api(tmp_path: Path, redis_url: str, key_prefix: str, s3_server: str) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", redis_url=redis_url,
                         remote_allowed_prefixes=[f"s3://{BUCKET}/rigs/"],
@@ -56,9 +43,9 @@ def problem(response, status: int) -> dict:
     return response.json()
 
 
-def test_a_url_under_an_allowed_prefix(api: TestClient, put) -> None:
+def test_a_url_under_an_allowed_prefix(api: TestClient, s3_put) -> None:
     data = tiff()
-    url = put("rigs/rig3/mouse12.tif", data)
+    url = s3_put("rigs/rig3/mouse12.tif", data)
     response = api.post("/v1/jobs", json={"source": {"url": url}, "params": {"fps": 10}})
     assert response.status_code == 202, response.text
     job = response.json()
@@ -80,8 +67,9 @@ def test_a_url_under_an_allowed_prefix(api: TestClient, put) -> None:
     (f"s3://{BUCKET}/rigs/missing.tif", 422, "there is no"),
     ("/srv/rigs/mouse.tif", 422, "a URL looks like"),
 ])  # fmt: skip
-def test_urls_that_are_refused(api: TestClient, put, url: str, status: int, words: str) -> None:
-    put("other/mouse.tif", tiff())
+def test_urls_that_are_refused(api: TestClient, s3_put, url: str, status: int,
+                                words: str) -> None:  # fmt: skip
+    s3_put("other/mouse.tif", tiff())
     body = problem(api.post("/v1/jobs", json={"source": {"url": url}}), status)
     assert body["type"].endswith("source-forbidden" if status == 403 else "invalid-source")
     assert words in body["detail"]

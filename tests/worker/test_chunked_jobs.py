@@ -160,19 +160,14 @@ def test_a_zipped_tiff_series_uploaded_in_one_request(client: httpx.Client, make
     assert result.attrs["input"]["source"]["movie_in_archive"] == "mouse7"
 
 
-def test_a_movie_from_an_s3_url(client: httpx.Client, settings: Settings, s3_server: str,
-                               make_movie) -> None:  # fmt: skip
+def test_a_movie_from_an_s3_url(client: httpx.Client, s3_put, make_movie) -> None:
     """The API checks the URL and reads the header through fsspec; the worker reads the windows
     by range requests from the S3 server, with credentials from its environment."""
-    import boto3
-
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, make_movie(100, 40, 40, seed=6), imagej=True,
                      metadata={"axes": "TYX", "fps": 25})  # fmt: skip
-    bucket = settings.remote_allowed_prefixes[0].split("/")[2]
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").put_object(
-        Bucket=bucket, Key="rigs/rig5/mouse3.tif", Body=buffer.getvalue())
-    url = f"s3://{bucket}/rigs/rig5/mouse3.tif"
+    url = s3_put("rigs/rig5/mouse3.tif", buffer.getvalue())
+    bucket = url.split("/")[2]
     response = client.post("/v1/jobs", json={"source": {"url": url},
                                              "params": {"motion_correction": False}})  # fmt: skip
     assert response.status_code == 202, response.text
