@@ -34,7 +34,27 @@ def read_fps(*nodes: h5py.HLObject) -> float | None:
     return None
 
 
-class Hdf5Movie(MovieReader):
+class Hdf5FileMovie(MovieReader):
+    """A movie inside an HDF5 file (plain HDF5 or NWB), opened from its path or from an open file
+    (fsspec) read instead; both are closed with the reader."""
+
+    def _open_file(self, path: Path, handle: BinaryIO | None, failed: str) -> None:
+        """Open the file; if h5py cannot, a :class:`MovieFormatError` says ``failed`` (with
+        ``{exc}``, the reason) after the file's name."""
+        self._handle = handle
+        try:
+            self._file = h5py.File(handle if handle is not None else path, "r")
+        except OSError as exc:
+            raise MovieFormatError(f"{path.name!r} " + failed.format(exc=exc)) from exc
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        if self._handle is not None:
+            self._handle.close()
+
+
+class Hdf5Movie(Hdf5FileMovie):
     """A ``(T, H, W)`` dataset of an HDF5 file.
 
     Parameters
@@ -50,14 +70,8 @@ class Hdf5Movie(MovieReader):
 
     def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None,
                  handle: BinaryIO | None = None) -> None:  # fmt: skip
-        try:  # ``handle``: an open file (fsspec) read instead of ``path``; closed with the reader
-            self._handle = handle
-            self._file = h5py.File(handle if handle is not None else path, "r")
-        except OSError as exc:
-            raise MovieFormatError(
-                f"{path.name!r} looks like HDF5 but could not be opened ({exc}); the file may be "
-                "truncated or damaged"
-            ) from exc
+        self._open_file(path, handle, "looks like HDF5 but could not be opened ({exc}); the "
+                        "file may be truncated or damaged")  # fmt: skip
         try:
             self._data = self._pick(path, dataset)
             super().__init__(path, shape=tuple(int(n) for n in self._data.shape),  # type: ignore[arg-type]
@@ -91,9 +105,3 @@ class Hdf5Movie(MovieReader):
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
         return self._data[t0:t1, y, x]
-
-    def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
-        if self._handle is not None:
-            self._handle.close()

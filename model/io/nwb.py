@@ -21,8 +21,8 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
-from model.io.base import MovieReader
 from model.io.errors import MovieFormatError
+from model.io.hdf5 import Hdf5FileMovie
 
 
 def is_nwb(handle: h5py.File) -> bool:
@@ -54,7 +54,7 @@ def _stored_yx(group: h5py.Group, n1: int, n2: int) -> bool:
     return (width, height) == (n2, n1)
 
 
-class NwbMovie(MovieReader):
+class NwbMovie(Hdf5FileMovie):
     """The imaging data of one ``TwoPhotonSeries``.
 
     Parameters
@@ -70,11 +70,7 @@ class NwbMovie(MovieReader):
 
     def __init__(self, path: Path, *, dataset: str | None = None, fps: float | None = None,
                  handle: BinaryIO | None = None) -> None:  # fmt: skip
-        try:  # ``handle``: an open file (fsspec) read instead of ``path``; closed with the reader
-            self._handle = handle
-            self._file = h5py.File(handle if handle is not None else path, "r")
-        except OSError as exc:
-            raise MovieFormatError(f"{path.name!r} could not be opened as NWB ({exc})") from exc
+        self._open_file(path, handle, "could not be opened as NWB ({exc})")
         try:
             group = self._pick(path, dataset)
             data = group.get("data")
@@ -117,9 +113,3 @@ class NwbMovie(MovieReader):
         if self.stored_yx:
             return self._data[t0:t1, y, x]
         return self._data[t0:t1, x, y].transpose(0, 2, 1)  # (t, x, y) on disk
-
-    def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
-        if self._handle is not None:
-            self._handle.close()
