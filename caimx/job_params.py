@@ -45,6 +45,25 @@ class JobParams(BaseModel):
     window_overlap: int | None = Field(default=None, ge=4, le=10_000,
                                        description="Frames shared by neighbouring windows.")
     motion_correction: bool = Field(default=True, description="Correct rigid motion first.")
+    temporal_bin: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="Average this many consecutive frames before the network; traces still "
+                    "have one value per frame.",
+    )  # fmt: skip
+    match_frame_rate: bool = Field(
+        default=False, description="Bin frames to the model's frame rate (needs the movie's fps).")
+    spatial_scale: float | None = Field(
+        default=None, ge=0.05, le=20,
+        description="Resize frames by this factor before the network; footprints come back at "
+                    "the movie's resolution.",
+    )  # fmt: skip
+    rescale: bool = Field(
+        default=False,
+        description="Resize frames so somata have the model's trained size (needs pixel_size_um).")
+    neuron_diameter_um: float | None = Field(
+        default=None, gt=0, le=1000,
+        description="Typical soma diameter in micrometres (for rescale); default: the model's.",
+    )  # fmt: skip
     outputs: list[Output] = Field(
         default_factory=lambda: list(DEFAULT_OUTPUTS),
         description="Arrays written to the result; `denoised` adds the (T, H, W) denoised movie.",
@@ -55,6 +74,8 @@ class JobParams(BaseModel):
         tile, overlap = self.tile, self.tile_overlap
         if tile is not None and overlap is not None and overlap >= tile:
             raise ValueError("tile_overlap must be smaller than tile")
+        if self.rescale and (self.spatial_scale is not None or self.pixel_size_um is None):
+            raise ValueError("rescale needs pixel_size_um and excludes spatial_scale")
         return self
 
 
@@ -87,4 +108,9 @@ def engine_overrides(params: JobParams) -> dict[str, Any]:
                            "write_denoised": "denoised" in params.outputs}  # fmt: skip
     if plan:
         out["plan"] = plan
+    resample = {key: value for key in ("temporal_bin", "spatial_scale", "pixel_size_um",
+                                       "neuron_diameter_um", "match_frame_rate", "rescale")
+                if (value := getattr(params, key)) not in (None, False)}  # fmt: skip
+    if resample:
+        out["resample"] = resample
     return out

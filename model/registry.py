@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 CARD_FILE = "model_card.json"
+#: Card fields that may be missing (the training movies' frame rate, pixel size and soma size are
+#: what ``model.inference`` needs to bin and rescale a movie to match them).
+OPTIONAL_FIELDS = ("metrics", "frame_rate_hz", "pixel_size_um", "neuron_diameter_um")
 SAVED_MODEL_DIR = "saved_model"
 
 
@@ -50,6 +53,9 @@ class ModelCard:
     license: str
     created: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    frame_rate_hz: float | None = None  # of the training movies, when known
+    pixel_size_um: float | None = None
+    neuron_diameter_um: float | None = None
 
     @property
     def patch_shape(self) -> tuple[int, int, int]:
@@ -68,7 +74,7 @@ class ModelCard:
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """Build from a parsed card; unknown keys are ignored, missing ones are an error."""
         known = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name != "metrics"}
+        required = {f.name for f in fields(cls) if f.name not in OPTIONAL_FIELDS}
         missing = sorted(required - set(data))
         if missing:
             raise ModelCardError(f"model card lacks {', '.join(missing)}")
@@ -76,6 +82,9 @@ class ModelCard:
         for key in ("T", "H", "W", "N", "trace_offset", "parameters"):
             values[key] = int(values[key])
         values["metrics"] = dict(values.get("metrics") or {})
+        for key in ("frame_rate_hz", "pixel_size_um", "neuron_diameter_um"):
+            if values.get(key) is not None:
+                values[key] = float(values[key])
         return cls(**values)
 
     @classmethod

@@ -28,6 +28,23 @@ def register(subparsers) -> None:
     p.add_argument("--no-motion-correction", action="store_true",
                    help="skip rigid motion correction (already registered movies)")
     p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate (Hz) of a file that records none")
+    p.add_argument("--temporal-bin", type=int, default=None, metavar="N",
+                   help="average N consecutive frames before the network (traces come back "
+                        "for every frame)")
+    p.add_argument("--match-frame-rate", action="store_true",
+                   help="bin frames to the model card's frame rate (needs the movie's fps)")
+    p.add_argument("--spatial-scale", type=float, default=None, metavar="F",
+                   help="resize frames by F before the network (footprints come back at the "
+                        "movie's resolution)")
+    p.add_argument("--rescale", action="store_true",
+                   help="resize frames so somata have the model's trained size (needs "
+                        "--pixel-size and a model card with pixel_size_um, neuron_diameter_um)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="the movie's pixel edge in micrometres")
+    p.add_argument("--neuron-diameter", type=float, default=None, metavar="UM",
+                   help="typical soma diameter in this movie (default: the model card's)")
     add_reading_options(p)
     p.add_argument("--params", type=Path, default=None,
                    help="JSON file of inference parameters (as stored in a result's attributes)")
@@ -48,7 +65,9 @@ def register(subparsers) -> None:
 
 
 def _params(args: argparse.Namespace, settings: Any):
-    from model.inference.params import InferenceParams, MotionParams, PlanParams
+    import dataclasses
+
+    from model.inference.params import InferenceParams, MotionParams, PlanParams, ResampleParams
 
     base = InferenceParams()
     if args.params is not None:
@@ -62,8 +81,14 @@ def _params(args: argparse.Namespace, settings: Any):
     motion = base.motion
     if args.no_motion_correction:
         motion = MotionParams(**{**motion.__dict__, "enabled": False})
-    return InferenceParams(
-        scaling=base.scaling, motion=motion, plan=plan, decide=base.decide, stitch=base.stitch,
+    given = {key: value for key, value in (
+        ("temporal_bin", args.temporal_bin), ("spatial_scale", args.spatial_scale),
+        ("pixel_size_um", args.pixel_size), ("neuron_diameter_um", args.neuron_diameter),
+        ("match_frame_rate", args.match_frame_rate or None), ("rescale", args.rescale or None),
+    ) if value is not None}  # fmt: skip
+    resample = ResampleParams(**{**base.resample.__dict__, **given})
+    return dataclasses.replace(
+        base, motion=motion, plan=plan, resample=resample,
         batch_size=args.batch_size or settings.batch_size,
         write_denoised=args.denoised or base.write_denoised)
 
@@ -100,7 +125,7 @@ def run_process(args: argparse.Namespace) -> int:
     except (UnknownModelError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     try:
-        movie = _open_movie(args, settings)
+        movie = _open_movie(args, settings, fps=args.fps)
     except (MovieFormatError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
     predictor = SavedModelPredictor.load(installed.path)

@@ -7,6 +7,7 @@ One process (``caimx process``, a notebook) calls :func:`process_movie`. A queue
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import shutil
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from model.inference import motion, patches
+from model.inference import motion, patches, resample
 from model.inference.chunks import ChunkResult, chunk_done, read_chunk, write_chunk
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.finalize import finalize_result
@@ -71,13 +72,24 @@ def prepare(movie: Any, card: Any, *, work_dir: str | Path,
     check_movie(tuple(movie.shape), params.plan)
     patch, _, offset = card_geometry(card)
     card_input_scaling(card)
-    rng = movie_range(movie, params=params.scaling)
-    plan = make_plan(tuple(movie.shape), patch=patch, trace_offset=offset, params=params.plan,
+    how = resample.choose(movie, card, params.resample)
+    seen = resample.network_movie(movie, how.temporal_bin, how.spatial_scale)
+    if how.active:
+        try:
+            check_movie(tuple(seen.shape), params.plan)
+        except ValueError as exc:
+            raise ValueError(f"binned by {how.temporal_bin} and resized by "
+                             f"{how.spatial_scale:g}, {exc}") from exc
+    rng = movie_range(seen, params=params.scaling)
+    plan = make_plan(tuple(seen.shape), patch=patch, trace_offset=offset, params=params.plan,
                      movie_low=rng.low, movie_high=rng.high, all_params=params.to_dict())
+    plan = dataclasses.replace(
+        plan, source_shape=tuple(movie.shape) if how.active else None,
+        temporal_bin=how.temporal_bin, spatial_scale=how.spatial_scale, resample=how.record)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if params.motion.enabled:
-        np.save(work / REFERENCE_FILE, motion.reference_image(movie, params=params.motion))
+        np.save(work / REFERENCE_FILE, motion.reference_image(seen, params=params.motion))
     (work / PLAN_FILE).write_text(plan.to_json(), encoding="utf-8")
     return plan
 
@@ -102,6 +114,7 @@ def _tile_images(block: patches.Block, tiles, plan: Plan, window: int, attention
 def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
                   reference: np.ndarray | None = None) -> ChunkResult:
     """Run one chunk through the network and extract its candidates (nothing written)."""
+    movie = resample.network_movie(as_movie(movie), plan.temporal_bin, plan.spatial_scale)
     params = InferenceParams.from_dict(plan.params)
     chunk = plan.chunk(chunk_id)
     tiles = [plan.tiles[i] for i in chunk.tiles]
@@ -143,9 +156,9 @@ def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
     Returns the chunk's folder.
     """
     movie = as_movie(movie)
-    if tuple(movie.shape) != plan.movie_shape:
+    if tuple(movie.shape) != plan.frames_shape:
         raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
-                         f"{plan.movie_shape}")
+                         f"{plan.frames_shape}")
     ref_path = Path(work_dir) / REFERENCE_FILE
     reference = np.load(ref_path) if plan.params.get("motion", {}).get("enabled") else None
     if reference is None and plan.params.get("motion", {}).get("enabled"):
@@ -167,14 +180,12 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
         raise FileNotFoundError(f"{len(missing)} chunk(s) have no result yet, e.g. {missing[0]}")
     base = InferenceParams.from_dict(plan.params)
     if params is not None:
-        base = InferenceParams(scaling=base.scaling, motion=base.motion, plan=base.plan,
-                               decide=params.decide, stitch=params.stitch,
-                               batch_size=base.batch_size, write_denoised=base.write_denoised)
+        base = dataclasses.replace(base, decide=params.decide, stitch=params.stitch)
     t0 = time.perf_counter()
     info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
                            params=base, attrs=dict(attrs or {}))
     return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
-                         movie_shape=plan.movie_shape, n_chunks=len(plan.chunks),
+                         movie_shape=plan.frames_shape, n_chunks=len(plan.chunks),
                          n_candidates=info["n_candidates"], decisions=info["decisions"],
                          seconds={"finalize": time.perf_counter() - t0})
 

@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from model.inference import resample
 from model.inference.chunks import ChunkResult
 from model.inference.decide import Candidates, keep_neuron
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
 from model.inference.stitch import (
+    Footprint,
     Neuron,
     assemble_trace,
     centroid,
@@ -112,6 +114,8 @@ def decide_all(neurons: list[Neuron], params: DecideParams) -> tuple[list[dict[s
 
 def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:
     _, height, width = plan.movie_shape
+    n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
+    b = plan.temporal_bin
     for window in plan.windows:
         slab = np.zeros((window.own_stop - window.own_first, height, width), np.float32)
         for chunk in (c for c in plan.chunks if c.window == window.index):
@@ -122,29 +126,65 @@ def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], Chun
                 slab[:, ya:yb, xa:xb] = result.denoised[i][:, ya - tile.y0:yb - tile.y0,
                                                            xa - tile.x0:xb - tile.x0]
         span = plan.movie_high - plan.movie_low
-        writer.put_denoised(window.own_first, slab * span)
+        if plan.spatial_scale != 1.0:
+            slab = resample.resize_frames(slab, frame)
+        first, stop = window.own_first * b, min(window.own_stop * b, n_frames)
+        if b > 1:  # each bin's frame stands for the frames it averaged
+            slab = np.repeat(slab, b, axis=0)[:stop - first]
+        writer.put_denoised(first, slab * span)
+
+
+def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
+                   threshold: float) -> list[dict[str, Any]]:
+    """Footprints, centroids and areas of ``kept`` on the movie's pixel grid (rescaled runs)."""
+    if plan.spatial_scale == 1.0:
+        return kept
+    out = []
+    for rec in kept:
+        back = resample.footprint_to_movie(rec["footprint"], rec["y0"], rec["x0"],
+                                           plan.movie_shape[1:], plan.frames_shape[1:], threshold)
+        if back is None:
+            reasons["kept"] -= 1
+            reasons["vanished at the movie's resolution"] += 1
+            continue
+        values, y0, x0 = back
+        out.append({**rec, "footprint": values, "y0": y0, "x0": x0,
+                    "centroid": centroid(Footprint(y0, x0, values), threshold),
+                    "area": int((values > threshold).sum())})
+    out.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
+    return out
 
 
 def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: str | Path,
                     params: InferenceParams, attrs: dict[str, Any]) -> dict[str, Any]:
-    """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions"}``."""
+    """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions"}``.
+
+    Stitching and the decision rules work on the network's grid (binned frames, rescaled pixels:
+    ``plan.movie_shape``); footprints, images, traces and the denoised movie are then brought to
+    the movie's own frames and pixels (``plan.frames_shape``, :mod:`model.inference.resample`).
+    """
     images = _Images(plan)
     neurons, n_candidates = stitch_all(plan, load, params, images)
     kept, reasons = decide_all(neurons, params.decide)
+    kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
+    reasons = Counter({k: v for k, v in reasons.items() if v})
     attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,
              "plan": {"n_windows": len(plan.windows), "n_tiles": len(plan.tiles),
                       "n_chunks": len(plan.chunks), "movie_low": plan.movie_low,
-                      "movie_high": plan.movie_high},
+                      "movie_high": plan.movie_high, "network_shape": list(plan.movie_shape)},
+             "resample": plan.resample or {"temporal_bin": plan.temporal_bin,
+                                           "spatial_scale": plan.spatial_scale},
              "parameters": params.to_dict()}
-    writer = ResultWriter(output, movie_shape=plan.movie_shape, n_neurons=len(kept), attrs=attrs,
+    n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
+    writer = ResultWriter(output, movie_shape=plan.frames_shape, n_neurons=len(kept), attrs=attrs,
                           with_denoised=params.write_denoised)
     traces = np.zeros((len(kept), plan.movie_shape[0]), np.float32)
     for k, rec in enumerate(kept):
         writer.put_footprint(k, rec["y0"], rec["x0"], rec["footprint"])
         traces[k] = assemble_trace(plan, rec["neuron"].segments)
-    writer.put_traces(traces)
+    writer.put_traces(resample.traces_to_frames(traces, plan.temporal_bin, n_frames))
     for name, image in images.finish().items():
-        writer.put_image(name, image)
+        writer.put_image(name, resample.image_to_movie(image, frame))
     writer.put_neurons({
         "centroid": np.array([r["centroid"] for r in kept], np.float32).reshape(-1, 2),
         "area": [r["area"] for r in kept],

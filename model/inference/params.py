@@ -176,6 +176,42 @@ class StitchParams:
 
 
 @dataclass(frozen=True)
+class ResampleParams:
+    """Temporal binning and spatial rescaling of the movie before the network.
+
+    The network sees the binned, rescaled movie; the result comes back on the movie's own frames
+    and pixel grid (``docs/results.md``, "Binning and rescaling"). Model-card values that the
+    derived options use: ``frame_rate_hz``, ``pixel_size_um``, ``neuron_diameter_um``.
+    """
+
+    temporal_bin: int = _p(
+        1, "Consecutive frames averaged into one network frame (1: none); traces are interpolated "
+        "back to every movie frame.", 1, 1000)
+    match_frame_rate: bool = _p(
+        False, "Derive the bin from the movie's frame rate and the model card's frame_rate_hz: "
+        "round(movie fps / model fps), at least 1; replaces temporal_bin. Both rates must be "
+        "known.")
+    spatial_scale: float | None = _p(
+        None, "Resize factor of every frame before the network (0.5 halves it); footprints and "
+        "images come back at the movie's resolution. None: 1, or derived by rescale.",
+        0.05, 20.0)
+    rescale: bool = _p(
+        False, "Derive spatial_scale so somata have the size the model was trained on: "
+        "(model neuron_diameter_um / model pixel_size_um) / (neuron_diameter_um / pixel_size_um). "
+        "Needs the movie's pixel_size_um and a model card with both values.")
+    pixel_size_um: float | None = _p(
+        None, "The movie's pixel edge in micrometres (for rescale).", 1e-6, 1000.0)
+    neuron_diameter_um: float | None = _p(
+        None, "Typical soma diameter in this movie, micrometres (for rescale); None: the model "
+        "card's.", 1e-6, 1000.0)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+        if self.rescale and self.spatial_scale is not None:
+            raise ValueError("ResampleParams: give spatial_scale or rescale, not both")
+
+
+@dataclass(frozen=True)
 class InferenceParams:
     """All parameters of :func:`model.inference.process_movie`."""
 
@@ -184,6 +220,7 @@ class InferenceParams:
     plan: PlanParams = field(default_factory=PlanParams)
     decide: DecideParams = field(default_factory=DecideParams)
     stitch: StitchParams = field(default_factory=StitchParams)
+    resample: ResampleParams = field(default_factory=ResampleParams)
     batch_size: int = _p(16, "Patches per network call.", 1, 65_536)
     write_denoised: bool = _p(False, "Also store the denoised movie (T, H, W) in the result.")
 
@@ -199,7 +236,7 @@ class InferenceParams:
         """Build from :meth:`to_dict` output (missing keys: defaults; unknown keys: refused)."""
         stages = {
             "scaling": ScalingParams, "motion": MotionParams, "plan": PlanParams,
-            "decide": DecideParams, "stitch": StitchParams,
+            "decide": DecideParams, "stitch": StitchParams, "resample": ResampleParams,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

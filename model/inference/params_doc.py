@@ -12,7 +12,8 @@ HEADER = """# Inference parameters
 
 Every parameter of the full-field engine (used by `caimx process` and by the workers), generated
 from `model/inference/params.py`; dotted names are nested stages. The jobs API exposes a
-subset (model, frame rate, pixel size, tiles, overlaps, motion correction, outputs).
+subset (model, frame rate, pixel size, tiles, overlaps, motion correction, binning and
+rescaling, outputs).
 
 | name | default | bounds | description |
 |---|---|---|---|

@@ -80,6 +80,16 @@ class Plan:
     movie_high: float
     params: dict[str, Any]
     version: int = PLAN_VERSION
+    source_shape: tuple[int, int, int] | None = None
+    temporal_bin: int = 1
+    spatial_scale: float = 1.0
+    resample: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def frames_shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)`` of the movie itself; ``movie_shape`` is what the network sees (binned
+        and rescaled, :mod:`model.inference.resample`)."""
+        return self.source_shape or self.movie_shape
 
     @property
     def trace_length(self) -> int:
@@ -105,6 +115,9 @@ class Plan:
                          for c in d["chunks"]),
             movie_low=d["movie_low"], movie_high=d["movie_high"], params=d["params"],
             version=d["version"],
+            source_shape=tuple(d["source_shape"]) if d.get("source_shape") else None,
+            temporal_bin=int(d.get("temporal_bin", 1)),
+            spatial_scale=float(d.get("spatial_scale", 1.0)), resample=d.get("resample") or {},
         )
 
     def chunk(self, chunk_id: str) -> Chunk:

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from model.inference.params import DecideParams, InferenceParams, PlanParams, describe
+from model.inference.params import (
+    DecideParams,
+    InferenceParams,
+    PlanParams,
+    ResampleParams,
+    describe,
+)
 
 
 def test_round_trip_through_json():
@@ -23,3 +29,32 @@ def test_every_parameter_is_described():
     rows = describe()
     assert {"decide.min_snr", "plan.tile_overlap", "batch_size"} <= {r["name"] for r in rows}
     assert all(r["description"] for r in rows)
+
+
+def test_job_parameters_forward_binning_and_rescaling_to_the_engine():
+    from caimx.job_params import JobParams, engine_overrides
+
+    job = JobParams(temporal_bin=2, rescale=True, pixel_size_um=0.5, neuron_diameter_um=10.0)
+    params = InferenceParams.from_dict(engine_overrides(job))
+    assert (params.resample.temporal_bin, params.resample.rescale) == (2, True)
+    assert (params.resample.pixel_size_um, params.resample.neuron_diameter_um) == (0.5, 10.0)
+    assert InferenceParams.from_dict(engine_overrides(JobParams())).resample == ResampleParams()
+    with pytest.raises(ValueError, match="rescale needs pixel_size_um"):
+        JobParams(rescale=True)
+
+
+def test_caimx_process_flags_set_binning_and_rescaling():
+    from caimx.cli import build_parser
+    from caimx.cli.process_cmd import _params
+    from caimx.settings import Settings
+
+    args = build_parser().parse_args([
+        "process", "m.tif", "-o", "r.zarr", "--temporal-bin", "3", "--spatial-scale", "0.5",
+        "--pixel-size", "0.8", "--neuron-diameter", "11"])
+    resample = _params(args, Settings()).resample
+    assert resample == ResampleParams(temporal_bin=3, spatial_scale=0.5, pixel_size_um=0.8,
+                                      neuron_diameter_um=11.0)
+    args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr", "--match-frame-rate",
+                                      "--rescale", "--pixel-size", "0.5"])
+    resample = _params(args, Settings()).resample
+    assert resample.match_frame_rate and resample.rescale and resample.pixel_size_um == 0.5

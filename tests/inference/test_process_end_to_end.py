@@ -84,3 +84,59 @@ def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
     assert first == {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _model_with_card(tmp_path: Path, **card_fields) -> Path:
+    """A copy of the shipped model whose card also states ``card_fields``; returns models_dir."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(MODEL_DIR / "deepcaimx-mini", models / "deepcaimx-mini")
+    card_path = models / "deepcaimx-mini" / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card_path.write_text(json.dumps({**card, **card_fields}), encoding="utf-8")
+    return models
+
+
+def big_disk_movie(shape=(96, 96, 96), radius=12.0, seed=3):
+    """Four bright active disks 24 px across (twice the soma size the network handles best)."""
+    rng = np.random.default_rng(seed)
+    t, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    kernel = np.exp(-np.arange(40) / 8.0)
+    masks, traces = [], []
+    for cy, cx in ((22, 24), (26, 72), (72, 22), (70, 70)):
+        masks.append((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2)
+        spikes = (rng.random(t) < 0.03).astype(float) * rng.uniform(0.6, 1.5, t)
+        traces.append(np.convolve(spikes, kernel)[:t])
+    clean = np.full(shape, 200.0)
+    for m, tr in zip(masks, traces, strict=True):
+        clean += (150.0 + 400.0 * tr)[:, None, None] * m[None]
+    movie = rng.poisson(clean / 4.0) * 4.0 + rng.normal(0, 5, clean.shape)
+    return np.clip(movie, 0, 65535).astype(np.uint16), np.array(masks)
+
+
+def test_rescale_finds_cells_twice_the_trained_size(tmp_path, capsys):
+    # suppose the model was trained on 12 um somata at 1 um per pixel; this movie has 0.5 um
+    # pixels, so its 12 um somata are 24 px across and rescale halves every frame
+    models = _model_with_card(tmp_path, pixel_size_um=1.0, neuron_diameter_um=12.0)
+    movie, masks = big_disk_movie()
+    np.save(tmp_path / "movie.npy", movie)
+    np.savez(tmp_path / "gt.npz", masks=masks)
+    scores = {}
+    for name, extra in (("off", []), ("on", ["--rescale", "--pixel-size", "0.5"])):
+        out = tmp_path / f"{name}.zarr"
+        assert main(["process", str(tmp_path / "movie.npy"), "-o", str(out), "--models-dir",
+                     str(models), "--quiet", *extra]) == 0
+        result = read_result(out)
+        assert result.footprints.shape[1:] == (96, 96)
+        assert result.images["mean_image"].shape == (96, 96)
+        capsys.readouterr()
+        assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json"]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)
+        print(name, scores[name])
+    assert result.attrs["resample"]["spatial_scale"] == 0.5
+    assert result.attrs["parameters"]["resample"]["rescale"] is True
+    assert result.attrs["plan"]["network_shape"] == [96, 48, 48]
+    assert scores["on"]["f1"] >= 0.75  # measured 1.0 (4 of 4, mean IoU 0.85)
+    assert scores["off"]["f1"] < scores["on"]["f1"]  # measured 0.0

@@ -55,3 +55,33 @@ def test_caimx_process_runs_on_a_crop_of_the_real_movie(sima_movie: Path, tmp_pa
     assert result.traces.shape == (k, 20)  # every frame, first and last included
     assert np.all(np.isfinite(result.traces))
     assert result.images["mean_image"].shape == (56, 56)
+
+
+@pytest.mark.slow
+def test_binned_to_the_model_frame_rate_the_real_movie_keeps_a_trace_per_frame(
+        sima_movie: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(MODEL_DIR / "deepcaimx-mini", models / "deepcaimx-mini")
+    card_path = models / "deepcaimx-mini" / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card_path.write_text(json.dumps({**card, "frame_rate_hz": 15.0}), encoding="utf-8")
+    crop = tifffile.imread(sima_movie)[:, 32:88, 64:120]
+    path = tmp_path / "sima_crop.tif"
+    tifffile.imwrite(path, crop)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"plan": {"min_frames": 8}}), encoding="utf-8")
+    out = tmp_path / "result.zarr"
+    code = main(["process", str(path), "-o", str(out), "--models-dir", str(models), "--quiet",
+                 "--fps", "30", "--match-frame-rate", "--params", str(params)])
+    assert code == 0
+    result = read_result(out)
+    k = result.footprints.shape[0]
+    assert result.traces.shape == (k, 20)  # 10 bins of 2 frames, back on all 20 frames
+    assert np.all(np.isfinite(result.traces))
+    assert result.attrs["resample"]["temporal_bin"] == 2
+    assert result.attrs["resample"]["network_frame_rate_hz"] == 15.0
+    assert result.attrs["parameters"]["resample"]["match_frame_rate"] is True
+    assert result.attrs["plan"]["network_shape"] == [10, 56, 56]

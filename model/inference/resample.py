@@ -1,0 +1,220 @@
+"""Temporal binning and spatial rescaling before the network, and the way back to the movie's grid.
+
+The network sees a *network movie*: bins of ``temporal_bin`` consecutive frames averaged (the last
+bin may hold fewer frames), each frame resized by ``spatial_scale`` (scikit-image
+``transform.resize``, bilinear, with anti-aliasing when shrinking). :class:`ResampledMovie` reads it
+lazily, one block of frames at a time, so the engine's plan, patches, scaling and motion correction
+all run on it unchanged. The result is brought back to the movie: footprints and images resized to
+``(H, W)``, traces linearly interpolated from bin centres to every frame
+(:func:`traces_to_frames`), the denoised movie repeated over each bin's frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from skimage.transform import resize
+
+from model.inference.params import ResampleParams
+
+#: Frames read from the movie at once while binning (bounds memory for long bins).
+READ_FRAMES = 256
+
+
+def card_value(card: Any, key: str) -> Any:
+    """A model card field (card object or mapping); ``None`` when missing."""
+    if isinstance(card, dict):
+        return card.get(key)
+    return getattr(card, key, None)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """What the network sees, relative to the movie.
+
+    Attributes
+    ----------
+    temporal_bin : int
+    spatial_scale : float
+    record : dict
+        JSON-able account of how the two were chosen (stored in the result's ``resample``
+        attribute).
+    """
+
+    temporal_bin: int
+    spatial_scale: float
+    record: dict[str, Any]
+
+    @property
+    def active(self) -> bool:
+        return self.temporal_bin != 1 or self.spatial_scale != 1.0
+
+
+def network_shape(shape: tuple[int, int, int], temporal_bin: int,
+                  spatial_scale: float) -> tuple[int, int, int]:
+    """``(ceil(T / bin), round(H * scale), round(W * scale))``, each at least 1."""
+    t, h, w = (int(v) for v in shape)
+    return (math.ceil(t / temporal_bin), max(1, round(h * spatial_scale)),
+            max(1, round(w * spatial_scale)))
+
+
+def choose(movie: Any, card: Any, params: ResampleParams) -> Resampling:
+    """The bin and scale for ``movie`` and the model ``card`` (see :class:`ResampleParams`).
+
+    Raises
+    ------
+    ValueError
+        When a derived option lacks what it needs (the movie's frame rate or pixel size, or the
+        model card's values), naming what is missing.
+    """
+    fps = getattr(movie, "fps", None)
+    model_fps = card_value(card, "frame_rate_hz")
+    record: dict[str, Any] = {"frame_rate_hz": fps, "model_frame_rate_hz": model_fps}
+    temporal_bin = params.temporal_bin
+    if params.match_frame_rate:
+        if not fps or not model_fps:
+            missing = [what for what, value in (("the movie's frame rate (fps)", fps),
+                                                ("frame_rate_hz in the model card", model_fps))
+                       if not value]
+            raise ValueError(f"match_frame_rate needs {' and '.join(missing)}; give temporal_bin "
+                             "instead")
+        temporal_bin = max(1, round(float(fps) / float(model_fps)))
+        record["temporal_bin_from"] = "match_frame_rate"
+    record["temporal_bin"] = temporal_bin
+    record["network_frame_rate_hz"] = float(fps) / temporal_bin if fps else None
+
+    scale = params.spatial_scale if params.spatial_scale is not None else 1.0
+    model_px, model_diameter = card_value(card, "pixel_size_um"), card_value(card,
+                                                                             "neuron_diameter_um")
+    record.update(pixel_size_um=params.pixel_size_um, model_pixel_size_um=model_px,
+                  neuron_diameter_um=params.neuron_diameter_um or model_diameter,
+                  model_neuron_diameter_um=model_diameter)
+    if params.rescale:
+        missing = [what for what, value in (
+            ("the movie's pixel_size_um", params.pixel_size_um),
+            ("pixel_size_um in the model card", model_px),
+            ("neuron_diameter_um in the model card", model_diameter)) if not value]
+        if missing:
+            raise ValueError(f"rescale needs {', '.join(missing)}; give spatial_scale instead")
+        trained_px = float(model_diameter) / float(model_px)
+        movie_px = float(params.neuron_diameter_um or model_diameter) / params.pixel_size_um
+        scale = trained_px / movie_px
+        if not 0.05 <= scale <= 20.0:
+            raise ValueError(f"rescale would resize frames by {scale:.3g}; somata of "
+                             f"{movie_px:.3g} px against {trained_px:.3g} px trained is outside "
+                             "0.05-20")
+        record["spatial_scale_from"] = "rescale"
+    record["spatial_scale"] = float(scale)
+    return Resampling(temporal_bin=int(temporal_bin), spatial_scale=float(scale), record=record)
+
+
+def resize_frames(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(t, h, w)`` -> ``(t, *shape)`` float32: bilinear, anti-aliased when shrinking."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.shape[1:] == tuple(shape):
+        return frames
+    shrink = shape[0] < frames.shape[1] or shape[1] < frames.shape[2]
+    out = resize(frames, (frames.shape[0], *shape), order=1, mode="edge", anti_aliasing=shrink,
+                 preserve_range=True)
+    return out.astype(np.float32, copy=False)
+
+
+class ResampledMovie:
+    """The network movie of ``movie``: binned frames, resized; read lazily like a movie reader.
+
+    Parameters
+    ----------
+    movie : MovieLike
+        ``(T, H, W)`` with ``.read``.
+    temporal_bin : int
+    spatial_scale : float
+    """
+
+    def __init__(self, movie: Any, temporal_bin: int, spatial_scale: float) -> None:
+        self.source = movie
+        self.temporal_bin = int(temporal_bin)
+        self.spatial_scale = float(spatial_scale)
+        self.source_shape = tuple(int(s) for s in movie.shape)
+        self.shape = network_shape(self.source_shape, self.temporal_bin, self.spatial_scale)
+        self.dtype = np.dtype(np.float32)
+        fps = getattr(movie, "fps", None)
+        self.fps = float(fps) / self.temporal_bin if fps else None
+        self.path = getattr(movie, "path", None)
+        self.name = getattr(movie, "name", "<array>")
+
+    def _binned(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
+        b, n_frames = self.temporal_bin, self.source_shape[0]
+        first, stop = t0 * b, min(t1 * b, n_frames)
+        out = []
+        for start in range(first, stop, max(b, READ_FRAMES - READ_FRAMES % b)):
+            end = min(stop, start + max(b, READ_FRAMES - READ_FRAMES % b))
+            frames = np.asarray(self.source.read(start, end, y=y, x=x), dtype=np.float32)
+            edges = np.arange(0, end - start, b)
+            sums = np.add.reduceat(frames, edges, axis=0)
+            counts = np.diff(np.append(edges, end - start)).astype(np.float32)
+            out.append(sums / counts[:, None, None])
+        return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+    def read(self, t0: int, t1: int, *, y: slice = slice(None),
+             x: slice = slice(None)) -> np.ndarray:
+        """Network frames ``t0:t1`` of region ``(y, x)`` (network pixels), float32."""
+        t1 = min(t1, self.shape[0])
+        if self.spatial_scale == 1.0:
+            return self._binned(t0, t1, y, x)
+        frames = resize_frames(self._binned(t0, t1, slice(None), slice(None)), self.shape[1:])
+        return frames[:, y, x]
+
+
+def network_movie(movie: Any, temporal_bin: int, spatial_scale: float) -> Any:
+    """``movie`` itself when nothing is resampled, else a :class:`ResampledMovie` of it."""
+    if temporal_bin == 1 and spatial_scale == 1.0:
+        return movie
+    return ResampledMovie(movie, temporal_bin, spatial_scale)
+
+
+def traces_to_frames(traces: np.ndarray, temporal_bin: int, n_frames: int) -> np.ndarray:
+    """Traces ``(K, ceil(T / bin))`` on bins -> ``(K, T)`` on frames, float32.
+
+    Each bin's value belongs to the centre of its frames; frames between two centres are linearly
+    interpolated, frames before the first / after the last centre take that bin's value.
+    """
+    traces = np.asarray(traces, dtype=np.float32)
+    if temporal_bin == 1:
+        return traces[:, :n_frames]
+    starts = np.arange(traces.shape[1]) * temporal_bin
+    stops = np.minimum(starts + temporal_bin, n_frames)
+    centres = (starts + stops - 1) / 2.0
+    frames = np.arange(n_frames, dtype=np.float64)
+    out = np.empty((traces.shape[0], n_frames), np.float32)
+    for k, trace in enumerate(traces):
+        out[k] = np.interp(frames, centres, trace)
+    return out
+
+
+def image_to_movie(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A network-resolution image ``(h, w)`` resized to the movie's ``(H, W)``, float32."""
+    return resize_frames(np.asarray(image, np.float32)[None], shape)[0]
+
+
+def footprint_to_movie(values: np.ndarray, y0: int, x0: int, network_frame: tuple[int, int],
+                       frame: tuple[int, int],
+                       threshold: float) -> tuple[np.ndarray, int, int] | None:
+    """A footprint on the network grid (``values`` at ``(y0, x0)``) on the movie's grid.
+
+    The footprint is resized with the frame (bilinear), and pixels above ``threshold`` keep their
+    value. Returns ``(values, y0, x0)`` cropped to those pixels, or ``None`` when none is left.
+    """
+    canvas = np.zeros(network_frame, np.float32)
+    h, w = values.shape
+    canvas[y0:y0 + h, x0:x0 + w] = values
+    full = resize(canvas, frame, order=1, mode="constant", anti_aliasing=False,
+                  preserve_range=True).astype(np.float32)
+    on = full > threshold
+    if not on.any():
+        return None
+    ys, xs = np.nonzero(on)
+    ya, yb, xa, xb = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return np.where(on[ya:yb, xa:xb], full[ya:yb, xa:xb], 0.0).astype(np.float32), int(ya), int(xa)
