@@ -12,7 +12,8 @@ message meant for the person who recorded the movie.
 
 from model.io.base import MovieReader
 from model.io.errors import MovieFormatError, MovieOptionError, UnsupportedFormatError
-from model.io.open import FORMATS, MIN_FRAMES, open_movie, sniff_format
+from model.io.formats import FORMATS
+from model.io.open import MIN_FRAMES, open_movie, sniff_format
 
 __all__ = [
     "FORMATS",

@@ -8,13 +8,12 @@ from typing import Any
 
 from model.io.base import MovieReader
 from model.io.errors import MovieFormatError, UnsupportedFormatError
+from model.io.formats import format_of_head, make_reader
 from model.io.remote import is_url
 
 MIN_FRAMES = 2
 """Fewest frames any reader accepts; the network needs more (see the model card's ``T``)."""
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_NPY_MAGIC = b"\x93NUMPY"
 _OTHER_MAGIC = {
     b"\x89PNG": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",
@@ -26,24 +25,8 @@ _OTHER_MAGIC = {
 }
 
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-FORMATS = ("tiff", "tiff-series", "npy", "zarr", "hdf5", "nwb", "sbx")
-
-
-def _is_nwb(path: Path) -> bool:
-    import h5py
-
-    from model.io.nwb import is_nwb
-
-    try:
-        with h5py.File(path, "r") as handle:
-            return is_nwb(handle)
-    except OSError:
-        return False
-
-
 def sniff_format(path: str | os.PathLike[str]) -> str:
-    """The container format of a movie: one of :data:`FORMATS`.
+    """The container format of a movie: one of :data:`model.io.formats.FORMATS`.
 
     Recognised from the content (magic bytes, NWB attributes), except Scanbox ``.sbx`` files,
     which have no header and are known by their name and their ``.mat`` info file, and folders:
@@ -75,12 +58,9 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
         head = handle.read(16)
     if not head:
         raise MovieFormatError(f"{path.name!r} is empty (0 bytes)")
-    if head.startswith(_TIFF_MAGIC):
-        return "tiff"
-    if head.startswith(_NPY_MAGIC):
-        return "npy"
-    if head.startswith(_HDF5_MAGIC):
-        return "nwb" if _is_nwb(path) else "hdf5"
+    kind = format_of_head(head, path)
+    if kind is not None:
+        return kind
     if path.suffix.lower() == ".sbx" or (
         path.suffix.lower() == ".mat" and path.with_suffix(".sbx").is_file()
     ):
@@ -91,18 +71,6 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
         f"{path.name!r} is not a movie caimx can read: expected a multi-page TIFF, a NumPy "
         f".npy file, HDF5, NWB, Scanbox .sbx or a Zarr array, and {looks}"
     )
-
-
-OPTIONS = {
-    "tiff": ("channel", "plane", "fps"),
-    "tiff-series": ("channel", "plane", "fps"),
-    "npy": ("fps",),
-    "zarr": ("array", "fps"),
-    "hdf5": ("dataset", "fps"),
-    "nwb": ("dataset", "fps"),
-    "sbx": ("channel", "fps"),
-}
-"""Options each format understands; others are ignored (a job's options suit any format)."""
 
 
 def open_movie(path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None,
@@ -145,11 +113,7 @@ def open_movie(path: str | os.PathLike[str], *, storage_options: dict[str, Any] 
         path = reader.path
     else:
         path = Path(path)
-        kind = sniff_format(path)
-        if kind == "zarr" and "dataset" in given:
-            given.setdefault("array", given.pop("dataset"))
-        kwargs = {k: v for k, v in given.items() if k in OPTIONS[kind]}
-        reader = _READERS[kind](path, **kwargs)
+        reader = make_reader(sniff_format(path), path, given)
     if reader.shape[0] < MIN_FRAMES:
         reader.close()
         raise MovieFormatError(
@@ -157,51 +121,3 @@ def open_movie(path: str | os.PathLike[str], *, storage_options: dict[str, Any] 
         )
     return reader
 
-
-def _tiff(path: Path, **kw: Any) -> MovieReader:
-    from model.io.tiff import TiffMovie
-
-    return TiffMovie(path, **kw)
-
-
-def _tiff_series(path: Path, **kw: Any) -> MovieReader:
-    from model.io.tiff_series import TiffSeriesMovie
-
-    return TiffSeriesMovie(path, **kw)
-
-
-def _npy(path: Path, **kw: Any) -> MovieReader:
-    from model.io.npy import NpyMovie
-
-    return NpyMovie(path, **kw)
-
-
-def _zarr(path: Path, **kw: Any) -> MovieReader:
-    from model.io.zarr_movie import ZarrMovie
-
-    fps = kw.pop("fps", None)
-    reader = ZarrMovie(path, **kw)
-    reader.fps = reader.fps or fps
-    return reader
-
-
-def _hdf5(path: Path, **kw: Any) -> MovieReader:
-    from model.io.hdf5 import Hdf5Movie
-
-    return Hdf5Movie(path, **kw)
-
-
-def _nwb(path: Path, **kw: Any) -> MovieReader:
-    from model.io.nwb import NwbMovie
-
-    return NwbMovie(path, **kw)
-
-
-def _sbx(path: Path, **kw: Any) -> MovieReader:
-    from model.io.sbx import SbxMovie
-
-    return SbxMovie(path, **kw)
-
-
-_READERS = {"tiff": _tiff, "tiff-series": _tiff_series, "npy": _npy, "zarr": _zarr,
-            "hdf5": _hdf5, "nwb": _nwb, "sbx": _sbx}  # fmt: skip

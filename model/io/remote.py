@@ -25,15 +25,13 @@ from typing import Any
 
 from model.io.base import MovieReader
 from model.io.errors import MovieFormatError
+from model.io.formats import format_of_head, make_reader
 
 BLOCK = 4 * 1024 * 1024
 """Bytes fetched per range request of a remote file."""
 CACHED_BLOCKS = 16
 ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_NPY_MAGIC = b"\x93NUMPY"
 
 
 class RemoteSourceError(MovieFormatError):
@@ -119,17 +117,11 @@ def open_url(url: str, *, storage_options: dict[str, Any] | None = None,
     fs, path = _filesystem(url, storage_options)
     kind = remote_info(url, storage_options=storage_options)["kind"]
     name = _name(url)
-    fps = options.pop("fps", None)
     if kind == "zarr":
         from zarr.storage import FsspecStore
 
-        from model.io.zarr_movie import ZarrMovie
-
         store = FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
-        array = options.get("array", options.get("dataset"))
-        reader: MovieReader = ZarrMovie(name, array=array, store=store)
-        reader.fps = reader.fps or fps
-        return reader
+        return make_reader("zarr", name, options, store=store)
     try:
         handle = fs.open(path, "rb", block_size=BLOCK, cache_type="blockcache",
                          cache_options={"maxblocks": CACHED_BLOCKS})  # fmt: skip
@@ -139,40 +131,19 @@ def open_url(url: str, *, storage_options: dict[str, Any] | None = None,
     try:
         head = handle.read(16)
         handle.seek(0)
-        return _reader(url, name, head, handle, fps=fps, **options)
+        return _reader(url, name, head, handle, options)
     except BaseException:
         handle.close()
         raise
 
 
-def _reader(url: str, name: Path, head: bytes, handle: Any, *, fps: float | None,
-            **options: Any) -> MovieReader:  # fmt: skip
+def _reader(url: str, name: Path, head: bytes, handle: Any,
+            options: dict[str, Any]) -> MovieReader:  # fmt: skip
     if not head:
         raise MovieFormatError(f"{name.name!r} is empty (0 bytes)")
-    if head.startswith(_TIFF_MAGIC):
-        from model.io.tiff import TiffMovie
-
-        return TiffMovie(name, handle=handle, fps=fps, channel=options.get("channel"),
-                         plane=options.get("plane"))  # fmt: skip
-    if head.startswith(_NPY_MAGIC):
-        from model.io.npy import NpyMovie
-
-        return NpyMovie(name, handle=handle, fps=fps)
-    if head.startswith(_HDF5_MAGIC):
-        import h5py
-
-        from model.io.nwb import is_nwb
-
-        with h5py.File(handle, "r") as probe:
-            nwb = is_nwb(probe)
-        handle.seek(0)
-        if nwb:
-            from model.io.nwb import NwbMovie
-
-            return NwbMovie(name, handle=handle, fps=fps, dataset=options.get("dataset"))
-        from model.io.hdf5 import Hdf5Movie
-
-        return Hdf5Movie(name, handle=handle, fps=fps, dataset=options.get("dataset"))
+    kind = format_of_head(head, handle)
+    if kind is not None:
+        return make_reader(kind, name, options, handle=handle)
     suffix = PurePosixPath(url).suffix.lower()
     hint = " (a Scanbox recording is two files: reference it on shared storage)" if (
         suffix in (".sbx", ".mat")) else ""  # fmt: skip

@@ -13,16 +13,18 @@ from model.io.errors import MovieFormatError
 
 
 class ZarrMovie(MovieReader):
-    """A ``(T, H, W)`` Zarr array; ``array`` names it inside a group when there are several."""
+    """A ``(T, H, W)`` Zarr array; ``array`` names it inside a group when there are several;
+    ``fps``: the frame rate when the array's attributes record none."""
 
-    def __init__(self, path: Path, *, array: str | None = None, store: Any = None) -> None:
+    def __init__(self, path: Path, *, array: str | None = None, fps: float | None = None,
+                 store: Any = None) -> None:  # fmt: skip
         try:  # ``store``: a Zarr store to read instead of ``path`` (e.g. an FsspecStore)
             node = zarr.open(store=store if store is not None else str(path), mode="r")
         except Exception as exc:  # zarr raises many types for a bad store
             raise MovieFormatError(f"{path.name!r} is not a readable Zarr store ({exc})") from exc
         node = _pick_array(path, node, array)
-        fps = node.attrs.get("fps")
-        fps = float(fps) if isinstance(fps, int | float) and fps > 0 else None
+        found = node.attrs.get("fps")
+        fps = float(found) if isinstance(found, int | float) and found > 0 else fps
         shape = tuple(int(n) for n in node.shape)
         if len(shape) != 3:
             raise MovieFormatError(
