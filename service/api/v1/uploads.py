@@ -21,11 +21,10 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from caimx.jobs import JobStore
 from caimx.upload_store import Upload, UploadStore
 from service import limits
 from service.auth import CurrentUser, owned_upload
-from service.deps import PrefixDep, RedisDep, SettingsDep
+from service.deps import PrefixDep, RedisDep, SettingsDep, StoreDep
 from service.errors import (
     BadUploadError,
     ChecksumMismatchError,
@@ -52,6 +51,14 @@ def get_uploads(client: RedisDep, prefix: PrefixDep) -> UploadStore:
 
 
 UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
+
+
+def get_owned_upload(upload_id: str, uploads: UploadsDep, user: CurrentUser) -> Upload:
+    """The upload named in the path, if the caller may use it; 404 otherwise."""
+    return owned_upload(uploads, upload_id, user)
+
+
+OwnedUploadDep = Annotated[Upload, Depends(get_owned_upload)]
 
 
 def check_tus(tus_resumable: Annotated[str | None, Header()] = None) -> None:
@@ -146,7 +153,7 @@ def tus_options(settings: SettingsDep) -> Response:
 )  # fmt: skip
 async def create_upload(
     request: Request, response: Response, settings: SettingsDep, uploads: UploadsDep,
-    user: CurrentUser,
+    store: StoreDep, user: CurrentUser,
     upload_length: Annotated[str | None, Header()] = None,
     upload_metadata: Annotated[str | None, Header()] = None,
     upload_defer_length: Annotated[str | None, Header()] = None,
@@ -168,7 +175,6 @@ async def create_upload(
     expected = meta.get("sha256", "").strip().lower()
     if expected and not _HEX64.match(expected):
         raise BadUploadError("metadata 'sha256' must be the 64-character hex SHA-256 of the file")
-    store = JobStore(uploads.client, writer="service", prefix=uploads.prefix)
     await run_in_threadpool(limits.check_storage, store, uploads, settings, user, adding=length)
     await run_in_threadpool(limits.reserve_upload_bytes, uploads.client, uploads.prefix,
                             settings, user, length)  # fmt: skip
@@ -188,9 +194,7 @@ async def create_upload(
 @router.head("/{upload_id}", status_code=200, summary="Where to resume (tus Upload-Offset)",
              dependencies=[TusDep], responses=problem_responses(404, 412),
              response_class=Response)  # fmt: skip
-def head_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
-                user: CurrentUser) -> Response:  # fmt: skip
-    upload = owned_upload(uploads, upload_id, user)
+def head_upload(upload: OwnedUploadDep, settings: SettingsDep) -> Response:
     headers = _tus_headers(upload, settings.upload_retention_hours)
     headers.update({"Upload-Length": str(upload.length), "Cache-Control": "no-store"})
     if upload.metadata:
@@ -200,9 +204,7 @@ def head_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
 
 @router.get("/{upload_id}", response_model=UploadRead, summary="State of a resumable upload",
             responses=problem_responses(404))  # fmt: skip
-def get_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
-               user: CurrentUser) -> UploadRead:  # fmt: skip
-    upload = owned_upload(uploads, upload_id, user)
+def get_upload(upload: OwnedUploadDep, settings: SettingsDep) -> UploadRead:
     return UploadRead.of(upload, _expires(upload, settings.upload_retention_hours))
 
 
@@ -223,8 +225,7 @@ def get_upload(upload_id: str, settings: SettingsDep, uploads: UploadsDep,
                         "description": "Checksum of this request's body (tus checksum)."}]},
 )  # fmt: skip
 async def patch_upload(
-    upload_id: str, request: Request, settings: SettingsDep, uploads: UploadsDep,
-    user: CurrentUser,
+    upload: OwnedUploadDep, request: Request, settings: SettingsDep, uploads: UploadsDep,
     upload_offset: Annotated[str | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
@@ -234,7 +235,6 @@ async def patch_upload(
     if upload_offset is None or not upload_offset.isdigit():
         raise BadUploadError("send the offset of this request's first byte in Upload-Offset")
     checksum = parse_checksum(upload_checksum)
-    upload = await run_in_threadpool(owned_upload, uploads, upload_id, user)
     headers = _tus_headers(upload, settings.upload_retention_hours)
     if int(upload_offset) != upload.offset:
         raise UploadConflictError(
@@ -243,39 +243,36 @@ async def patch_upload(
         )  # fmt: skip
     if upload.complete:
         return Response(status_code=204, headers=headers)
-    token = await run_in_threadpool(uploads.lock, upload_id)
+    token = await run_in_threadpool(uploads.lock, upload.id)
     if token is None:
         raise UploadBusyError("another request is writing to this upload", headers=headers)
     try:
         result = await append(request, upload, uploads, checksum=checksum)
     finally:
-        await run_in_threadpool(uploads.unlock, upload_id, token)
+        await run_in_threadpool(uploads.unlock, upload.id, token)
     if result.sha256 is not None:
         if upload.expected_sha256 and result.sha256 != upload.expected_sha256:
-            await run_in_threadpool(uploads.delete, upload_id)
+            await run_in_threadpool(uploads.delete, upload.id)
             raise ChecksumMismatchError(
                 f"the file's SHA-256 is {result.sha256}, not {upload.expected_sha256} as announced "
                 "in Upload-Metadata; the upload was removed, upload the file again",
                 sha256=result.sha256, expected_sha256=upload.expected_sha256,
                 headers={"Tus-Resumable": TUS_VERSION},
             )  # fmt: skip
-        upload = await run_in_threadpool(lambda: uploads.complete(upload_id, sha256=result.sha256))
+        upload = await run_in_threadpool(lambda: uploads.complete(upload.id, sha256=result.sha256))
     else:
-        upload = await run_in_threadpool(uploads.get, upload_id)
+        upload = await run_in_threadpool(uploads.get, upload.id)
     return Response(status_code=204, headers=_tus_headers(upload, settings.upload_retention_hours))
 
 
 @router.delete("/{upload_id}", status_code=204, summary="Remove an upload (tus termination)",
                dependencies=[TusDep], response_class=Response,
                responses=problem_responses(404, 409, 412))  # fmt: skip
-def delete_upload(upload_id: str, uploads: UploadsDep, request: Request,
-                  user: CurrentUser) -> Response:  # fmt: skip
-    owned_upload(uploads, upload_id, user)
-    store = JobStore(uploads.client, writer="service", prefix=request.app.state.prefix)
-    active = [j for j in uploads.job_ids(upload_id)
+def delete_upload(upload: OwnedUploadDep, uploads: UploadsDep, store: StoreDep) -> Response:
+    active = [j for j in uploads.job_ids(upload.id)
               if store.exists(j) and not store.state(j).terminal]  # fmt: skip
     if active:
         raise UploadInUseError(f"job {active[0]} still uses this upload; cancel it first",
                                     jobs=active)  # fmt: skip
-    uploads.delete(upload_id)
+    uploads.delete(upload.id)
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
