@@ -20,6 +20,7 @@ Contiguous pixel data are memory-mapped; other files are read page by page.
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -117,7 +118,8 @@ class TiffMovie(MovieReader):
                 self._tif = tifffile.TiffFile(handle, name=path.name, is_scanimage=False)
             else:
                 self._tif = tifffile.TiffFile(path, is_scanimage=False)
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError,
+                struct.error) as exc:  # fmt: skip
             if handle is not None:
                 handle.close()
             raise MovieFormatError(

@@ -129,6 +129,10 @@ def _tiff_garbage(path: Path) -> None:
     path.write_bytes(b"II*\x00" + b"\xff" * 64)
 
 
+def _tiff_header_only(path: Path) -> None:
+    path.write_bytes(b"II*\x00")  # no offset of a first page
+
+
 @pytest.mark.parametrize(
     ("name", "write", "words"),
     [
@@ -142,6 +146,7 @@ def _tiff_garbage(path: Path) -> None:
         ("complex.npy", _npy_complex, "complex64"),
         ("empty.tif", _empty, "empty (0 bytes)"),
         ("broken.tif", _tiff_garbage, "damaged"),
+        ("cut.tif", _tiff_header_only, "truncated"),
     ],
 )
 def test_unusable_files_get_a_plain_reason(tmp_path: Path, name: str, write, words: str) -> None:
