@@ -199,14 +199,16 @@ def software_version() -> str:
 
 
 def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, Any]:
-    """Group attributes: model, input (name, sha256, shape, dtype, fps), software, parameters."""
+    """Group attributes: model, input (name, sha256, shape, dtype, fps, the plane and channel read
+    from a multi-plane file), software, parameters."""
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
     return {
         "model": {"name": card_dict.get("name"), "version": card_dict.get("version"),
                   "card": card_dict},
         "input": {"name": movie_name(movie), "sha256": movie_sha256(movie),
                   "shape": list(movie.shape), "dtype": str(getattr(movie, "dtype", "")),
-                  "fps": getattr(movie, "fps", None)},
+                  "fps": getattr(movie, "fps", None),
+                  "layout": getattr(movie, "layout", None) or None},
         "software": {"caimx": software_version()},
         "parameters": params.to_dict(),
     }

@@ -66,6 +66,8 @@ def test_process_one_plane_of_a_scanimage_file(make_movie, tmp_path: Path) -> No
     assert main(["process", str(path), "-o", str(out), "--plane", "1", *FAST]) == 0
     result = read_result(out)
     assert result.attrs["input"]["fps"] == 10.0 and result.traces.shape[1] == 100
+    assert result.attrs["input"]["layout"] == {"planes": 3, "plane": 1, "channels": 1,
+                                               "channel": 0}  # fmt: skip
     mean = float(np.mean(result.images["mean_image"]))
     assert abs(mean - float(planes[1].mean())) < 100, mean  # planes are 500 apart
 
