@@ -101,6 +101,7 @@ class UserStore:
 
     _cache: ClassVar[dict[str, tuple[str, str, float]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
+    _pending: ClassVar[dict[str, threading.Lock]] = {}
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
@@ -183,9 +184,25 @@ class UserStore:
             return None
         key_id, secret = match.groups()
         cached = self.recently_verified(key)
-        if cached is not None:
-            user = self.get(cached[0])
-            return user if user is not None and user.key_id == cached[1] else None
+        if cached is None:
+            # Many requests with a new key at once (a client starting 100 pollers) run one scrypt;
+            # the others wait for it and find the key verified.
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            with self._lock:
+                pending = self._pending.setdefault(digest, threading.Lock())
+            with pending:
+                cached = self.recently_verified(key)
+                if cached is None:
+                    try:
+                        return self._verify_slowly(key, key_id, secret)
+                    finally:
+                        with self._lock:
+                            self._pending.pop(digest, None)
+        user = self.get(cached[0])
+        return user if user is not None and user.key_id == cached[1] else None
+
+    def _verify_slowly(self, key: str, key_id: str, secret: str) -> User | None:
+        """Look the key up and check its secret with scrypt; remember it when it is right."""
         name = self.client.get(self._key_index(key_id))
         if not name:
             return None

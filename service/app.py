@@ -26,6 +26,10 @@ from service.errors import install_error_handlers
 from service.request_log import RequestLogMiddleware
 
 log = logging.getLogger(__name__)
+ASYNC_REDIS_CONNECTIONS = 64
+"""Redis connections of one API process's asyncio client (each request holds one for one read)."""
+ASYNC_REDIS_WAIT_S = 10.0
+"""How long a request waits for a free connection before it answers 503."""
 
 
 def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX) -> FastAPI:
@@ -52,7 +56,11 @@ def create_app(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         # The hot read paths (key check, job status) use asyncio Redis: no thread per request.
-        app.state.aredis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+        # A blocking pool: past its size a request waits for a connection instead of failing.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_url, decode_responses=True, max_connections=ASYNC_REDIS_CONNECTIONS,
+            timeout=ASYNC_REDIS_WAIT_S)  # fmt: skip
+        app.state.aredis = redis.asyncio.Redis(connection_pool=pool)
         app.state.celery = make_celery(settings)
         log.info("caimx API %s: data in %s, models in %s", __version__, settings.data_dir,
                  settings.models_dir)  # fmt: skip

@@ -154,6 +154,34 @@ def test_keys_are_stored_only_as_salted_hashes(redis_client, key_prefix: str) ->
     assert mask(one.key) == f"caimx_{one.user.key_id}_***" and secret not in mask(one.key)
 
 
+def test_a_new_key_used_by_many_requests_at_once_costs_one_scrypt(
+    redis_client, key_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import threading
+
+    import caimx.users
+
+    users = UserStore(redis_client, prefix=key_prefix)
+    key = users.add("judy").key
+    hashed = []
+    real_hash = caimx.users._hash
+    monkeypatch.setattr(caimx.users, "_hash", lambda *a: hashed.append(1) or real_hash(*a))
+    start = threading.Barrier(16)
+    names = []
+
+    def check() -> None:
+        start.wait()
+        names.append(UserStore(redis_client, prefix=key_prefix).verify(key).name)
+
+    threads = [threading.Thread(target=check) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert names == ["judy"] * 16 and len(hashed) == 1
+    assert users.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None  # still checked
+
+
 def test_removed_or_replaced_keys_stop_working_at_once(app_client: TestClient, redis_client,
                                                        key_prefix: str) -> None:  # fmt: skip
     users = UserStore(redis_client, prefix=key_prefix)
