@@ -4,10 +4,13 @@ Starts ``caimx serve --no-worker`` with API keys on, in a temporary folder on a 
 127.0.0.1, creates a user and ``--jobs`` queued jobs (small multipart movies; no worker, so they
 stay queued and the CPU is the API's). Then, for ``--seconds``:
 
-- ``--clients`` asyncio clients (httpx, one connection each) poll ``GET /v1/jobs/{id}`` and, every
-  ``--list-every``-th request, ``GET /v1/jobs?limit=50``, waiting ``--think-ms`` between requests;
+- ``--clients`` asyncio clients (httpx, one connection each) poll ``GET /v1/jobs/{id}`` and, one
+  request in ``--list-every`` at random, ``GET /v1/jobs?limit=50``, waiting ``--think-ms`` (times a
+  random 0.5-1.5) between requests; requests of the first ``--warmup-s`` seconds (new
+  connections, the key's first check) are reported apart;
 - ``--uploaders`` clients upload ``--upload-mb`` files with tus (``POST`` + ``PATCH`` in 4 MiB
-  requests), one after the other.
+  requests), one after the other, each at most ``--upload-mb-per-s`` (a rig's share of the lab
+  network; by default as fast as loopback allows, which makes the uploads take most of the CPU).
 
 Prints requests/s, p50/p99/max latency per kind and the error count (any status other than the
 expected, or a transport error), as JSON too. Stops by itself; everything is deleted at the end.
@@ -87,8 +90,17 @@ class Recorder:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
         self.examples: list[str] = []
+        self.slowest = []
+
+    began = 0.0
+    slowest: list[tuple[float, str, float]]
+    warm_until = 0.0
+    """Requests started before this (``time.monotonic()``) are reported as ``<kind> (warm-up)``:
+    each client's first request opens a connection and the first use of a key runs scrypt."""
 
     async def timed(self, kind: str, call, expected: int) -> httpx.Response | None:
+        if time.monotonic() < self.warm_until:
+            kind = f"{kind} (warm-up)"
         start = time.perf_counter()
         try:
             response = await call()
@@ -96,7 +108,11 @@ class Recorder:
             self.errors[kind] += 1
             self.examples.append(f"{kind}: {type(exc).__name__} {exc}")
             return None
-        self.latency[kind].append(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        self.latency[kind].append(took)
+        self.slowest.append((took, kind, time.monotonic() - took - self.began))
+        if len(self.slowest) > 200:  # keep the 10 slowest, cheaply
+            self.slowest = sorted(self.slowest, reverse=True)[:10]
         if response.status_code != expected:
             self.errors[kind] += 1
             self.examples.append(f"{kind}: {response.status_code} {response.text[:200]}")
@@ -110,21 +126,24 @@ async def poller(base: str, key: str, job_ids: list[str], stop: float, rec: Reco
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30,
                                  limits=httpx.Limits(max_connections=1)) as http:  # fmt: skip
         await asyncio.sleep(rng.uniform(0, max(think_s, 0.05)))  # spread the start
-        n = 0
         while time.monotonic() < stop:
-            n += 1
-            if n % list_every == 0:
+            # Random, not every n-th request, and a jittered pause: clients in lockstep would all
+            # list at the same moment every n seconds, which no group of people or scripts does.
+            if rng.random() < 1 / list_every:
                 await rec.timed("list", lambda: http.get("/v1/jobs", params={"limit": 50}), 200)
             else:
                 job = rng.choice(job_ids)
                 await rec.timed("status", lambda j=job: http.get(f"/v1/jobs/{j}"), 200)
             if think_s:
-                await asyncio.sleep(think_s)
+                await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
 
 
-async def uploader(base: str, key: str, size: int, stop: float, rec: Recorder) -> None:
+async def uploader(base: str, key: str, data: bytes, stop: float, rec: Recorder,
+                   rate: float) -> None:  # fmt: skip
+    """Upload ``data`` again and again, at most ``rate`` bytes/s (0: as fast as it can)."""
     headers = {"Authorization": f"Bearer {key}"}
-    data = os.urandom(size)
+    size = len(data)
+    began, sent = time.monotonic(), 0
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
         while time.monotonic() < stop:
             created = await rec.timed("upload-create", lambda: http.post(
@@ -142,6 +161,9 @@ async def uploader(base: str, key: str, size: int, stop: float, rec: Recorder) -
                         **TUS, "Upload-Offset": str(o),
                         "Content-Type": "application/offset+octet-stream"}), 204)  # fmt: skip
                 rec.latency["upload-bytes"].append(len(chunk))
+                sent += len(chunk)
+                if rate:  # a rig's link, not loopback: wait until the bytes sent fit the rate
+                    await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
             await http.delete(f"/v1/uploads/{upload}", headers=TUS)
 
 
@@ -152,16 +174,21 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace, base: str, key: str, job_ids: list[str]) -> dict:
     rec = Recorder()
+    # made before the clock starts: generating it blocks the event loop for seconds
+    data = np.random.default_rng(0).bytes(args.upload_mb << 20) if args.uploaders else b""
     start = time.monotonic()
+    rec.began, rec.warm_until = start, start + args.warmup_s
     stop = start + args.seconds
     tasks = [poller(base, key, job_ids, stop, rec, args.think_ms / 1000, args.list_every, i)
              for i in range(args.clients)]  # fmt: skip
-    tasks += [uploader(base, key, args.upload_mb << 20, stop, rec) for _ in range(args.uploaders)]
+    tasks += [uploader(base, key, data, stop, rec, args.upload_mb_per_s * 1e6)
+              for _ in range(args.uploaders)]  # fmt: skip
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.seconds + 120)
     elapsed = time.monotonic() - start
     report: dict = {"seconds": round(elapsed, 1), "clients": args.clients, "kinds": {},
                     "uploaders": args.uploaders, "think_ms": args.think_ms,
-                    "api_workers": args.api_workers}  # fmt: skip
+                    "api_workers": args.api_workers,
+                    "upload_mb_per_s_limit": args.upload_mb_per_s}  # fmt: skip
     total = 0
     for kind, values in sorted(rec.latency.items()):
         if kind == "upload-bytes":
@@ -176,6 +203,8 @@ async def run(args: argparse.Namespace, base: str, key: str, job_ids: list[str])
     report["requests_per_s"] = round(total / elapsed, 1)
     report["errors"] = sum(rec.errors.values())
     report["error_examples"] = rec.examples[:5]
+    report["slowest"] = [{"ms": round(1000 * took), "kind": kind, "at_s": round(at, 2)}
+                         for took, kind, at in sorted(rec.slowest, reverse=True)[:10]]  # fmt: skip
     return report
 
 
@@ -185,9 +214,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--think-ms", type=float, default=250.0,
                         help="pause of each polling client between requests")
-    parser.add_argument("--list-every", type=int, default=5, help="every n-th request lists jobs")
+    parser.add_argument("--list-every", type=int, default=5,
+                        help="one request in n (at random) lists jobs")
+    parser.add_argument("--warmup-s", type=float, default=5.0,
+                        help="requests of the first seconds are reported apart")
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--upload-mb", type=int, default=64)
+    parser.add_argument("--upload-mb-per-s", type=float, default=0.0,
+                        help="bandwidth of each uploader (e.g. 50 for two rigs sharing 1 GbE); "
+                             "0: as fast as loopback allows")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=30, help="queued jobs the clients poll")
     parser.add_argument("--api-workers", type=int, default=1, help="API processes")
     args = parser.parse_args()
