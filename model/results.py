@@ -99,6 +99,23 @@ class ResultWriter:
         self.denoised[t0:t0 + data.shape[0]] = data.astype(np.float32)
 
 
+def write_fluorescence(path: str | Path, fluorescence: np.ndarray, neuropil: np.ndarray,
+                       info: dict[str, Any]) -> None:  # fmt: skip
+    """Add ``fluorescence`` and ``neuropil`` ``(K, T)`` (read from the movie,
+    :mod:`model.inference.extract`) to a written result; ``info`` goes to ``attrs.fluorescence``.
+    Writing again replaces them with the same bytes."""
+    group = zarr.open_group(str(path), mode="r+")
+    k, n_frames = group["traces"].shape
+    for name, values in (("fluorescence", fluorescence), ("neuropil", neuropil)):
+        if values.shape != (k, n_frames):
+            raise ValueError(f"{name} must be {(k, n_frames)}, got {values.shape}")
+        array = group.create_array(name, shape=(k, n_frames), chunks=group["traces"].chunks,
+                                   dtype="float32", fill_value=0.0, overwrite=True)  # fmt: skip
+        if values.size:
+            array[...] = values.astype(np.float32)
+    group.attrs["fluorescence"] = info
+
+
 @dataclass(frozen=True)
 class Result:
     """A result read back (footprints and traces loaded; ``denoised`` stays lazy)."""
@@ -109,10 +126,20 @@ class Result:
     neurons: dict[str, np.ndarray]
     attrs: dict[str, Any]
     denoised: Any | None
+    fluorescence: np.ndarray | None = None
+    neuropil: np.ndarray | None = None
 
     @property
     def n_neurons(self) -> int:
         return int(self.footprints.shape[0])
+
+    @property
+    def corrected(self) -> np.ndarray | None:
+        """``fluorescence - coefficient * neuropil`` (``None`` when the result has neither)."""
+        if self.fluorescence is None or self.neuropil is None:
+            return None
+        coefficient = float(self.attrs.get("fluorescence", {}).get("coefficient", 0.7))
+        return self.fluorescence - coefficient * self.neuropil
 
 
 def read_result(path: str | Path) -> Result:
@@ -138,4 +165,6 @@ def read_result(path: str | Path) -> Result:
         neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS},
         attrs=attrs,
         denoised=group.get("denoised", None),
+        fluorescence=group["fluorescence"][...] if "fluorescence" in group else None,
+        neuropil=group["neuropil"][...] if "neuropil" in group else None,
     )

@@ -303,7 +303,9 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
     plan = load_plan(work)
     card = resolve_model(job.model, settings.models_dir).card
     params = InferenceParams.from_dict(plan.params)
-    summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params))
+    with _open(job, settings) as movie:  # read again for each neuron's fluorescence
+        summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params),
+                           movie=movie)
     facts = _jsonable(summary) or {}
     facts.pop("seconds", None)
     facts.pop("decisions", None)

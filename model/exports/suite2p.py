@@ -6,9 +6,11 @@ What each file holds (K neurons, T frames, H x W pixels):
   footprint's values), ``med`` ([y, x] median pixel), ``npix``, ``npix_norm``, ``radius``,
   ``aspect_ratio``, ``compact``, ``footprint``, ``skew``, ``std``, ``snr``, ``overlap``,
   ``soma_crop``.
-- ``F.npy``: the caimx traces ``(K, T)`` float32 (movie-range units).
-- ``Fneu.npy``: zeros ``(K, T)``. The network's traces are already separated from the neuropil,
-  so nothing is to be subtracted: Suite2p's ``F - 0.7 * Fneu`` gives back the caimx trace.
+- ``F.npy``: each neuron's fluorescence read from the movie (``fluorescence``, footprint-weighted
+  mean of the motion-corrected frames, the movie's units) ``(K, T)`` float32.
+- ``Fneu.npy``: the neuropil ring's mean (``neuropil``), so Suite2p's ``F - 0.7 * Fneu`` is the
+  result's corrected trace. (Results made before fluorescence was read: the caimx network traces
+  as ``F`` and zeros as ``Fneu``.)
 - ``spks.npy``: zeros ``(K, T)``. caimx does not deconvolve; the GUI needs the file to open.
 - ``iscell.npy``: ``(K, 2)``: 1 (every neuron caimx keeps is a cell) and the tile evidence (0..1).
 - ``ops.npy``: a dict with ``Ly``, ``Lx``, ``nframes``, ``fs``, ``tau``, ``meanImg``,
@@ -113,8 +115,12 @@ def write_suite2p(source: ExportSource, folder: str | Path) -> Path:
         "caimx": {"fs_known": source.fs_known, **result.attrs},
     }
     np.save(plane / "stat.npy", stat_array, allow_pickle=True)
-    np.save(plane / "F.npy", traces)
-    np.save(plane / "Fneu.npy", np.zeros_like(traces))
+    if result.fluorescence is not None and result.neuropil is not None:
+        np.save(plane / "F.npy", result.fluorescence.astype(np.float32))
+        np.save(plane / "Fneu.npy", result.neuropil.astype(np.float32))
+    else:  # results made before fluorescence was read from the movie
+        np.save(plane / "F.npy", traces)
+        np.save(plane / "Fneu.npy", np.zeros_like(traces))
     np.save(plane / "spks.npy", np.zeros_like(traces))
     np.save(plane / "iscell.npy", np.stack([np.ones(len(stat), np.float32), evidence], axis=1)
             .reshape(len(stat), 2))

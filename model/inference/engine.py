@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from model.inference import motion, patches, resample
 from model.inference.chunks import ChunkResult, chunk_done, read_chunk, write_chunk
 from model.inference.decide import Candidates, patch_candidates
+from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import finalize_result
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
@@ -169,11 +171,13 @@ def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
 
 def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
              attrs: dict[str, Any] | None = None,
-             params: InferenceParams | None = None) -> ResultSummary:
+             params: InferenceParams | None = None, movie: Any = None) -> ResultSummary:
     """Stitch all chunk results in ``work_dir`` into the result group at ``output``.
 
     ``params`` may override the decision and stitching thresholds of the plan (to study them without
-    re-running the network); scaling, plan and motion parameters always come from the plan.
+    re-running the network); scaling, plan and motion parameters always come from the plan. With
+    ``movie``, each neuron's fluorescence and neuropil are then read from it
+    (:func:`add_fluorescence`).
     """
     missing = [c.id for c in plan.chunks if not chunk_done(work_dir, c.id)]
     if missing:
@@ -184,10 +188,36 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
     t0 = time.perf_counter()
     info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
                            params=base, attrs=dict(attrs or {}))
+    seconds = {"finalize": time.perf_counter() - t0}
+    if movie is not None:
+        t0 = time.perf_counter()
+        add_fluorescence(movie, plan, work_dir=work_dir, output=output, params=base)
+        seconds["fluorescence"] = time.perf_counter() - t0
     return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
                          movie_shape=plan.frames_shape, n_chunks=len(plan.chunks),
                          n_candidates=info["n_candidates"], decisions=info["decisions"],
-                         seconds={"finalize": time.perf_counter() - t0})
+                         seconds=seconds)
+
+
+def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: str | Path,
+                     params: InferenceParams) -> None:  # fmt: skip
+    """Read each neuron's fluorescence and neuropil from ``movie`` into the result at ``output``,
+    motion-corrected against the reference the network's input was corrected against."""
+    from model.results import write_fluorescence
+
+    group = zarr.open_group(str(output), mode="r")
+    footprints = group["footprints"][...]
+    reference = None
+    if params.motion.enabled:
+        reference = np.load(Path(work_dir) / REFERENCE_FILE)
+        if reference.shape != tuple(plan.frames_shape[1:]):  # made on rescaled frames
+            reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))
+    ring = NeuropilRing()
+    fluorescence, neuropil = extract_fluorescence(movie, footprints, reference=reference,
+                                                  motion_params=params.motion, ring=ring)
+    write_fluorescence(output, fluorescence, neuropil,
+                       {**ring.to_dict(), "weights": "footprint",
+                        "motion_corrected": reference is not None})  # fmt: skip
 
 
 def software_version() -> str:
@@ -258,7 +288,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             progress(done, len(plan.chunks))
     timings["chunks"] = time.perf_counter() - t0
     summary = finalize(plan, work_dir=work, output=output,
-                       attrs=result_attrs(movie, predictor.card, params))
+                       attrs=result_attrs(movie, predictor.card, params), movie=movie)
     timings.update(summary.seconds)
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)

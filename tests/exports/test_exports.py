@@ -130,6 +130,20 @@ def test_suite2p_folder_loads_as_the_gui_loads_it(small_result: Path, tmp_path: 
             assert np.isfinite(entry[key])
 
 
+def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_result: Path,
+                                                                      tmp_path: Path) -> None:
+    from model.results import write_fluorescence
+
+    k, n_frames = read_result(small_result).traces.shape
+    rng = np.random.default_rng(0)
+    f, fneu = rng.random((k, n_frames), np.float32), rng.random((k, n_frames), np.float32)
+    write_fluorescence(small_result, f, fneu, {"coefficient": 0.7})
+    plane = export_result(small_result, tmp_path, format="suite2p")
+    np.testing.assert_array_equal(np.load(plane / "F.npy"), f)
+    np.testing.assert_array_equal(np.load(plane / "Fneu.npy"), fneu)
+    np.testing.assert_allclose(read_result(small_result).corrected, f - 0.7 * fneu)
+
+
 def test_tiff_and_csv(small_result: Path, tmp_path: Path) -> None:
     folder = export_result(small_result, tmp_path, format="tiff")
     expected = read_result(small_result)

@@ -70,6 +70,14 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     score = json.loads(capsys.readouterr().out)
     print(score)
     assert score["f1"] >= F1_FLOOR
+    assert result.fluorescence.shape == result.neuropil.shape == result.traces.shape
+    assert result.attrs["fluorescence"]["coefficient"] == 0.7
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json",
+                 "--traces", "fluorescence"]) == 0  # fmt: skip
+    read_out = json.loads(capsys.readouterr().out)
+    print("fluorescence", read_out)
+    assert read_out["f1"] == score["f1"] and read_out["trace_r"] >= 0.9
 
 
 def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):

@@ -86,8 +86,11 @@ def test_upload_to_zarr_result(api: TestClient, settings: Settings, movie_tiff: 
     k = group["footprints"].shape[0]
     assert group["footprints"].shape == (k, 48, 48) and group["footprints"].dtype == np.float32
     assert group["traces"].shape == (k, 120) and group["traces"].dtype == np.float32
+    assert group["fluorescence"].shape == group["neuropil"].shape == (k, 120)
+    assert k == 0 or np.ptp(group["fluorescence"][...]) > 0  # read from the movie by finalize
     assert group["mean_image"].shape == (48, 48)
     attrs = group.attrs.asdict()
+    assert attrs["fluorescence"]["motion_corrected"] in (True, False)
     assert attrs["model"]["name"] == "deepcaimx-mini" and attrs["model"]["version"]
     assert attrs["input"]["name"] == "movie.tif"
     assert attrs["input"]["sha256"] == job["movie"]["sha256"]

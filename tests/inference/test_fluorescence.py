@@ -1,0 +1,66 @@
+"""Each neuron's fluorescence and neuropil read from the movie (``model.inference.extract``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.inference.extract import NeuropilRing, extract_fluorescence, extraction_weights
+from model.inference.params import MotionParams
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two disk cells with known traces on a neuropil that fluctuates on its own, plus noise."""
+    rng = np.random.default_rng(seed)
+    t, h, w = 300, 48, 48
+    yy, xx = np.mgrid[:h, :w]
+    footprints = np.stack([((yy - 14) ** 2 + (xx - 14) ** 2 <= 16).astype(np.float32),
+                           ((yy - 32) ** 2 + (xx - 30) ** 2 <= 16).astype(np.float32)])
+    traces = np.maximum(rng.normal(0, 1, (2, t)).cumsum(1), 0).astype(np.float32)
+    neuropil = (5 + np.sin(np.arange(t) / 7.0)).astype(np.float32)
+    movie = 100 + 10 * neuropil[:, None, None] * np.ones((t, h, w), np.float32)
+    movie += np.einsum("kt,khw->thw", 20 * traces, footprints)
+    movie += rng.normal(0, 2, movie.shape).astype(np.float32)
+    return movie.astype(np.float32), footprints, traces, neuropil
+
+
+def test_fluorescence_follows_the_cells_and_neuropil_the_background() -> None:
+    movie, footprints, traces, neuropil = _scene()
+    f, fneu = extract_fluorescence(movie, footprints, block_frames=64)
+    assert f.shape == fneu.shape == (2, movie.shape[0])
+    for k in range(2):
+        corrected = f[k] - 1.0 * fneu[k]  # this scene adds neuropil with weight 1 to the cells
+        assert np.corrcoef(corrected, traces[k])[0, 1] > 0.99
+        assert np.corrcoef(fneu[k], neuropil)[0, 1] > 0.99
+        assert np.corrcoef(f[k], traces[k])[0, 1] < np.corrcoef(corrected, traces[k])[0, 1]
+
+
+def test_the_ring_leaves_every_cell_out() -> None:
+    _, footprints, _, _ = _scene()
+    ring = NeuropilRing(gap=2, width=8)
+    cell_w, ring_w = extraction_weights(footprints, ring)
+    assert np.allclose(cell_w.sum(axis=1), 1) and np.allclose(ring_w.sum(axis=1), 1)
+    near_cells = np.zeros(footprints.shape[1:], bool)
+    for values in footprints:
+        near_cells |= values > 0
+    used = np.asarray(ring_w.sum(axis=0)).reshape(footprints.shape[1:]) > 0
+    assert used.any() and not (used & near_cells).any()
+
+
+def test_motion_is_corrected_before_reading() -> None:
+    movie, footprints, _, _ = _scene(1)
+    reference = movie.mean(axis=0)
+    shifted = movie.copy()
+    shifted[::3] = np.roll(movie[::3], 3, axis=2)  # every third frame 3 px to the right
+    still, _ = extract_fluorescence(movie, footprints)
+    moved, _ = extract_fluorescence(shifted, footprints)
+    fixed, _ = extract_fluorescence(shifted, footprints, reference=reference,
+                                    motion_params=MotionParams(max_shift=6))  # fmt: skip
+    err_moved = np.abs(moved - still).mean()
+    assert np.abs(fixed - still).mean() < 0.2 * err_moved
+
+
+def test_footprints_must_match_the_frames() -> None:
+    movie, footprints, _, _ = _scene()
+    with pytest.raises(ValueError, match="do not match"):
+        extract_fluorescence(movie[:, :40], footprints)
