@@ -7,6 +7,8 @@ Layout of the file written by :func:`write_nwb`::
     /processing/ophys                            ProcessingModule "ophys"
         ImageSegmentation/PlaneSegmentation      image_mask (K, W, H) + per-neuron columns
         Fluorescence/RoiResponseSeries           data (T, K), rate fs, starting_time 0
+        Fluorescence/{RawFluorescence,Neuropil}  data (T, K): read from the movie, when the
+                                                 result has them
         SummaryImages/{mean,max_projection,attention}   GrayscaleImage (W, H)
         Denoised                                 TwoPhotonSeries data (T, W, H), when the result
                                                  has the denoised movie
@@ -179,6 +181,18 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
                     "for raw intensity differences (see the caimx result format)." + time_note,
         comments=json.dumps({"plan": result.attrs.get("plan", {})}),
     )
+    if result.fluorescence is not None and result.neuropil is not None:
+        ring = json.dumps(result.attrs.get("fluorescence", {}))
+        for name, values, text in (
+            ("RawFluorescence", result.fluorescence, "footprint-weighted mean of the "
+             "motion-corrected movie per neuron, raw intensity units"),
+            ("Neuropil", result.neuropil, "mean of a ring of pixels around each neuron that "
+             "leaves every neuron out, raw intensity units; RawFluorescence - coefficient * "
+             "Neuropil is the corrected trace (coefficient in comments)")):
+            fluorescence.create_roi_response_series(
+                name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
+                rate=source.fs, starting_time=0.0, description=text + "." + time_note,
+                comments=ring)  # fmt: skip
     images = [GrayscaleImage(name=name, data=to_nwb_image(result.images[key]),
                              description=text + ", pixels (x, y)")
               for name, key, text in (

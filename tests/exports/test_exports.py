@@ -132,6 +132,8 @@ def test_suite2p_folder_loads_as_the_gui_loads_it(small_result: Path, tmp_path: 
 
 def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_result: Path,
                                                                       tmp_path: Path) -> None:
+    from pynwb import NWBHDF5IO, validate
+
     from model.results import write_fluorescence
 
     k, n_frames = read_result(small_result).traces.shape
@@ -142,6 +144,12 @@ def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_resul
     np.testing.assert_array_equal(np.load(plane / "F.npy"), f)
     np.testing.assert_array_equal(np.load(plane / "Fneu.npy"), fneu)
     np.testing.assert_allclose(read_result(small_result).corrected, f - 0.7 * fneu)
+    nwb = export_result(small_result, tmp_path / "nwb", format="nwb")
+    with NWBHDF5IO(str(nwb), mode="r") as io:
+        fluorescence = io.read().processing["ophys"]["Fluorescence"]
+        np.testing.assert_array_equal(fluorescence["RawFluorescence"].data[:], f.T)
+        np.testing.assert_array_equal(fluorescence["Neuropil"].data[:], fneu.T)
+    assert validate(path=str(nwb)) == []
 
 
 def test_tiff_and_csv(small_result: Path, tmp_path: Path) -> None:
