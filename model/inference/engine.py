@@ -206,7 +206,7 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
     from model.results import write_fluorescence
 
     group = zarr.open_group(str(output), mode="r")
-    footprints = group["footprints"][...]
+    footprints = group["footprints"]  # read one neuron at a time
     reference = None
     if params.motion.enabled:
         reference = np.load(Path(work_dir) / REFERENCE_FILE)

@@ -43,28 +43,53 @@ class NeuropilRing:
         return {"gap": self.gap, "width": self.width, "coefficient": self.coefficient}
 
 
-def extraction_weights(footprints: np.ndarray, ring: NeuropilRing = NeuropilRing(),
+def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
                        ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:  # fmt: skip
     """Sparse ``(K, H*W)`` weights of each cell (its footprint, summing to 1) and of its neuropil
-    ring (uniform over the ring, summing to 1; an empty row when no free pixel is near)."""
+    ring (uniform over the ring, summing to 1; an empty row when no free pixel is near).
+
+    ``footprints`` ``(K, H, W)`` is read one neuron at a time (a Zarr array stays on disk), and each
+    ring is grown inside the neuron's bounding box plus its reach, so memory and time follow the
+    neurons' sizes, not K x H x W.
+    """
     k, height, width = footprints.shape
-    cells = np.clip(np.asarray(footprints, np.float32), 0, None)
-    occupied = ndimage.binary_dilation(cells.max(axis=0) > 0, iterations=ring.gap) \
-        if k else np.zeros((height, width), bool)
-    cell_rows, ring_rows = [], []
-    for values in cells:
-        flat = values.ravel()
-        total = flat.sum()
-        cell_rows.append(flat / total if total > 0 else flat)
-        reach = ndimage.binary_dilation(values > 0, iterations=ring.gap + ring.width) & ~occupied
-        n = reach.sum()
-        ring_rows.append(reach.ravel().astype(np.float32) / n if n else np.zeros(flat.size,
-                                                                                 np.float32))
+    occupied = np.zeros((height, width), bool)
+    for i in range(k):
+        occupied |= np.asarray(footprints[i]) > 0
+    if k and ring.gap:
+        occupied = ndimage.binary_dilation(occupied, iterations=ring.gap)
+    reach = ring.gap + ring.width
+    cell: tuple[list, list, list] = ([], [], [])
+    neuropil: tuple[list, list, list] = ([], [], [])
+    for i in range(k):
+        values = np.clip(np.asarray(footprints[i], np.float32), 0, None)
+        ys, xs = np.nonzero(values)
+        if not len(ys):
+            continue
+        weights = values[ys, xs]
+        _append(cell, i, ys * width + xs, weights / weights.sum())
+        y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, height)
+        x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, width)
+        grown = ndimage.binary_dilation(values[y0:y1, x0:x1] > 0, iterations=reach)
+        ry, rx = np.nonzero(grown & ~occupied[y0:y1, x0:x1])
+        if len(ry):
+            _append(neuropil, i, (ry + y0) * width + (rx + x0), np.full(len(ry), 1 / len(ry)))
     shape = (k, height * width)
-    if not k:
-        return sparse.csr_matrix(shape, dtype=np.float32), sparse.csr_matrix(shape,
-                                                                              dtype=np.float32)
-    return sparse.csr_matrix(np.stack(cell_rows)), sparse.csr_matrix(np.stack(ring_rows))
+    return _csr(cell, shape), _csr(neuropil, shape)
+
+
+def _append(parts: tuple[list, list, list], row: int, columns: np.ndarray,
+            values: np.ndarray) -> None:  # fmt: skip
+    parts[0].append(np.full(len(columns), row))
+    parts[1].append(columns)
+    parts[2].append(values.astype(np.float32))
+
+
+def _csr(parts: tuple[list, list, list], shape: tuple[int, int]) -> sparse.csr_matrix:
+    if not parts[0]:
+        return sparse.csr_matrix(shape, dtype=np.float32)
+    rows, columns, values = (np.concatenate(p) for p in parts)
+    return sparse.csr_matrix((values, (rows, columns)), shape=shape, dtype=np.float32)
 
 
 def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
