@@ -93,6 +93,10 @@ class MovieTooSmallError(ApiError):
     status, slug, title = 422, "movie-too-small", "Movie too small for the model"
 
 
+class InvalidParamsError(ApiError):
+    status, slug, title = 422, "invalid-parameters", "Parameters that cannot apply to this movie"
+
+
 class UnknownModelNameError(ApiError):
     status, slug, title = 422, "unknown-model", "Unknown model"
 

@@ -1,15 +1,20 @@
-"""Checks made before a job is queued: the model exists and the upload is a usable movie."""
+"""Checks made before a job is queued: the model exists, the upload is a usable movie, and
+derived resampling (``match_frame_rate``, ``rescale``) has what it needs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from caimx.job_params import JobParams, engine_overrides
+from model.inference import resample
+from model.inference.params import InferenceParams
 from model.io import MovieFormatError, open_movie
 from model.registry import UnknownModelError, resolve_model
-from service.errors import MovieTooSmallError, UnknownModelNameError
+from service.errors import InvalidParamsError, MovieTooSmallError, UnknownModelNameError
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,17 @@ def inspect_movie(
                     "values in every pixel (fill or crop the missing pixels first)")  # fmt: skip
         return MovieFacts(shape=movie.shape, dtype=str(movie.dtype), fps=movie.fps,
                           layout=movie.layout)  # fmt: skip
+
+
+def check_resampling(params: JobParams, facts: MovieFacts, model: str, models_dir: Path) -> None:
+    """422 now rather than a failed job later when ``match_frame_rate`` or ``rescale`` lack the
+    movie's frame rate or pixel size or the model card's values (the engine's own rule)."""
+    if not (params.match_frame_rate or params.rescale):
+        return
+    overrides = engine_overrides(params).get("resample", {})
+    wanted = InferenceParams.from_dict({"resample": overrides}).resample
+    card = resolve_model(model, models_dir).card
+    try:
+        resample.choose(SimpleNamespace(fps=facts.fps), card, wanted)
+    except ValueError as exc:
+        raise InvalidParamsError(f"{exc} (model {model!r})") from exc

@@ -129,6 +129,28 @@ def test_movie_options_reach_the_reader(api: TestClient) -> None:
     assert "no dataset 'nope'" in body["detail"]
 
 
+def test_derived_resampling_is_checked_when_the_job_is_made(api: TestClient, roots) -> None:
+    root, _ = roots
+    movie = np.random.default_rng(2).poisson(20, (40, 24, 24)).astype(np.uint16)
+    tifffile.imwrite(root / "rig3" / "no_rate.tif", movie)  # no frame rate recorded
+    no_rate = {"source": {"path": "rig3/no_rate.tif"}}
+    body = problem(api.post("/v1/jobs", json={**no_rate, "params": {
+        "model": "caimx-mini-ft", "match_frame_rate": True}}), 422)  # fmt: skip
+    assert body["type"].endswith("invalid-parameters") and "frame rate" in body["detail"]
+    given = api.post("/v1/jobs", json={**no_rate, "params": {
+        "model": "caimx-mini-ft", "match_frame_rate": True, "fps": 60}})  # fmt: skip
+    assert given.status_code == 202, given.text
+    body = problem(api.post("/v1/jobs", json={**no_rate, "params": {
+        "match_frame_rate": True, "fps": 60}}), 422)  # deepcaimx-mini's card has no frame rate
+    assert "frame_rate_hz in the model card" in body["detail"]
+    body = problem(api.post("/v1/jobs", json={**no_rate, "params": {
+        "rescale": True, "pixel_size_um": 0.5}}), 422)  # fmt: skip
+    assert "pixel_size_um in the model card" in body["detail"]
+    rescaled = api.post("/v1/jobs", json={**no_rate, "params": {
+        "model": "caimx-mini-ft", "rescale": True, "pixel_size_um": 0.5}})  # fmt: skip
+    assert rescaled.status_code == 202, rescaled.text
+
+
 def test_a_plane_of_a_scanimage_recording(api: TestClient, roots) -> None:
     """3 planes + 1 fly-back frame per volume: plane 0 unless asked, the count in the job JSON,
     a plane that is not there refused with a plain 422 (JSON and multipart alike)."""

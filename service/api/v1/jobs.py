@@ -37,7 +37,7 @@ from service.errors import (
 )
 from service.schemas import JobCreate, JobList, JobRead, ResultRead
 from service.sources import ResolvedSource, resolve_source
-from service.submission import choose_model, inspect_movie
+from service.submission import check_resampling, choose_model, inspect_movie
 from service.uploads import receive_multipart
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -232,6 +232,7 @@ async def submit_job(
         if source.record.get("kind") == "url":
             options["storage_options"] = storage_options(str(source.path), settings.remote_options)
         facts = await run_in_threadpool(lambda: inspect_movie(source.path, **options))
+        await run_in_threadpool(check_resampling, params, facts, model.name, settings.models_dir)
         job = await run_in_threadpool(_create, store, job_id, model.name, source, params,
                                       str(webhook) if webhook else None, facts,
                                       user.name)  # fmt: skip
