@@ -54,10 +54,10 @@ def _scaling(spec: str):
 
 
 def run(args: argparse.Namespace) -> None:
-    from model.evaluate import evaluate
-    from model.inference import InferenceParams, finalize, prepare, run_chunk
-    from model.inference.params import DecideParams, MotionParams
-    from model.results import read_result
+    from threshold_sweep import run_network, score_thresholds
+
+    from model.inference import InferenceParams
+    from model.inference.params import MotionParams
     from model.serving import SavedModelPredictor
     from model.simulate import SimulationParams, simulate
 
@@ -74,25 +74,15 @@ def run(args: argparse.Namespace) -> None:
             params = InferenceParams(scaling=scaling, motion=MotionParams(enabled=False))
             work = Path(args.work) / f"s{seed}-p{photons:g}-d{density:g}-{spec}"
             t0 = time.perf_counter()
-            plan = prepare(sim.movie, predictor.card, work_dir=work, params=params)
-            for chunk in plan.chunks:
-                if not (work / "chunks" / chunk.id / "meta.json").exists():
-                    run_chunk(sim.movie, predictor, plan, chunk.id, work_dir=work)
+            plan = run_network(sim.movie, predictor, work, params)
             network_s = time.perf_counter() - t0
             rows = []
-            for values in itertools.product(*GRID.values()):
-                decide = DecideParams(**dict(zip(GRID, values, strict=True)))
-                result_dir = work / "sweep.zarr"
-                finalize(plan, work_dir=work, output=result_dir,
-                         params=InferenceParams(decide=decide, motion=params.motion))
-                result = read_result(result_dir)
-                score = evaluate(result.footprints, truth.masks, found_traces=result.traces,
-                                 true_traces=truth.traces).to_dict()
+            for thresholds, score in score_thresholds(plan, work, truth, GRID, params):
+                scores = score.to_dict()
                 rows.append({"seed": seed, "photons": photons, "density": density,
                              "scaling": spec, "movie": [args.frames, args.size, args.size],
-                             "network_s": round(network_s, 1),
-                             **dict(zip(GRID, values, strict=True)),
-                             **{k: score[k] for k in SCORES}})
+                             "network_s": round(network_s, 1), **thresholds,
+                             **{k: scores[k] for k in SCORES}})
             shutil.rmtree(work / "sweep.zarr", ignore_errors=True)
             with out_file.open("a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)

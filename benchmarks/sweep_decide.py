@@ -9,16 +9,15 @@ re-finalize of the same chunk results. Prints one JSON line per combination.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from model.evaluate import evaluate
-from model.inference import InferenceParams, finalize, prepare, run_chunk
-from model.inference.params import DecideParams, MotionParams
-from model.results import read_result
+from threshold_sweep import run_network, score_thresholds
+
+from model.inference import InferenceParams
+from model.inference.params import MotionParams
 from model.serving import SavedModelPredictor
 from model.simulate.movie import simulate
 from model.simulate.params import SimulationParams
@@ -47,26 +46,15 @@ def main() -> None:
     params = InferenceParams(motion=MotionParams(enabled=False))
     work = Path(args.work or tempfile.mkdtemp(prefix="caimx-sweep-"))
     t0 = time.perf_counter()
-    plan = prepare(sim.movie, predictor.card, work_dir=work, params=params)
-    for chunk in plan.chunks:
-        if not (work / "chunks" / chunk.id / "meta.json").exists():
-            run_chunk(sim.movie, predictor, plan, chunk.id, work_dir=work)
+    plan = run_network(sim.movie, predictor, work, params)
     print(json.dumps({"movie": [args.frames, args.size, args.size], "true_cells": truth.count,
                       "network_s": round(time.perf_counter() - t0, 1), "work": str(work)}),
           flush=True)
-    for values in itertools.product(*GRID.values()):
-        decide = DecideParams(**dict(zip(GRID, values, strict=True)))
-        out = work / "sweep.zarr"
-        finalize(plan, work_dir=work, output=out,
-                 params=InferenceParams(decide=decide, motion=params.motion))
-        result = read_result(out)
-        score = evaluate(result.footprints, truth.masks, found_traces=result.traces,
-                         true_traces=truth.traces)
-        row = {**dict(zip(GRID, values, strict=True)),
+    for thresholds, score in score_thresholds(plan, work, truth, GRID, params):
+        row = {**thresholds,
                **{k: round(v, 3) if isinstance(v, float) else v
                   for k, v in score.to_dict().items() if k != "matches"}}
         print(json.dumps(row), flush=True)
-
 
 if __name__ == "__main__":
     main()
