@@ -74,10 +74,7 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 
 def owned_job(store: JobStore, job_id: str, user: Principal) -> Job:
     """The job if ``user`` may see it; :class:`UnknownJobError` (404) otherwise."""
-    job = store.get(job_id)
-    if not user.may_see(job.owner):
-        raise UnknownJobError(job_id)
-    return job
+    return _visible(store.get(job_id), user)
 
 
 async def read_owned_job(request: Request, store: JobStore, job_id: str, user: Principal) -> Job:
@@ -85,9 +82,12 @@ async def read_owned_job(request: Request, store: JobStore, job_id: str, user: P
     raw = await request.app.state.aredis.hgetall(store.key(job_id))
     if not raw:
         raise UnknownJobError(job_id)
-    job = job_from_record(raw)
+    return _visible(job_from_record(raw), user)
+
+
+def _visible(job: Job, user: Principal) -> Job:
     if not user.may_see(job.owner):
-        raise UnknownJobError(job_id)
+        raise UnknownJobError(job.id)
     return job
 
 

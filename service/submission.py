@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,8 @@ MIN_EDGE = 8
 class ModelChoice:
     name: str
     version: str
+    card: Any
+    """The model card (``model.registry.ModelCard``)."""
 
 
 def choose_model(name: str, models_dir: Path) -> ModelChoice:
@@ -48,7 +51,8 @@ def choose_model(name: str, models_dir: Path) -> ModelChoice:
             f"there is no model called {name!r}; installed: {', '.join(names) or 'none'}",
             installed=names,
         ) from exc
-    return ModelChoice(name=installed.card.name, version=installed.card.version)
+    return ModelChoice(name=installed.card.name, version=installed.card.version,
+                       card=installed.card)
 
 
 def inspect_movie(
@@ -90,15 +94,14 @@ def inspect_movie(
                           layout=movie.layout)  # fmt: skip
 
 
-def check_resampling(params: JobParams, facts: MovieFacts, model: str, models_dir: Path) -> None:
+def check_resampling(params: JobParams, facts: MovieFacts, model: ModelChoice) -> None:
     """422 now rather than a failed job later when ``match_frame_rate`` or ``rescale`` lack the
     movie's frame rate or pixel size or the model card's values (the engine's own rule)."""
     if not (params.match_frame_rate or params.rescale):
         return
     overrides = engine_overrides(params).get("resample", {})
     wanted = InferenceParams.from_dict({"resample": overrides}).resample
-    card = resolve_model(model, models_dir).card
     try:
-        resample.choose(SimpleNamespace(fps=facts.fps), card, wanted)
+        resample.choose(SimpleNamespace(fps=facts.fps), model.card, wanted)
     except ValueError as exc:
-        raise InvalidParamsError(f"{exc} (model {model!r})") from exc
+        raise InvalidParamsError(f"{exc} (model {model.name!r})") from exc

@@ -232,7 +232,7 @@ async def submit_job(
         if source.record.get("kind") == "url":
             options["storage_options"] = storage_options(str(source.path), settings.remote_options)
         facts = await run_in_threadpool(lambda: inspect_movie(source.path, **options))
-        await run_in_threadpool(check_resampling, params, facts, model.name, settings.models_dir)
+        check_resampling(params, facts, model)  # no I/O: the card came with the model
         job = await run_in_threadpool(_create, store, job_id, model.name, source, params,
                                       str(webhook) if webhook else None, facts,
                                       user.name)  # fmt: skip
