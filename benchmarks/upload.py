@@ -5,9 +5,13 @@ Writes a BigTIFF of ``--frames`` x ``--size`` x ``--size`` uint16 (default 4096 
 uploads the file with tus: the first ``PATCH`` is cut off halfway as if the network dropped, the
 client asks ``HEAD`` for the offset and sends the rest. Meanwhile the API process's RSS is sampled
 every 20 ms (psutil). Then the upload becomes a job; its progress is followed for at most
-``--process-seconds``, after which an unfinished job is canceled. Everything is deleted at the end.
+``--process-seconds``, after which an unfinished job is canceled. The worker processes' summed RSS
+is sampled throughout. A finished result is opened over HTTP (Zarr v3 store) and checked: traces
+one value per frame; with ``--simulate`` the movie comes from the project's simulator and the
+result is scored against its ground truth (F1, trace r). Everything is deleted at the end.
 
     .venv/bin/python benchmarks/upload.py                  # 2 GiB, up to 10 min of processing
+    .venv/bin/python benchmarks/upload.py --simulate --process-seconds 7200   # to the end, scored
     .venv/bin/python benchmarks/upload.py --frames 256 --process-seconds 60   # a quick look
 """
 
@@ -69,17 +73,43 @@ def write_movie(path: Path, frames: int, size: int) -> str:
     return digest.hexdigest()
 
 
+def write_simulated_movie(path: Path, frames: int, size: int) -> str:
+    """A simulated movie (defaults of ``caimx simulate``, uint16) with ground truth beside it."""
+    from model.simulate import SimulationParams, write_simulation
+
+    params = SimulationParams(height=size, width=size, frames=frames, dtype="uint16", seed=7)
+    write_simulation(params, path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
+    """Peak RSS of one process, or of the sum of a process tree's matching members."""
+
+    def __init__(self, pid: int, interval: float = 0.02, members: str | None = None) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
+        self.interval, self.members = interval, members
+        self.peak = self._rss()
         self.stop = threading.Event()
 
+    def _rss(self) -> int:
+        if self.members is None:
+            return self.process.memory_info().rss
+        total = 0
+        for child in self.process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if self.members in " ".join(child.cmdline()):
+                    total += child.memory_info().rss
+        return total
+
     def run(self) -> None:
-        while not self.stop.wait(0.02):
+        while not self.stop.wait(self.interval):
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                self.peak = max(self.peak, self._rss())
             except psutil.Error:
                 return
 
@@ -146,7 +176,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=4096)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--process-seconds", type=float, default=600)
-    parser.add_argument("--tiles-per-chunk", type=int, default=64)
+    parser.add_argument("--tiles-per-chunk", type=int, default=None,
+                        help="tiles per chunk task (default: the service's, a whole window)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulated movie with ground truth (scored at the end)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="caimx-upload-bench-"))
@@ -154,14 +187,16 @@ def main() -> int:
     try:
         movie = folder / "mouse12_plane1.tif"
         t0 = time.perf_counter()
-        sha256 = write_movie(movie, args.frames, args.size)
+        writer = write_simulated_movie if args.simulate else write_movie
+        sha256 = writer(movie, args.frames, args.size)
         print(f"wrote {movie.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s",
               flush=True)  # fmt: skip
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAIMX_")}
         env.update(CAIMX_DATA_DIR=str(folder / "data"), CAIMX_PORT=str(port),
-                   CAIMX_TILES_PER_CHUNK=str(args.tiles_per_chunk), TF_CPP_MIN_LOG_LEVEL="2",
-                   CAIMX_MAX_UPLOAD_BYTES=str(64 * 1024**3))  # fmt: skip
+                   TF_CPP_MIN_LOG_LEVEL="2", CAIMX_MAX_UPLOAD_BYTES=str(64 * 1024**3))
+        if args.tiles_per_chunk:
+            env["CAIMX_TILES_PER_CHUNK"] = str(args.tiles_per_chunk)
         log = (folder / "serve.log").open("wb")
         serve = subprocess.Popen([*CAIMX, "serve"], cwd=ROOT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
@@ -177,7 +212,15 @@ def main() -> int:
             sampler.stop.set()
             sampler.join()
             job = created.json()
+            workers = RssSampler(serve.pid, interval=1.0, members="worker")
+            workers.start()
             processing = follow(client, job["id"], args.process_seconds)
+            workers.stop.set()
+            workers.join()
+            processing["worker_rss_peak_mb"] = round(workers.peak / 2**20)
+            if processing["finished"]:
+                processing["result"] = check_result(f"{base}/v1/jobs/{job['id']}/zarr",
+                                                    args.frames, movie if args.simulate else None)
         report = {
             "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
@@ -199,6 +242,31 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 serve.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_result(url: str, frames: int, simulated: Path | None) -> dict:
+    """Open the result over HTTP as a Zarr store; score it when the movie was simulated."""
+    from model.evaluate import evaluate
+    from model.results import read_result
+
+    result = read_result(url)
+    if result.traces.shape[1] != frames:
+        raise AssertionError(f"traces cover {result.traces.shape[1]} of {frames} frames")
+    report: dict = {"neurons": int(result.footprints.shape[0]),
+                    "trace_frames": int(result.traces.shape[1])}
+    if simulated is not None:
+        from model.simulate import load_ground_truth
+
+        truth = load_ground_truth(simulated)
+        for name, traces in (("network", result.traces), ("fluorescence", result.corrected)):
+            if traces is None:
+                continue
+            score = evaluate(result.footprints, truth.masks, found_traces=traces,
+                             true_traces=truth.traces)
+            report[f"score_{name}_traces"] = {
+                k: round(v, 3) if isinstance(v, float) else v
+                for k, v in score.to_dict().items() if k != "matches"}
+    return report
 
 
 def _free_port() -> int:

@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--pixel-size", type=float, help="simulated pixel size, um")
     p.add_argument("--photons", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="range of photons per pixel per frame (SNR) of the training patches")
+    p.add_argument("--input-scaling", choices=("minmax-per-patch", "movie-range"),
+                   help="how patches are scaled for the network (the model card's input_scaling;"
+                        " default minmax-per-patch; movie-range to fine-tune the published "
+                        "weights in the scaling they were trained with)")
     p.add_argument("--freeze-bn", action="store_true",
                    help="keep BatchNormalization statistics fixed (fine-tuning with small batches)")
     p.add_argument("--val-count", type=int, default=48, help="held-out validation patches")
@@ -49,6 +53,8 @@ def options_from_args(args: argparse.Namespace):
     data = TrainingData().with_(**base)
     if args.photons:
         data = data.with_(photons=tuple(args.photons))
+    if args.input_scaling:
+        data = data.with_(input_scaling=args.input_scaling)
     return TrainOptions(
         out_dir=Path(args.out), preset=args.preset, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,

@@ -5,6 +5,7 @@ Output folder::
     checkpoint.npz       weights + optimizer state + header (epoch, seed, settings, history)
     model.weights.h5     network weights of the last epoch (for ``caimx model export``)
     best.weights.h5      network weights of the best validation F1 so far
+    epochs/NNN.weights.h5  every epoch's weights (to choose one by a later, fuller evaluation)
     metrics.csv          one row per epoch: mean training losses and validation metrics
 """
 
@@ -134,6 +135,8 @@ def train(options: TrainOptions) -> list[dict[str, float]]:
             best = metrics["f1"]
             model.net.save_weights(out / "best.weights.h5")
         model.net.save_weights(out / "model.weights.h5")
+        (out / "epochs").mkdir(exist_ok=True)
+        model.net.save_weights(out / "epochs" / f"{epoch + 1:03d}.weights.h5")
         save_checkpoint(out / CHECKPOINT_FILE, model,
                         {**header, "epoch": epoch + 1, "best_f1": best, "last": row})
     return rows

@@ -26,3 +26,11 @@ def test_train_refuses_missing_init_weights(tmp_path, capsys) -> None:
 def test_freeze_bn_flag(tmp_path) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--freeze-bn"])
     assert options_from_args(args).freeze_batchnorm
+
+
+def test_input_scaling_flag(tmp_path) -> None:
+    default = options_from_args(build_parser().parse_args(["train", "--out", str(tmp_path)]))
+    args = build_parser().parse_args(["train", "--out", str(tmp_path),
+                                      "--input-scaling", "movie-range"])
+    assert default.data.input_scaling == "minmax-per-patch"
+    assert options_from_args(args).data.input_scaling == "movie-range"

@@ -48,6 +48,20 @@ def test_resume_is_bit_exact(tmp_path) -> None:
         assert a[key].tobytes() == b[key].tobytes(), key
     lines = (resumed / "metrics.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch,loss_total")
+    assert sorted(p.name for p in (resumed / "epochs").iterdir()) == [
+        "001.weights.h5", "002.weights.h5"]
+    assert _h5_arrays(resumed / "epochs" / "002.weights.h5") == _h5_arrays(
+        resumed / "model.weights.h5")
+
+
+def _h5_arrays(path) -> dict[str, bytes]:
+    import h5py
+
+    out: dict[str, bytes] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()].tobytes())
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
 
 
 def test_resume_refuses_other_settings(tmp_path) -> None:
