@@ -3,7 +3,10 @@
 Footprints are binarized (``> threshold``), matched one to one with the Hungarian algorithm
 (:func:`scipy.optimize.linear_sum_assignment`) on IoU, and a pair counts as a match when its IoU is
 at least ``min_iou`` (0.5). Precision = matches / found, recall = matches / true, F1 their harmonic
-mean; mean IoU and the Pearson r of the matched traces are averaged over the matches.
+mean; mean IoU is averaged over the matches. The Pearson r of the traces is averaged over the
+matches whose true trace varies: the true dF/F of a silent cell is constant, so no correlation is
+defined for it (counting it as 0 would punish finding silent cells, which a footprint-based method
+should). A found trace that is constant against a varying true one counts as r = 0.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Score:
     mean_iou: float
     trace_r: float
     matches: list[tuple[int, int]]
+    n_trace_pairs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -76,7 +80,8 @@ def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
     true_footprints : ndarray, shape (J, H, W)
         Binarized with ``>= true_threshold`` (bool masks pass unchanged).
     found_traces, true_traces : ndarray, shape (K, T) and (J, T), optional
-        When both are given, ``trace_r`` is the mean Pearson r of the matched pairs.
+        When both are given, ``trace_r`` is the mean Pearson r of the matched pairs whose true
+        trace is not constant (``n_trace_pairs`` of them; NaN when there are none).
     min_iou : float
         Smallest IoU of a match.
     """
@@ -96,8 +101,10 @@ def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
     recall = m / j if j else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     mean_iou = float(np.mean([iou[a, b] for a, b in pairs])) if pairs else 0.0
-    trace_r = float("nan")
-    if found_traces is not None and true_traces is not None and pairs:
-        trace_r = float(np.mean([pearson(found_traces[a], true_traces[b]) for a, b in pairs]))
+    trace_r, rs = float("nan"), []
+    if found_traces is not None and true_traces is not None:
+        rs = [pearson(found_traces[a], true_traces[b]) for a, b in pairs
+              if np.ptp(np.asarray(true_traces[b])) > 0]
+        trace_r = float(np.mean(rs)) if rs else float("nan")
     return Score(n_found=k, n_true=j, n_matched=m, precision=precision, recall=recall, f1=f1,
-                 mean_iou=mean_iou, trace_r=trace_r, matches=pairs)
+                 mean_iou=mean_iou, trace_r=trace_r, matches=pairs, n_trace_pairs=len(rs))

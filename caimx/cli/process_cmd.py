@@ -190,5 +190,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"found {score.n_found}, true {score.n_true}, matched {score.n_matched}")
     print(f"precision {score.precision:.3f}  recall {score.recall:.3f}  F1 {score.f1:.3f}")
-    print(f"mean IoU {score.mean_iou:.3f}  trace r {score.trace_r:.3f}")
+    print(f"mean IoU {score.mean_iou:.3f}  trace r {score.trace_r:.3f} "
+          f"(over {score.n_trace_pairs} matched cells that fire)")
     return 0

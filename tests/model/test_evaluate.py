@@ -21,6 +21,21 @@ def test_ground_truth_against_itself_is_perfect():
     json.dumps(score.to_dict())
 
 
+def test_trace_r_leaves_out_cells_whose_true_trace_is_constant():
+    masks = _disks([(10, 10), (30, 12), (20, 35)])
+    rng = np.random.default_rng(1)
+    true = rng.random((3, 60))
+    true[1] = 0.0  # a silent cell: its true dF/F never moves
+    found = true + 0.01 * rng.random((3, 60))
+    found[2] = 1.0  # a varying true trace answered by a flat one counts as r = 0
+    score = evaluate(masks.astype(np.float32), masks, found_traces=found, true_traces=true)
+    assert score.n_matched == 3 and score.n_trace_pairs == 2
+    assert abs(score.trace_r - (np.corrcoef(found[0], true[0])[0, 1] + 0.0) / 2) < 1e-9
+    silent_only = evaluate(masks[1:2].astype(np.float32), masks[1:2], found_traces=found[1:2],
+                           true_traces=true[1:2])
+    assert silent_only.n_trace_pairs == 0 and np.isnan(silent_only.trace_r)
+
+
 def test_misses_and_false_positives_count():
     true = _disks([(10, 10), (30, 12), (20, 35)])
     found = _disks([(10, 11), (40, 40)])  # one good match, one false positive
