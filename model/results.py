@@ -141,6 +141,17 @@ class Result:
         coefficient = float(self.attrs.get("fluorescence", {}).get("coefficient", 0.7))
         return self.fluorescence - coefficient * self.neuropil
 
+    @property
+    def demixed(self) -> np.ndarray | None:
+        """:attr:`corrected` with overlapping cells separated by their footprints
+        (:func:`model.inference.extract.demix`); ``None`` when the result has no fluorescence."""
+        corrected = self.corrected
+        if corrected is None:
+            return None
+        from model.inference.extract import demix
+
+        return demix(corrected, self.footprints)
+
 
 def read_result(path: str | Path) -> Result:
     """Open a result group written by :class:`ResultWriter`.

@@ -60,10 +60,11 @@ def register(subparsers) -> None:
                    help="ground truth: .npz with 'masks' or 'footprints' (K,H,W) and optional "
                         "'traces' (K,T), or another result folder")
     e.add_argument("--min-iou", type=float, default=0.5, help="smallest IoU of a match")
-    e.add_argument("--traces", choices=("network", "fluorescence"), default="network",
-                   help="which traces to correlate: the network's ('traces') or the "
+    e.add_argument("--traces", choices=("network", "fluorescence", "demixed"), default="network",
+                   help="which traces to correlate: the network's ('traces'), the "
                         "neuropil-corrected fluorescence read from the movie "
-                        "('fluorescence' - coefficient * 'neuropil')")  # fmt: skip
+                        "('fluorescence' - coefficient * 'neuropil'), or that fluorescence "
+                        "with overlapping cells demixed by their footprints")  # fmt: skip
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_evaluate)
 
@@ -177,7 +178,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         result = read_result(args.result)
         masks, traces = _load_truth(args.gt)
-        found = result.traces if args.traces == "network" else result.corrected
+        found = {"network": result.traces, "fluorescence": result.corrected,
+                 "demixed": result.demixed}[args.traces]
         if found is None:
             raise ValueError(f"{args.result} has no fluorescence (made before it was read from "
                              "the movie); use --traces network")  # fmt: skip

@@ -6,6 +6,11 @@ border; scientists also want the classic measurement: the footprint-weighted mea
 cell, ``Fneu``. ``F - neuropil_coefficient * Fneu`` is the neuropil-corrected trace. Both are read
 in one streaming pass over the movie after the neurons are known (a block of frames at a time, so
 memory does not grow with the movie).
+
+Where somata overlap, each cell's ``F`` also holds light of its neighbours. :func:`demix` undoes
+that from the footprints alone (no second pass over the movie): with ``M[k, j]`` the share of cell
+``j``'s footprint inside cell ``k``'s weighted mean, ``F_corrected = M @ S``, and the demixed
+activity ``S`` is solved per group of overlapping cells (regularized least squares).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
 from model.inference import motion
 from model.inference.params import MotionParams
@@ -122,3 +128,56 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
         fluorescence[:, t0:t1] = cell_w @ pixels
         neuropil[:, t0:t1] = ring_w @ pixels
     return fluorescence, neuropil
+
+
+def mixing_matrix(footprints: Any, cell_weights: sparse.csr_matrix | None = None
+                  ) -> sparse.csr_matrix:  # fmt: skip
+    """``M`` ``(K, K)``: ``M[k, j]`` = cell ``k``'s extraction weights applied to cell ``j``'s
+    footprint, i.e. how much of cell ``j``'s signal is in cell ``k``'s ``F`` (diagonal: the
+    weighted mean of a footprint over itself; off-diagonal: non-zero only where cells overlap)."""
+    k, height, width = footprints.shape
+    if cell_weights is None:
+        cell_weights, _ = extraction_weights(footprints)
+    rows, columns, values = [], [], []
+    for i in range(k):
+        f = np.clip(np.asarray(footprints[i], np.float32), 0, None).ravel()
+        nz = np.flatnonzero(f)
+        rows.append(np.full(len(nz), i))
+        columns.append(nz)
+        values.append(f[nz])
+    amplitude = sparse.csr_matrix(
+        (np.concatenate(values) if k else [], (np.concatenate(rows) if k else [],
+                                               np.concatenate(columns) if k else [])),
+        shape=(k, height * width), dtype=np.float32)
+    return sparse.csr_matrix(cell_weights @ amplitude.T)
+
+
+def demix(traces: np.ndarray, footprints: Any, *, ridge: float = 0.05) -> np.ndarray:
+    """Separate the activity of overlapping cells in ``traces`` ``(K, T)`` (``F - c * Fneu``).
+
+    Each connected group of overlapping cells is solved by ridge-regularized least squares
+    ``(M'M + ridge * m^2 I) S = M' F`` (``m`` the group's mean diagonal), so that two nearly
+    identical footprints cannot blow the noise up; a cell that overlaps nobody is only divided by
+    its ``M[k, k]``. Pearson correlations of cells without overlap are unchanged.
+    """
+    traces = np.asarray(traces, np.float32)
+    k = traces.shape[0]
+    if not k:
+        return traces.copy()
+    m = mixing_matrix(footprints)
+    diagonal = m.diagonal()
+    off = (m - sparse.diags(diagonal)).tocsr()
+    off.eliminate_zeros()
+    n_groups, labels = csgraph.connected_components(off + off.T, directed=False)
+    out = np.zeros_like(traces)
+    for group in range(n_groups):
+        members = np.flatnonzero(labels == group)
+        if len(members) == 1:
+            i = members[0]
+            out[i] = traces[i] / diagonal[i] if diagonal[i] > 0 else 0.0
+            continue
+        block = m[members][:, members].toarray().astype(np.float64)
+        scale = float(np.mean(np.diag(block))) ** 2
+        lhs = block.T @ block + ridge * scale * np.eye(len(members))
+        out[members] = np.linalg.solve(lhs, block.T @ traces[members].astype(np.float64))
+    return out

@@ -64,3 +64,47 @@ def test_footprints_must_match_the_frames() -> None:
     movie, footprints, _, _ = _scene()
     with pytest.raises(ValueError, match="do not match"):
         extract_fluorescence(movie[:, :40], footprints)
+
+
+def _overlapping_pair(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two disk cells sharing about a third of their pixels, a third apart, and their traces."""
+    rng = np.random.default_rng(seed)
+    t, size = 400, 40
+    yy, xx = np.mgrid[:size, :size]
+    footprints = np.stack([((yy - 20) ** 2 + (xx - c) ** 2 <= 36).astype(np.float32)
+                           for c in (16, 23)] + [((yy - 6) ** 2 + (xx - 33) ** 2 <= 9)
+                                                 .astype(np.float32)])
+    spikes = (rng.random((3, t)) < 0.03).astype(np.float32)
+    kernel = np.exp(-np.arange(60) / 10.0)
+    traces = np.stack([np.convolve(s, kernel)[:t] for s in spikes]).astype(np.float32)
+    movie = np.einsum("kt,khw->thw", traces, footprints)
+    movie += rng.normal(0, 0.05, movie.shape).astype(np.float32)
+    return movie, footprints, traces
+
+
+def test_demixing_separates_overlapping_cells() -> None:
+    from model.inference.extract import demix, mixing_matrix
+
+    movie, footprints, traces = _overlapping_pair()
+    f, _ = extract_fluorescence(movie, footprints)
+    m = mixing_matrix(footprints).toarray()
+    assert m[0, 1] > 0.2 and m[1, 0] > 0.2 and m[0, 2] == m[2, 0] == 0
+    assert m[2, 2] == pytest.approx(1.0)
+    mixed = [np.corrcoef(f[k], traces[k])[0, 1] for k in range(3)]
+    separated = demix(f, footprints, ridge=1e-4)
+    unmixed = [np.corrcoef(separated[k], traces[k])[0, 1] for k in range(3)]
+    assert max(mixed[:2]) < 0.98 and min(unmixed[:2]) > 0.995
+    assert unmixed[2] == pytest.approx(mixed[2], abs=1e-6)  # an isolated cell is only rescaled
+    np.testing.assert_allclose(separated[:2], traces[:2], atol=0.05 * traces[:2].max())
+
+
+def test_demixing_twin_footprints_stays_finite() -> None:
+    from model.inference.extract import demix
+
+    movie, footprints, _ = _overlapping_pair()
+    twins = np.concatenate([footprints[:1], footprints[:1]])
+    f, _ = extract_fluorescence(movie, twins)
+    out = demix(f, twins)
+    assert np.isfinite(out).all() and np.abs(out).max() < 10 * np.abs(f).max()
+    assert np.corrcoef(out[0], f[0])[0, 1] > 0.99
+    assert demix(np.zeros((0, 5), np.float32), np.zeros((0, 8, 8), np.float32)).shape == (0, 5)
