@@ -7,7 +7,8 @@ put two separate somata in one channel, and each becomes its own candidate. Afte
 :class:`~model.inference.params.DecideParams` field):
 
 - its footprint area is in ``[min_area, max_area]``;
-- it was detected in at least ``min_windows`` temporal windows;
+- it was detected in at least ``min_windows`` temporal windows, and in at least
+  ``min_window_fraction`` of the movie's windows (false detections rarely recur, somata do);
 - tile evidence: in the windows where it was detected, at least ``min_tile_evidence`` of the tiles
   that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
 - its raw fluorescence trace shows real transients: best candidate SNR >= ``min_snr``.
@@ -176,8 +177,13 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
     )
 
 
+def required_windows(total_windows: int, params: DecideParams) -> int:
+    """Windows a neuron must be seen in, out of the movie's ``total_windows``."""
+    return max(params.min_windows, int(params.min_window_fraction * total_windows))
+
+
 def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
-                params: DecideParams) -> tuple[bool, str]:
+                params: DecideParams, total_windows: int = 1) -> tuple[bool, str]:
     """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test)."""
     if area < params.min_area:
         return False, "area below min_area"
@@ -185,6 +191,8 @@ def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
         return False, "area above max_area"
     if n_windows < params.min_windows:
         return False, "seen in too few windows"
+    if n_windows < required_windows(total_windows, params):
+        return False, "seen in too small a share of the windows"
     if tile_evidence < params.min_tile_evidence:
         return False, "too few covering tiles agree"
     if snr < params.min_snr:

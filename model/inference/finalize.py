@@ -93,14 +93,18 @@ def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: Inference
     return merge_duplicates(neurons, decide=params.decide, stitch=params.stitch), n_candidates
 
 
-def decide_all(neurons: list[Neuron], params: DecideParams) -> tuple[list[dict[str, Any]], Counter]:
-    """Apply the neuron rule; returns kept neurons as records (sorted) and a count per reason."""
+def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int = 1,
+               ) -> tuple[list[dict[str, Any]], Counter]:  # fmt: skip
+    """Apply the neuron rule; returns kept neurons as records (sorted) and a count per reason.
+
+    ``total_windows``: the movie's temporal windows (for ``min_window_fraction``)."""
     kept, reasons = [], Counter()
     for neuron in neurons:
         fp = neuron.footprint
         on = fp.values > params.mask_threshold
         ok, reason = keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
-                                 tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params)
+                                 tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
+                                 total_windows=total_windows)
         reasons[reason] += 1
         if ok:
             kept.append({
@@ -165,7 +169,7 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     """
     images = _Images(plan)
     neurons, n_candidates = stitch_all(plan, load, params, images)
-    kept, reasons = decide_all(neurons, params.decide)
+    kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows))
     kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
     reasons = Counter({k: v for k, v in reasons.items() if v})
     attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,

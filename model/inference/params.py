@@ -132,6 +132,14 @@ class DecideParams:
     edge_margin: int = _p(4, "A tile covers a neuron when its centroid is this far inside it.",
                           0, 1024)
     min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
+    min_window_fraction: float = _p(
+        0.1,
+        "Share of the movie's temporal windows in which a neuron must be detected (rounded down; "
+        "never fewer than min_windows). False detections are independent from window to window "
+        "and rarely recur, while a soma recurs in most windows; without this rule they add up with "
+        "the movie's length (docs/benchmarks.md). 0 turns it off.",
+        0.0, 1.0,
+    )
     min_snr: float = _p(
         0.0,
         "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "

@@ -167,3 +167,34 @@ def test_a_point_between_two_tiles_margins_is_covered_by_the_tiles_holding_it():
     plan = small_plan()  # tiles at 0 and 24 along y: margin 4 covers y <= 27 and y >= 28
     tiles = covering_tiles(plan, (27.5, 10.0), 4)
     assert {(plan.tiles[i].y0, plan.tiles[i].x0) for i in tiles} == {(0, 0), (24, 0)}
+
+
+def test_long_movies_keep_somata_that_recur_and_drop_one_off_detections(tmp_path):
+    """Over 20 windows a false detection seen once is dropped, a soma seen in most is kept;
+    over 3 windows (too few for the share to matter) a neuron seen once stays."""
+    soma = disk((64, 64), (20, 20), 6)
+    one_off = disk((64, 64), (45, 45), 5)
+
+    def run(frames: int, name: str) -> tuple[int, int, dict]:
+        plan = small_plan((frames, 64, 64))
+        n = len(plan.windows)
+        trace = np.ones(plan.trace_length)
+        per_window = {w: [(0, soma, trace)] for w in range(n) if w % 4 != 1}
+        per_window.setdefault(n // 2, []).append((8, one_off, trace))
+        info = finalize_result(plan, _chunks_loader(plan, per_window),
+                               output=tmp_path / name, params=InferenceParams(decide=DECIDE),
+                               attrs={})
+        return n, info["n_neurons"], info["decisions"]
+
+    n, kept, decisions = run(1600, "long.zarr")
+    assert n >= 20 and kept == 1
+    assert decisions.get("seen in too small a share of the windows") == 1
+    n, kept, _ = run(250, "short.zarr")
+    assert n == 3 and kept == 2
+    off = DecideParams(min_area=5, min_tile_evidence=0.0, min_window_fraction=0.0)
+    plan = small_plan((1600, 64, 64))
+    per_window = {w: [(0, soma, np.ones(plan.trace_length))] for w in range(len(plan.windows))}
+    per_window[3].append((8, one_off, np.ones(plan.trace_length)))
+    info = finalize_result(plan, _chunks_loader(plan, per_window), output=tmp_path / "off.zarr",
+                           params=InferenceParams(decide=off), attrs={})
+    assert info["n_neurons"] == 2
