@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         description="Folder of installed models, one sub-folder per model name.",
     )
     default_model: str = Field(
-        default="deepcaimx-mini", description="Model used when a job names none."
+        default="caimx-mini", description="Model used when a job names none."
     )
     max_upload_bytes: int = Field(
         default=64 * 1024**3, gt=0, description="Largest accepted upload."

@@ -18,8 +18,9 @@ from model.results import read_result
 MODEL_DIR = Path(__file__).resolve().parents[2] / "model" / "zoo"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (MODEL_DIR / "deepcaimx-mini" / "saved_model").is_dir(),
-                       reason="the shipped deepcaimx-mini SavedModel is not installed"),
+    pytest.mark.skipif(not all((MODEL_DIR / m / "saved_model").is_dir()
+                               for m in ("caimx-mini", "deepcaimx-mini")),
+                       reason="the shipped SavedModels are not installed"),
 ]
 F1_FLOOR = 0.8  # measured 1.0 (6 of 6, mean IoU 0.82) since each connected part of a channel is
 # its own candidate and whole views of a cell win over views cut by a tile border (0.40 before);
@@ -64,7 +65,7 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert result.footprints.shape[1:] == movie.shape[1:]
     assert result.attrs["input"]["name"] == "movie.npy"
     assert len(result.attrs["input"]["sha256"]) == 64
-    assert result.attrs["model"]["name"] == "deepcaimx-mini"
+    assert result.attrs["model"]["name"] == "caimx-mini"  # the default
     capsys.readouterr()
     assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json"]) == 0
     score = json.loads(capsys.readouterr().out)
@@ -95,12 +96,13 @@ def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
 
 
 def _model_with_card(tmp_path: Path, **card_fields) -> Path:
-    """A copy of the shipped model whose card also states ``card_fields``; returns models_dir."""
+    """A copy of the shipped default model whose card also states ``card_fields``; returns
+    models_dir."""
     import shutil
 
     models = tmp_path / "models"
-    shutil.copytree(MODEL_DIR / "deepcaimx-mini", models / "deepcaimx-mini")
-    card_path = models / "deepcaimx-mini" / "model_card.json"
+    shutil.copytree(MODEL_DIR / "caimx-mini", models / "caimx-mini")
+    card_path = models / "caimx-mini" / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card_path.write_text(json.dumps({**card, **card_fields}), encoding="utf-8")
     return models

@@ -64,8 +64,8 @@ def test_binned_to_the_model_frame_rate_the_real_movie_keeps_a_trace_per_frame(
     import shutil
 
     models = tmp_path / "models"
-    shutil.copytree(MODEL_DIR / "deepcaimx-mini", models / "deepcaimx-mini")
-    card_path = models / "deepcaimx-mini" / "model_card.json"
+    shutil.copytree(MODEL_DIR / "caimx-mini", models / "caimx-mini")  # the default model
+    card_path = models / "caimx-mini" / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card_path.write_text(json.dumps({**card, "frame_rate_hz": 15.0}), encoding="utf-8")
     crop = tifffile.imread(sima_movie)[:, 32:88, 64:120]
