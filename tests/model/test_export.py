@@ -218,3 +218,26 @@ def test_shipped_model(reference_inputs):
     ref = load_reference(SAMPLES[2])
     assert np.abs(out.traces[0] - ref["traces"].T).max() < TOLERANCE
     assert np.abs(out.footprints[0] - ref["opened_masks"]).max() < TOLERANCE
+
+
+def test_shipped_default_model_matches_its_weights(reference_inputs):
+    """``model/zoo/caimx-mini`` (the default): its card names the weights it holds, its
+    SavedModel computes what those weights compute in Keras, and it is not the published model."""
+    from caimx.settings import Settings
+    from model.network import build_network
+    from model.serving import SavedModelPredictor
+
+    assert Settings().default_model == "caimx-mini"
+    shipped = resolve_model("caimx-mini", REPO_MODELS_DIR)
+    assert shipped.card.input_scaling == "movie-range" and shipped.card.metrics
+    assert shipped.card.weights_sha256 == sha256_file(shipped.path / "model.weights.h5")
+    assert (shipped.path / LICENSE_FILE.name).is_file()
+    saved = SavedModelPredictor.load(shipped.path).predict(reference_inputs[2:3])
+    keras_model = build_network(shipped.card.preset)
+    keras_model.load_weights(shipped.path / "model.weights.h5")
+    direct = keras_model.predict(reference_inputs[2:3][..., None], verbose=0)
+    assert np.abs(saved.footprints - np.asarray(direct["opened_masks"])).max() < TOLERANCE
+    assert np.abs(saved.traces - np.transpose(np.asarray(direct["traces"]), (0, 2, 1))
+                  ).max() < TOLERANCE
+    published = SavedModelPredictor.load(REPO_MODELS_DIR / NAME).predict(reference_inputs[2:3])
+    assert np.abs(saved.traces - published.traces).max() > 1e-3  # fine-tuned, not a copy
