@@ -141,10 +141,11 @@ def test_derived_resampling_is_checked_when_the_job_is_made(api: TestClient, roo
         "model": "caimx-mini-ft", "match_frame_rate": True, "fps": 60}})  # fmt: skip
     assert given.status_code == 202, given.text
     body = problem(api.post("/v1/jobs", json={**no_rate, "params": {
-        "match_frame_rate": True, "fps": 60}}), 422)  # deepcaimx-mini's card has no frame rate
+        "model": "deepcaimx-mini", "match_frame_rate": True, "fps": 60}}),
+        422)  # the published model's card records no frame rate
     assert "frame_rate_hz in the model card" in body["detail"]
     body = problem(api.post("/v1/jobs", json={**no_rate, "params": {
-        "rescale": True, "pixel_size_um": 0.5}}), 422)  # fmt: skip
+        "model": "deepcaimx-mini", "rescale": True, "pixel_size_um": 0.5}}), 422)  # fmt: skip
     assert "pixel_size_um in the model card" in body["detail"]
     rescaled = api.post("/v1/jobs", json={**no_rate, "params": {
         "model": "caimx-mini-ft", "rescale": True, "pixel_size_um": 0.5}})  # fmt: skip
