@@ -65,7 +65,7 @@ def test_upload_to_zarr_result(api: TestClient, settings: Settings, movie_tiff: 
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["state"] == "queued" and job["model"] == "deepcaimx-mini"
+    assert job["state"] == "queued" and job["model"] == settings.default_model == "caimx-mini"
     assert job["movie"]["shape"] == [120, 48, 48] and job["movie"]["dtype"] == "uint16"
 
     done = wait_job(api.get, job["id"], timeout=300)
@@ -91,7 +91,7 @@ def test_upload_to_zarr_result(api: TestClient, settings: Settings, movie_tiff: 
     assert group["mean_image"].shape == (48, 48)
     attrs = group.attrs.asdict()
     assert attrs["fluorescence"]["motion_corrected"] in (True, False)
-    assert attrs["model"]["name"] == "deepcaimx-mini" and attrs["model"]["version"]
+    assert attrs["model"]["name"] == "caimx-mini" and attrs["model"]["version"]
     assert attrs["input"]["name"] == "movie.tif"
     assert attrs["input"]["sha256"] == job["movie"]["sha256"]
     assert attrs["input"]["shape"] == [120, 48, 48]
