@@ -130,26 +130,21 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     return fluorescence, neuropil
 
 
-def mixing_matrix(footprints: Any, cell_weights: sparse.csr_matrix | None = None
-                  ) -> sparse.csr_matrix:  # fmt: skip
-    """``M`` ``(K, K)``: ``M[k, j]`` = cell ``k``'s extraction weights applied to cell ``j``'s
-    footprint, i.e. how much of cell ``j``'s signal is in cell ``k``'s ``F`` (diagonal: the
-    weighted mean of a footprint over itself; off-diagonal: non-zero only where cells overlap)."""
+def mixing_matrix(footprints: Any) -> sparse.csr_matrix:
+    """``M`` ``(K, K)``: ``M[k, j]`` = cell ``k``'s extraction weights (its footprint, summing to
+    1, as in :func:`extraction_weights`) applied to cell ``j``'s footprint, i.e. how much of cell
+    ``j``'s signal is in cell ``k``'s ``F``. Off-diagonal entries are non-zero only where cells
+    overlap. ``footprints`` is read one neuron at a time."""
     k, height, width = footprints.shape
-    if cell_weights is None:
-        cell_weights, _ = extraction_weights(footprints)
-    rows, columns, values = [], [], []
+    parts: tuple[list, list, list] = ([], [], [])
     for i in range(k):
-        f = np.clip(np.asarray(footprints[i], np.float32), 0, None).ravel()
-        nz = np.flatnonzero(f)
-        rows.append(np.full(len(nz), i))
-        columns.append(nz)
-        values.append(f[nz])
-    amplitude = sparse.csr_matrix(
-        (np.concatenate(values) if k else [], (np.concatenate(rows) if k else [],
-                                               np.concatenate(columns) if k else [])),
-        shape=(k, height * width), dtype=np.float32)
-    return sparse.csr_matrix(cell_weights @ amplitude.T)
+        values = np.clip(np.asarray(footprints[i], np.float32), 0, None).ravel()
+        columns = np.flatnonzero(values)
+        _append(parts, i, columns, values[columns])
+    amplitude = _csr(parts, (k, height * width))
+    sums = np.asarray(amplitude.sum(axis=1)).ravel()
+    weights = sparse.diags(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0))
+    return sparse.csr_matrix(weights @ amplitude @ amplitude.T)
 
 
 def demix(traces: np.ndarray, footprints: Any, *, ridge: float = 0.05) -> np.ndarray:
