@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from model.io.base import MovieReader
+from model.io.base import MovieReader, copy_and_release
 from model.io.errors import MovieFormatError
 
 
@@ -50,6 +50,8 @@ class NpyMovie(MovieReader):
         super().__init__(path, shape=shape, dtype=array.dtype, fps=fps)  # type: ignore[arg-type]
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
+        if isinstance(self._array, np.memmap):
+            return copy_and_release(self._array, self._array[t0:t1, y, x])
         return self._array[t0:t1, y, x]
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model.io.base import MovieReader
+from model.io.base import MovieReader, copy_and_release
 from model.io.errors import MovieFormatError
 
 
@@ -103,7 +103,7 @@ class SbxMovie(MovieReader):
                          fps=frame_rate(info, rows) or fps)  # fmt: skip
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
-        return np.uint16(65535) - self._raw[t0:t1, y, x, self._channel]
+        return np.uint16(65535) - copy_and_release(self._raw, self._raw[t0:t1, y, x, self._channel])
 
     def close(self) -> None:
         self._raw = None  # type: ignore[assignment]

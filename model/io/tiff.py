@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 import tifffile
 
-from model.io.base import MovieReader
+from model.io.base import MovieReader, copy_and_release
 from model.io.errors import MovieFormatError, MovieOptionError
 
 _TIME_AXES = ("T", "I", "Q")
@@ -279,7 +279,7 @@ class TiffMovie(MovieReader):
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
         if self._memmap is not None:
-            return self._memmap[(*self._select(t0, t1), y, x)]
+            return copy_and_release(self._memmap, self._memmap[(*self._select(t0, t1), y, x)])
         grid = np.arange(int(np.prod(self._full_shape[:-2]))).reshape(self._full_shape[:-2])
         pages = np.asarray(grid[self._select(t0, t1)]).ravel().tolist()
         try:

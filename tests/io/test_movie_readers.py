@@ -177,3 +177,34 @@ def test_readers_never_import_tensorflow() -> None:
         "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".npy"])
+def test_reading_a_mapped_movie_block_by_block_keeps_memory_flat(tmp_path, suffix) -> None:
+    """Pages of a memory-mapped file are dropped after each read: reading a whole movie of 96 MB
+    window by window must not leave it in the process's resident set."""
+    import psutil
+
+    frames = np.random.default_rng(0).integers(0, 4000, (48, 512, 512), dtype=np.uint16)
+    path = tmp_path / f"movie{suffix}"  # 192 frames, 96 MB, written in four parts
+    if suffix == ".npy":
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(192, 512, 512))
+        for i in range(4):
+            out[i * 48:(i + 1) * 48] = frames
+        out.flush()
+        del out
+    else:
+        tifffile.imwrite(path, (frames for _ in range(4)), shape=(192, 512, 512),
+                         dtype=np.uint16, metadata={"axes": "TYX"})
+    del frames
+    process = psutil.Process()
+    with open_movie(path) as movie:
+        assert getattr(movie, "_memmap", None) is not None or suffix == ".npy"
+        before = process.memory_info().rss
+        total = 0
+        for t0 in range(0, 192, 16):
+            block = movie.read(t0, t0 + 16)
+            total += int(block[:, ::64, ::64].sum())
+        grown = process.memory_info().rss - before
+    assert total > 0
+    assert grown < 40 * 2**20, f"RSS grew {grown / 2**20:.0f} MB reading a 96 MB movie"
