@@ -66,11 +66,12 @@ def write_movie(path: Path, frames: int, size: int) -> str:
 
     tifffile.imwrite(path, pages(), shape=(frames, size, size), dtype=np.uint16, bigtiff=True,
                      imagej=False, metadata={"axes": "TYX"})  # fmt: skip
-    digest = hashlib.sha256()
+    return file_sha256(path)
+
+
+def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
-        while block := handle.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_simulated_movie(path: Path, frames: int, size: int) -> str:
@@ -79,11 +80,7 @@ def write_simulated_movie(path: Path, frames: int, size: int) -> str:
 
     params = SimulationParams(height=size, width=size, frames=frames, dtype="uint16", seed=7)
     write_simulation(params, path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 class RssSampler(threading.Thread):
