@@ -16,7 +16,7 @@ SCHEMA_VERSION = "1"
 IMAGE_NAMES = ("mean_image", "attention_mean", "max_projection")
 NEURON_FIELDS = {
     "centroid": np.float32, "area": np.int32, "snr": np.float32, "first_window": np.int32,
-    "n_windows": np.int32, "tile_evidence": np.float32,
+    "n_windows": np.int32, "tile_evidence": np.float32, "contrast": np.float32,
 }
 
 
@@ -173,7 +173,8 @@ def read_result(path: str | Path) -> Result:
         footprints=group["footprints"][...],
         traces=group["traces"][...],
         images={name: group[name][...] for name in IMAGE_NAMES},
-        neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS},
+        neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS
+                 if name in group["neurons"]},  # results older than a field lack it
         attrs=attrs,
         denoised=group.get("denoised", None),
         fluorescence=group["fluorescence"][...] if "fluorescence" in group else None,

@@ -11,11 +11,15 @@ put two separate somata in one channel, and each becomes its own candidate. Afte
   ``min_window_fraction`` of the movie's windows (false detections rarely recur, somata do);
 - tile evidence: in the windows where it was detected, at least ``min_tile_evidence`` of the tiles
   that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
+- it stands out as a soma: in the mean image its footprint is brighter than the bright part of
+  its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its raw fluorescence shows
+  transients clear enough (SNR >= ``active_snr``) to keep a cell that is dim at rest;
 - its raw fluorescence trace shows real transients: best candidate SNR >= ``min_snr``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,14 +181,54 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
     )
 
 
+#: Ring of :func:`soma_contrast`: from ``RING_GAP`` to ``RING_GAP + RING_WIDTH`` pixels out (the
+#: network's grid, where somata have the model's size), as the neuropil ring of the traces.
+RING_GAP, RING_WIDTH = 2, 8
+
+
+def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
+    """``(mean of image over on - p90 of the ring) / |p90|``; ``on`` is a boolean footprint placed
+    at ``(y0, x0)`` on ``image`` (may reach past its edges).
+
+    The 90th percentile, not the ring's mean, is the reference: a strip of neuropil beside a dark
+    vessel is brighter than the ring's mean (half of the ring is vessel) but not than its bright
+    half. The ring is not cut by other neurons (false detections along one vessel edge would
+    otherwise remove each other's pixels from their rings). ``nan`` when the footprint or the
+    ring has no pixel inside the image.
+    """
+    reach = RING_GAP + RING_WIDTH
+    h, w = image.shape
+    ys0, xs0 = y0 - reach, x0 - reach
+    padded = np.pad(on, reach)
+    grown = ndimage.binary_dilation(padded, iterations=reach)
+    ring = grown & ~ndimage.binary_dilation(padded, iterations=RING_GAP)
+    ya, yb = max(ys0, 0), min(ys0 + padded.shape[0], h)
+    xa, xb = max(xs0, 0), min(xs0 + padded.shape[1], w)
+    if ya >= yb or xa >= xb:
+        return float("nan")
+    local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
+    values = image[ya:yb, xa:xb]
+    inside, around = values[padded[local]], values[ring[local]]
+    if not inside.size or not around.size:
+        return float("nan")
+    reference = float(np.percentile(around, 90))
+    difference = float(inside.mean()) - reference
+    return difference / abs(reference) if reference else math.copysign(math.inf, difference)
+
+
 def required_windows(total_windows: int, params: DecideParams) -> int:
-    """Windows a neuron must be seen in, out of the movie's ``total_windows``."""
-    return max(params.min_windows, int(params.min_window_fraction * total_windows))
+    """Windows a neuron must be seen in, out of the movie's ``total_windows``
+    (``min_window_fraction`` of them, rounded up)."""
+    share = math.ceil(params.min_window_fraction * total_windows - 1e-9)
+    return max(params.min_windows, share)
 
 
 def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
-                params: DecideParams, total_windows: int = 1) -> tuple[bool, str]:
-    """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test)."""
+                params: DecideParams, total_windows: int = 1,
+                contrast: float = math.inf) -> tuple[bool, str]:  # fmt: skip
+    """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test).
+
+    ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes)."""
     if area < params.min_area:
         return False, "area below min_area"
     if area > params.max_area:
@@ -195,6 +239,9 @@ def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
         return False, "seen in too small a share of the windows"
     if tile_evidence < params.min_tile_evidence:
         return False, "too few covering tiles agree"
+    if (params.min_contrast is not None and contrast < params.min_contrast
+            and snr < params.active_snr):
+        return False, "not brighter than its surroundings and no clear transient"
     if snr < params.min_snr:
         return False, "no clear transient"
     return True, "kept"

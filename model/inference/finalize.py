@@ -11,7 +11,7 @@ import numpy as np
 
 from model.inference import resample
 from model.inference.chunks import ChunkResult
-from model.inference.decide import Candidates, keep_neuron
+from model.inference.decide import Candidates, keep_neuron, soma_contrast
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
 from model.inference.stitch import (
@@ -94,23 +94,28 @@ def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: Inference
 
 
 def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int = 1,
+               mean_image: np.ndarray | None = None,
                ) -> tuple[list[dict[str, Any]], Counter]:  # fmt: skip
     """Apply the neuron rule; returns kept neurons as records (sorted) and a count per reason.
 
-    ``total_windows``: the movie's temporal windows (for ``min_window_fraction``)."""
+    ``total_windows``: the movie's temporal windows (for ``min_window_fraction``);
+    ``mean_image``: on the network's grid, for the soma contrast (without it, the contrast is
+    unknown and that test passes)."""
     kept, reasons = [], Counter()
     for neuron in neurons:
         fp = neuron.footprint
         on = fp.values > params.mask_threshold
+        contrast = (soma_contrast(mean_image, on, fp.y0, fp.x0)
+                    if mean_image is not None and on.any() else float("nan"))
         ok, reason = keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
                                  tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
-                                 total_windows=total_windows)
+                                 total_windows=total_windows, contrast=contrast)
         reasons[reason] += 1
         if ok:
             kept.append({
                 "neuron": neuron, "footprint": np.where(on, fp.values, 0).astype(np.float32),
                 "y0": fp.y0, "x0": fp.x0, "centroid": centroid(fp, params.mask_threshold),
-                "area": int(on.sum()),
+                "area": int(on.sum()), "contrast": contrast,
             })
     kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
     return kept, reasons
@@ -169,7 +174,9 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     """
     images = _Images(plan)
     neurons, n_candidates = stitch_all(plan, load, params, images)
-    kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows))
+    network_images = images.finish()
+    kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows),
+                               mean_image=network_images["mean_image"])
     kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
     reasons = Counter({k: v for k, v in reasons.items() if v})
     attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,
@@ -187,7 +194,7 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
         writer.put_footprint(k, rec["y0"], rec["x0"], rec["footprint"])
         traces[k] = assemble_trace(plan, rec["neuron"].segments)
     writer.put_traces(resample.traces_to_frames(traces, plan.temporal_bin, n_frames))
-    for name, image in images.finish().items():
+    for name, image in network_images.items():
         writer.put_image(name, resample.image_to_movie(image, frame))
     writer.put_neurons({
         "centroid": np.array([r["centroid"] for r in kept], np.float32).reshape(-1, 2),
@@ -196,6 +203,7 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
         "first_window": [r["neuron"].first_window for r in kept],
         "n_windows": [len(r["neuron"].segments) for r in kept],
         "tile_evidence": [r["neuron"].tile_evidence for r in kept],
+        "contrast": [r["contrast"] for r in kept],
     })
     if params.write_denoised:
         _write_denoised(writer, plan, load)

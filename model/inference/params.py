@@ -134,11 +134,27 @@ class DecideParams:
     min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
     min_window_fraction: float = _p(
         0.1,
-        "Share of the movie's temporal windows in which a neuron must be detected (rounded down; "
+        "Share of the movie's temporal windows in which a neuron must be detected (rounded up; "
         "never fewer than min_windows). False detections are independent from window to window "
         "and rarely recur, while a soma recurs in most windows; without this rule they add up with "
         "the movie's length (docs/benchmarks.md). 0 turns it off.",
         0.0, 1.0,
+    )
+    min_contrast: float | None = _p(
+        0.0,
+        "Soma contrast a neuron needs in the mean image: (mean over its footprint - 90th "
+        "percentile of a ring 2-10 pixels around it) / |that percentile|. A soma is brighter than "
+        "the neuropil around it; the network's false detections along blood vessels (a bright "
+        "strip of neuropil beside a dark vessel) are not brighter than the other side of their "
+        "ring (docs/benchmarks.md). Neurons with clear transients (active_snr) are kept "
+        "anyway. None turns the rule off.",
+        -1.0, 100.0,
+    )
+    active_snr: float = _p(
+        8.0,
+        "Transient SNR (as min_snr) at which a neuron is kept whatever its mean-image contrast: "
+        "active cells can be dim at rest.",
+        0.0, 1000.0,
     )
     min_snr: float = _p(
         0.0,

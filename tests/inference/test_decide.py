@@ -1,0 +1,70 @@
+"""The neuron rule: soma contrast in the mean image, its activity escape, the long-movie share."""
+
+import math
+
+import numpy as np
+from inference_synthetic import disk
+
+from model.inference.decide import keep_neuron, required_windows, soma_contrast
+from model.inference.params import DecideParams
+
+
+def _neuropil(shape=(64, 64), level=100.0, seed=0) -> np.ndarray:
+    return level + np.random.default_rng(seed).normal(0, 2.0, shape)
+
+
+def _on_at(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+    ys, xs = np.nonzero(mask)
+    y0, x0 = ys.min(), xs.min()
+    return mask[y0:ys.max() + 1, x0:xs.max() + 1], int(y0), int(x0)
+
+
+def test_a_soma_brighter_than_its_neuropil_has_positive_contrast():
+    image = _neuropil()
+    soma = disk(image.shape, (32, 32), 6)
+    image[soma] += 30.0
+    on, y0, x0 = _on_at(soma)
+    assert 0.2 < soma_contrast(image, on, y0, x0) < 0.35
+
+
+def test_a_neuropil_strip_beside_a_dark_vessel_has_no_contrast():
+    image = _neuropil()
+    image[:, 20:30] = 40.0  # a vessel blocks most of the light
+    strip = np.zeros(image.shape, bool)
+    strip[16:48, 30:36] = True  # plain neuropil on the vessel edge, brighter than the ring mean
+    on, y0, x0 = _on_at(strip)
+    ring_mean = image[16 - 10:48 + 10, 20:46].mean()
+    assert image[strip].mean() > ring_mean
+    assert soma_contrast(image, on, y0, x0) < 0.0
+
+
+def test_contrast_near_the_frame_edge_uses_the_pixels_inside():
+    image = _neuropil()
+    soma = disk(image.shape, (2, 3), 5)
+    image[soma] += 50.0
+    on, y0, x0 = _on_at(soma)
+    assert soma_contrast(image, on, y0, x0) > 0.3
+
+
+def test_dim_cells_are_kept_when_they_fire_and_dropped_when_they_do_not():
+    params = DecideParams()
+    common = {"area": 100, "n_windows": 5, "tile_evidence": 1.0, "params": params,
+              "total_windows": 5}
+    assert keep_neuron(**common, snr=3.0, contrast=0.2) == (True, "kept")
+    assert keep_neuron(**common, snr=params.active_snr + 1, contrast=-0.1) == (True, "kept")
+    keep, reason = keep_neuron(**common, snr=3.0, contrast=-0.1)
+    assert not keep and "not brighter" in reason
+    assert keep_neuron(**common, snr=3.0, contrast=math.nan) == (True, "kept")  # unknown
+    off = DecideParams(min_contrast=None)
+    assert keep_neuron(**{**common, "params": off}, snr=3.0, contrast=-0.1) == (True, "kept")
+
+
+def test_window_share_is_rounded_up():
+    params = DecideParams(min_window_fraction=0.1)
+    assert required_windows(9, params) == 1
+    assert required_windows(10, params) == 1
+    assert required_windows(11, params) == 2
+    assert required_windows(19, params) == 2
+    assert required_windows(38, params) == 4
+    assert required_windows(19, DecideParams(min_windows=3, min_window_fraction=0.1)) == 3
+    assert required_windows(50, DecideParams(min_window_fraction=0.0)) == 1
