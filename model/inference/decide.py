@@ -186,6 +186,30 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
 RING_GAP, RING_WIDTH = 2, 8
 
 
+def _ring_reference(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
+                    ) -> tuple[np.ndarray, float, tuple[slice, slice]] | None:  # fmt: skip
+    """The image's values under ``on`` (placed at ``(y0, x0)``), the 90th percentile of its ring
+    and the slices of ``on`` inside the image; ``None`` when either has no pixel in the image."""
+    reach = RING_GAP + RING_WIDTH
+    h, w = image.shape
+    ys0, xs0 = y0 - reach, x0 - reach
+    padded = np.pad(on, reach)
+    grown = ndimage.binary_dilation(padded, iterations=reach)
+    ring = grown & ~ndimage.binary_dilation(padded, iterations=RING_GAP)
+    ya, yb = max(ys0, 0), min(ys0 + padded.shape[0], h)
+    xa, xb = max(xs0, 0), min(xs0 + padded.shape[1], w)
+    if ya >= yb or xa >= xb:
+        return None
+    local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
+    values = image[ya:yb, xa:xb]
+    inside, around = values[padded[local]], values[ring[local]]
+    if not inside.size or not around.size:
+        return None
+    inner = (slice(max(y0, 0) - y0, min(y0 + on.shape[0], h) - y0),
+             slice(max(x0, 0) - x0, min(x0 + on.shape[1], w) - x0))
+    return inside, float(np.percentile(around, 90)), inner
+
+
 def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
     """``(mean of image over on - p90 of the ring) / |p90|``; ``on`` is a boolean footprint placed
     at ``(y0, x0)`` on ``image`` (may reach past its edges).
@@ -196,24 +220,47 @@ def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
     otherwise remove each other's pixels from their rings). ``nan`` when the footprint or the
     ring has no pixel inside the image.
     """
-    reach = RING_GAP + RING_WIDTH
-    h, w = image.shape
-    ys0, xs0 = y0 - reach, x0 - reach
-    padded = np.pad(on, reach)
-    grown = ndimage.binary_dilation(padded, iterations=reach)
-    ring = grown & ~ndimage.binary_dilation(padded, iterations=RING_GAP)
-    ya, yb = max(ys0, 0), min(ys0 + padded.shape[0], h)
-    xa, xb = max(xs0, 0), min(xs0 + padded.shape[1], w)
-    if ya >= yb or xa >= xb:
+    found = _ring_reference(image, on, y0, x0)
+    if found is None:
         return float("nan")
-    local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
-    values = image[ya:yb, xa:xb]
-    inside, around = values[padded[local]], values[ring[local]]
-    if not inside.size or not around.size:
-        return float("nan")
-    reference = float(np.percentile(around, 90))
+    inside, reference, _ = found
     difference = float(inside.mean()) - reference
     return difference / abs(reference) if reference else math.copysign(math.inf, difference)
+
+
+def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, level: float,
+                     min_area: int) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
+    """The soma(s) inside one network footprint, from the mean image.
+
+    The network's footprints often reach into the neuropil around a cell or span two neighbouring
+    cells (one channel on both). Inside ``on`` (boolean, at ``(y0, x0)``), the soma is where the
+    mean image is brighter than ``reference + level * (peak - reference)``, with ``reference`` the
+    90th percentile of the ring of :func:`soma_contrast` and ``peak`` the footprint's 95th
+    percentile. Each 4-connected part of at least ``min_area`` pixels is returned as
+    ``(mask, y0, x0)`` (its bounding box). A footprint that is not brighter than its ring (a cell
+    dim at rest, seen by its activity) or that leaves no such part comes back unchanged.
+    """
+    unchanged = [(on, y0, x0)]
+    found = _ring_reference(image, on, y0, x0)
+    if found is None:
+        return unchanged
+    inside, reference, inner = found
+    peak = float(np.percentile(inside, 95))
+    if peak <= reference:
+        return unchanged
+    local = np.zeros_like(on)
+    ya, xa = y0 + inner[0].start, x0 + inner[1].start
+    window = image[ya:ya + inner[0].stop - inner[0].start, xa:xa + inner[1].stop - inner[1].start]
+    local[inner] = on[inner] & (window > reference + level * (peak - reference))
+    labels, _ = ndimage.label(local)
+    parts = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        part = labels[box] == index
+        if part.sum() >= max(min_area, 1):
+            parts.append((part, y0 + box[0].start, x0 + box[1].start))
+    return parts or unchanged
 
 
 def required_windows(total_windows: int, params: DecideParams) -> int:

@@ -156,6 +156,15 @@ class DecideParams:
         "active cells can be dim at rest.",
         0.0, 1000.0,
     )
+    refine_level: float | None = _p(
+        0.3,
+        "Footprints are cut to the soma in the mean image: the pixels brighter than ring + "
+        "refine_level x (peak - ring), ring being the reference of min_contrast and peak the "
+        "footprint's 95th percentile; each separate part becomes its own neuron (the network "
+        "often puts two touching cells, or a cell and its neuropil, in one footprint). Footprints "
+        "not brighter than their ring stay as they are. None keeps the network's footprints.",
+        0.0, 1.0,
+    )
     min_snr: float = _p(
         0.0,
         "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "
