@@ -37,6 +37,7 @@ CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--p
 
 FROM base AS worker
 USER root
-RUN pip install "tensorflow[and-cuda]>=2.21,<2.22"
+# oasis-deconv (GPL-3.0, optional extra "deconvolution"): denoised calcium and spikes
+RUN pip install "tensorflow[and-cuda]>=2.21,<2.22" "oasis-deconv>=0.3.2"
 USER caimx
 CMD ["caimx", "worker", "--name", "gpu@%h"]

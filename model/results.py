@@ -105,15 +105,29 @@ def write_fluorescence(path: str | Path, fluorescence: np.ndarray, neuropil: np.
     :mod:`model.inference.extract`) to a written result; ``info`` goes to ``attrs.fluorescence``.
     Writing again replaces them with the same bytes."""
     group = zarr.open_group(str(path), mode="r+")
+    _put_traces_like(group, {"fluorescence": fluorescence, "neuropil": neuropil})
+    group.attrs["fluorescence"] = info
+
+
+def _put_traces_like(group: zarr.Group, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``(K, T)`` arrays beside ``traces``, with its shape and chunks (replacing any)."""
     k, n_frames = group["traces"].shape
-    for name, values in (("fluorescence", fluorescence), ("neuropil", neuropil)):
+    for name, values in arrays.items():
         if values.shape != (k, n_frames):
             raise ValueError(f"{name} must be {(k, n_frames)}, got {values.shape}")
         array = group.create_array(name, shape=(k, n_frames), chunks=group["traces"].chunks,
                                    dtype="float32", fill_value=0.0, overwrite=True)  # fmt: skip
         if values.size:
             array[...] = values.astype(np.float32)
-    group.attrs["fluorescence"] = info
+
+
+def write_deconvolved(path: str | Path, calcium: np.ndarray, spikes: np.ndarray,
+                      info: dict[str, Any]) -> None:  # fmt: skip
+    """Add ``calcium`` and ``spikes`` ``(K, T)`` (:mod:`model.inference.deconvolve`) to a written
+    result; ``info`` goes to ``attrs.deconvolution``. Writing again gives the same bytes."""
+    group = zarr.open_group(str(path), mode="r+")
+    _put_traces_like(group, {"calcium": calcium, "spikes": spikes})
+    group.attrs["deconvolution"] = info
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,8 @@ class Result:
     denoised: Any | None
     fluorescence: np.ndarray | None = None
     neuropil: np.ndarray | None = None
+    calcium: np.ndarray | None = None
+    spikes: np.ndarray | None = None
 
     @property
     def n_neurons(self) -> int:
@@ -179,4 +195,6 @@ def read_result(path: str | Path) -> Result:
         denoised=group.get("denoised", None),
         fluorescence=group["fluorescence"][...] if "fluorescence" in group else None,
         neuropil=group["neuropil"][...] if "neuropil" in group else None,
+        calcium=group["calcium"][...] if "calcium" in group else None,
+        spikes=group["spikes"][...] if "spikes" in group else None,
     )

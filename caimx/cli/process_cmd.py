@@ -60,11 +60,13 @@ def register(subparsers) -> None:
                    help="ground truth: .npz with 'masks' or 'footprints' (K,H,W) and optional "
                         "'traces' (K,T), or another result folder")
     e.add_argument("--min-iou", type=float, default=0.5, help="smallest IoU of a match")
-    e.add_argument("--traces", choices=("network", "fluorescence", "demixed"), default="network",
+    e.add_argument("--traces", choices=("network", "fluorescence", "demixed", "calcium"),
+                   default="network",
                    help="which traces to correlate: the network's ('traces'), the "
                         "neuropil-corrected fluorescence read from the movie "
-                        "('fluorescence' - coefficient * 'neuropil'), or that fluorescence "
-                        "with overlapping cells demixed by their footprints")  # fmt: skip
+                        "('fluorescence' - coefficient * 'neuropil'), that fluorescence "
+                        "with overlapping cells demixed by their footprints, or its "
+                        "OASIS-denoised 'calcium'")  # fmt: skip
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_evaluate)
 
@@ -178,11 +180,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         result = read_result(args.result)
         masks, traces = _load_truth(args.gt)
-        found = {"network": result.traces, "fluorescence": result.corrected,
-                 "demixed": result.demixed}[args.traces]
+        found = {"network": lambda: result.traces, "fluorescence": lambda: result.corrected,
+                 "demixed": lambda: result.demixed, "calcium": lambda: result.calcium,
+                 }[args.traces]()  # fmt: skip
         if found is None:
-            raise ValueError(f"{args.result} has no fluorescence (made before it was read from "
-                             "the movie); use --traces network")  # fmt: skip
+            raise ValueError(f"{args.result} has no {args.traces} traces (made before they were "
+                             "read from the movie, or without oasis-deconv for calcium); use "
+                             "--traces network")  # fmt: skip
         score = evaluate(result.footprints, masks, found_traces=found,
                          true_traces=traces, min_iou=args.min_iou)
     except (ValueError, OSError) as exc:

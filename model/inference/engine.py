@@ -202,8 +202,10 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
 def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: str | Path,
                      params: InferenceParams) -> None:  # fmt: skip
     """Read each neuron's fluorescence and neuropil from ``movie`` into the result at ``output``,
-    motion-corrected against the reference the network's input was corrected against."""
-    from model.results import write_fluorescence
+    motion-corrected against the reference the network's input was corrected against; then, when
+    ``oasis-deconv`` is installed, its denoised calcium and spikes (:mod:`.deconvolve`)."""
+    from model.inference import deconvolve
+    from model.results import write_deconvolved, write_fluorescence
 
     group = zarr.open_group(str(output), mode="r")
     footprints = group["footprints"]  # read one neuron at a time
@@ -218,6 +220,9 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
     write_fluorescence(output, fluorescence, neuropil,
                        {**ring.to_dict(), "weights": "footprint",
                         "motion_corrected": reference is not None})  # fmt: skip
+    if deconvolve.available():
+        write_deconvolved(output, *deconvolve.deconvolve_traces(
+            fluorescence - ring.coefficient * neuropil))
 
 
 def software_version() -> str:

@@ -79,6 +79,14 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     read_out = json.loads(capsys.readouterr().out)
     print("fluorescence", read_out)
     assert read_out["f1"] == score["f1"] and read_out["trace_r"] >= 0.9
+    assert result.calcium.shape == result.spikes.shape == result.traces.shape  # dev installs OASIS
+    assert result.attrs["deconvolution"]["failed"] == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json",
+                 "--traces", "calcium"]) == 0  # fmt: skip
+    denoised = json.loads(capsys.readouterr().out)
+    print("calcium", denoised)
+    assert denoised["trace_r"] >= 0.9
 
 
 def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
