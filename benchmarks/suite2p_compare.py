@@ -10,10 +10,14 @@ its own fresh process:
   ``fs``, the indicator's decay as ``tau``, the soma diameter in pixels, rigid registration only).
 
 Suite2p's ROIs become footprints (``K, H, W``; ``lam`` at ``ypix, xpix``) and traces
-(``F - 0.7 * Fneu``). Both tools are scored by ``model.evaluate.evaluate`` against the soma masks
-and dF/F of every simulated cell (binarized footprints, IoU >= 0.5, Hungarian matching; precision,
-recall, F1, mean IoU, Pearson r of the matched traces). Suite2p is reported twice: all ROIs, and
-only those its built-in classifier calls cells (``iscell``; same run, so same time and memory).
+(``F - 0.7 * Fneu``); caimx's traces are the same measurement (its ``fluorescence - 0.7 *
+neuropil``). "trace r calcium" scores both tools' traces after the same OASIS denoising
+(``model.inference.deconvolve``; caimx's ``calcium`` array), so the comparison of traces is one of
+footprints, not of post-processing. Both tools are scored by ``model.evaluate.evaluate``
+against the soma masks and dF/F of every simulated cell (binarized footprints, IoU >= 0.5,
+Hungarian matching; precision, recall, F1, mean IoU, Pearson r of the matched traces). Suite2p
+is reported twice: all ROIs, and only those its built-in classifier calls cells (``iscell``; same
+run, so same time and memory).
 Two more views of the same matches: "recall (active)" is the matched share of the active cells
 that lie at least half inside the frame (the others cannot show up in activity); "trace r
 (active)" averages the trace r over matches of active cells only (a silent cell's true dF/F is
@@ -124,6 +128,24 @@ def score(footprints: np.ndarray, traces: np.ndarray, truth: Any) -> dict[str, A
     return out
 
 
+def with_calcium(row: dict[str, Any], footprints: np.ndarray, calcium: np.ndarray | None,
+                 truth: Any) -> dict[str, Any]:  # fmt: skip
+    """``row`` plus the trace r of ``calcium`` (the same matches): ``trace_r_calcium`` and
+    ``trace_r_active_calcium`` (NaN without calcium)."""
+    if calcium is None:
+        return {**row, "trace_r_calcium": float("nan"), "trace_r_active_calcium": float("nan")}
+    s = score(footprints, calcium, truth)
+    return {**row, "trace_r_calcium": s["trace_r"], "trace_r_active_calcium": s["trace_r_active"]}
+
+
+def oasis_calcium(traces: np.ndarray) -> np.ndarray | None:
+    """The same OASIS denoising caimx applies (``model.inference.deconvolve``), for Suite2p's
+    traces; ``None`` when ``oasis-deconv`` is not installed."""
+    from model.inference import deconvolve
+
+    return deconvolve.deconvolve_traces(traces)[0] if deconvolve.available() else None
+
+
 def versions(suite2p_info: dict[str, Any] | None) -> dict[str, str]:
     v = {"python": platform.python_version(), "caimx": importlib.metadata.version("caimx"),
          "tensorflow-cpu": importlib.metadata.version("tensorflow-cpu"),
@@ -165,11 +187,13 @@ def run(args: argparse.Namespace) -> None:
             m = re.search(r"\(\d+ frames, ([\d.]+) frames/s\)", c["stdout"])
             run_s = args.frames / float(m.group(1)) if m else float("nan")
             result = read_result(work / "caimx.zarr")
-            rows.append({**base, "tool": "caimx", "model": result.attrs["model"]["name"],
-                         "caimx_src": str(caimx_src),
-                         **score(result.footprints, result.traces, truth),
-                         "wall_s": c["wall_s"], "run_s": run_s, "cpu_s": c["cpu_s"],
-                         "peak_rss_mb": c["peak_rss_mb"], "load_before": c["load_before"]})
+            traces = result.corrected if result.corrected is not None else result.traces
+            rows.append(with_calcium(
+                {**base, "tool": "caimx", "model": result.attrs["model"]["name"],
+                 "caimx_src": str(caimx_src), **score(result.footprints, traces, truth),
+                 "wall_s": c["wall_s"], "run_s": run_s, "cpu_s": c["cpu_s"],
+                 "peak_rss_mb": c["peak_rss_mb"], "load_before": c["load_before"]},
+                result.footprints, result.calcium, truth))
 
             # Suite2p, in its own venv
             diameter = float(np.mean(params.soma_diameter_um)) / params.pixel_size_um
@@ -183,11 +207,16 @@ def run(args: argparse.Namespace) -> None:
             timing = {"wall_s": s["wall_s"], "run_s": info["run_s"], "cpu_s": s["cpu_s"],
                       "peak_rss_mb": s["peak_rss_mb"], "load_before": s["load_before"],
                       "rss_after_import_mb": info["rss_after_import_mb"]}
-            rows.append({**base, "tool": "suite2p (all ROIs)",
-                         **score(s2p["footprints"], s2p["traces"], truth), **timing})
+            calcium = oasis_calcium(s2p["traces"])
+            rows.append(with_calcium(
+                {**base, "tool": "suite2p (all ROIs)",
+                 **score(s2p["footprints"], s2p["traces"], truth), **timing},
+                s2p["footprints"], calcium, truth))
             keep = s2p["iscell"]
-            rows.append({**base, "tool": "suite2p (iscell)",
-                         **score(s2p["footprints"][keep], s2p["traces"][keep], truth), **timing})
+            rows.append(with_calcium(
+                {**base, "tool": "suite2p (iscell)",
+                 **score(s2p["footprints"][keep], s2p["traces"][keep], truth), **timing},
+                s2p["footprints"][keep], None if calcium is None else calcium[keep], truth))
             for r in rows:
                 r["frames_per_s"] = args.frames / r["wall_s"]
                 r["versions"] = versions(info)
@@ -208,15 +237,16 @@ def _f(value: float, digits: int = 2) -> str:
 def print_table(rows: list[dict[str, Any]]) -> None:
     """One markdown row per tool and movie, in the order they were measured."""
     print("| tool | photons | density /mm^2 | true cells | found | precision | recall | F1 "
-          "| recall (active) | mean IoU | trace r | trace r (active) | wall s | run s | frames/s "
-          "| peak RSS MB |")
-    print("|" + "---|" * 16)
+          "| recall (active) | mean IoU | trace r | trace r (active) | trace r calcium (active) "
+          "| wall s | run s | frames/s | peak RSS MB |")
+    print("|" + "---|" * 17)
     for r in rows:
         cells = [r["tool"], f"{r['photons']:g}", f"{r['density']:g}", str(r["n_true"]),
                  str(r["n_found"]), _f(r["precision"]), _f(r["recall"]), _f(r["f1"]),
                  _f(r["recall_active"]),
                  _f(r["mean_iou"]) if r["n_matched"] else "-", _f(r["trace_r"]),
                  _f(r.get("trace_r_active", float("nan"))),
+                 _f(r.get("trace_r_active_calcium", float("nan"))),
                  _f(r["wall_s"], 0), _f(r["run_s"], 0), _f(r["frames_per_s"], 1),
                  f"{r['peak_rss_mb']:.0f}"]
         print("| " + " | ".join(cells) + " |")
