@@ -184,12 +184,18 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
 #: Ring of :func:`soma_contrast`: from ``RING_GAP`` to ``RING_GAP + RING_WIDTH`` pixels out (the
 #: network's grid, where somata have the model's size), as the neuropil ring of the traces.
 RING_GAP, RING_WIDTH = 2, 8
+#: Percentile of that ring taken as the background by :func:`refine_footprint`.
+REFINE_PERCENTILE = 90
+#: Percentile of the footprint taken as its peak by :func:`refine_footprint`.
+PEAK_PERCENTILE = 95
 
 
-def _ring_reference(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
-                    ) -> tuple[np.ndarray, float, tuple[slice, slice]] | None:  # fmt: skip
-    """The image's values under ``on`` (placed at ``(y0, x0)``), the 90th percentile of its ring
-    and the slices of ``on`` inside the image; ``None`` when either has no pixel in the image."""
+def _ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
+                 exclude: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:  # fmt: skip
+    """The image's values under ``on`` (placed at ``(y0, x0)``) and in its ring (without the
+    pixels of ``exclude``, an image-sized mask, unless that leaves none), and the slices of ``on``
+    inside the image; ``None`` when either has no pixel in the image."""
     reach = RING_GAP + RING_WIDTH
     h, w = image.shape
     ys0, xs0 = y0 - reach, x0 - reach
@@ -202,12 +208,15 @@ def _ring_reference(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
         return None
     local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
     values = image[ya:yb, xa:xb]
-    inside, around = values[padded[local]], values[ring[local]]
+    ring = ring[local]
+    if exclude is not None and (ring & ~exclude[ya:yb, xa:xb]).any():
+        ring = ring & ~exclude[ya:yb, xa:xb]
+    inside, around = values[padded[local]], values[ring]
     if not inside.size or not around.size:
         return None
     inner = (slice(max(y0, 0) - y0, min(y0 + on.shape[0], h) - y0),
              slice(max(x0, 0) - x0, min(x0 + on.shape[1], w) - x0))
-    return inside, float(np.percentile(around, 90)), inner
+    return inside, around, inner
 
 
 def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
@@ -220,32 +229,36 @@ def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
     otherwise remove each other's pixels from their rings). ``nan`` when the footprint or the
     ring has no pixel inside the image.
     """
-    found = _ring_reference(image, on, y0, x0)
+    found = _ring_values(image, on, y0, x0)
     if found is None:
         return float("nan")
-    inside, reference, _ = found
+    inside, around, _ = found
+    reference = float(np.percentile(around, 90))
     difference = float(inside.mean()) - reference
     return difference / abs(reference) if reference else math.copysign(math.inf, difference)
 
 
 def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, level: float,
-                     min_area: int) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
+                     min_area: int, exclude: np.ndarray | None = None,
+                     ) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
     """The soma(s) inside one network footprint, from the mean image.
 
     The network's footprints often reach into the neuropil around a cell or span two neighbouring
     cells (one channel on both). Inside ``on`` (boolean, at ``(y0, x0)``), the soma is where the
     mean image is brighter than ``reference + level * (peak - reference)``, with ``reference`` the
     90th percentile of the ring of :func:`soma_contrast` and ``peak`` the footprint's 95th
-    percentile. Each 4-connected part of at least ``min_area`` pixels is returned as
+    percentile; pixels of ``exclude`` (the other neurons, which are bright) are left out of that
+    ring. Each 4-connected part of at least ``min_area`` pixels is returned as
     ``(mask, y0, x0)`` (its bounding box). A footprint that is not brighter than its ring (a cell
     dim at rest, seen by its activity) or that leaves no such part comes back unchanged.
     """
     unchanged = [(on, y0, x0)]
-    found = _ring_reference(image, on, y0, x0)
+    found = _ring_values(image, on, y0, x0, exclude)
     if found is None:
         return unchanged
-    inside, reference, inner = found
-    peak = float(np.percentile(inside, 95))
+    inside, around, inner = found
+    reference = float(np.percentile(around, REFINE_PERCENTILE))
+    peak = float(np.percentile(inside, PEAK_PERCENTILE))
     if peak <= reference:
         return unchanged
     local = np.zeros_like(on)

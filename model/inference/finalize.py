@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from model.inference import resample
 from model.inference.chunks import ChunkResult
-from model.inference.decide import Candidates, keep_neuron, refine_footprint, soma_contrast
+from model.inference.decide import (
+    RING_GAP,
+    Candidates,
+    keep_neuron,
+    refine_footprint,
+    soma_contrast,
+)
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
 from model.inference.stitch import (
@@ -101,7 +108,7 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
     ``total_windows``: the movie's temporal windows (for ``min_window_fraction``);
     ``mean_image``: on the network's grid, for the soma contrast (without it, the contrast is
     unknown and that test passes)."""
-    kept, reasons = [], Counter()
+    passed, reasons = [], Counter()
     for neuron in neurons:
         fp = neuron.footprint
         on = fp.values > params.mask_threshold
@@ -111,12 +118,17 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
                                  tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
                                  total_windows=total_windows, contrast=contrast)
         reasons[reason] += 1
-        if not ok:
-            continue
+        if ok:
+            passed.append((neuron, on, contrast))
+    refine = mean_image is not None and params.refine_level is not None
+    others = _occupied(mean_image.shape, passed) if refine else None
+    kept = []
+    for neuron, on, contrast in passed:
+        fp = neuron.footprint
         parts = [(on, fp.y0, fp.x0)]
-        if mean_image is not None and params.refine_level is not None:
+        if refine:
             parts = refine_footprint(mean_image, on, fp.y0, fp.x0, level=params.refine_level,
-                                     min_area=params.min_area)
+                                     min_area=params.min_area, exclude=others)
             if len(parts) > 1:
                 reasons["split into separate somata"] += len(parts) - 1
         for part, y0, x0 in parts:
@@ -132,6 +144,16 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
     kept = _drop_repeats(kept, reasons)
     kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
     return kept, reasons
+
+
+def _occupied(shape: tuple[int, int], passed: list) -> np.ndarray:
+    """Pixels of every neuron that passed the rule, grown by the ring's gap."""
+    occupied = np.zeros(shape, bool)
+    for neuron, on, _ in passed:
+        fp = neuron.footprint
+        h, w = min(on.shape[0], shape[0] - fp.y0), min(on.shape[1], shape[1] - fp.x0)
+        occupied[fp.y0:fp.y0 + h, fp.x0:fp.x0 + w] |= on[:h, :w]
+    return ndimage.binary_dilation(occupied, iterations=RING_GAP) if passed else occupied
 
 
 def _drop_repeats(kept: list[dict[str, Any]], reasons: Counter,

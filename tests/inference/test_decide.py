@@ -5,7 +5,12 @@ import math
 import numpy as np
 from inference_synthetic import disk
 
-from model.inference.decide import keep_neuron, required_windows, soma_contrast
+from model.inference.decide import (
+    keep_neuron,
+    refine_footprint,
+    required_windows,
+    soma_contrast,
+)
 from model.inference.params import DecideParams
 
 
@@ -68,3 +73,38 @@ def test_window_share_is_rounded_up():
     assert required_windows(38, params) == 4
     assert required_windows(19, DecideParams(min_windows=3, min_window_fraction=0.1)) == 3
     assert required_windows(50, DecideParams(min_window_fraction=0.0)) == 1
+
+
+def test_refining_cuts_a_footprint_to_its_soma():
+    image = _neuropil()
+    soma = disk(image.shape, (32, 32), 6)
+    image[soma] += 40.0
+    loose = disk(image.shape, (32, 32), 12)  # the cell and a wide margin of neuropil
+    on, y0, x0 = _on_at(loose)
+    (part, py, px), = refine_footprint(image, on, y0, x0, level=0.3, min_area=20)
+    placed = np.zeros(image.shape, bool)
+    placed[py:py + part.shape[0], px:px + part.shape[1]] = part
+    assert (placed & soma).sum() / (placed | soma).sum() > 0.8
+
+
+def test_refining_splits_one_footprint_over_two_cells():
+    image = _neuropil()
+    cells = [disk(image.shape, (32, 22), 5), disk(image.shape, (32, 42), 5)]
+    for cell in cells:
+        image[cell] += 40.0
+    both = np.zeros(image.shape, bool)
+    both[24:41, 14:51] = True
+    on, y0, x0 = _on_at(both)
+    parts = refine_footprint(image, on, y0, x0, level=0.3, min_area=20)
+    assert len(parts) == 2
+    centres = sorted(px + p.shape[1] / 2 for p, _, px in parts)
+    assert abs(centres[0] - 22.5) < 2 and abs(centres[1] - 42.5) < 2
+
+
+def test_a_footprint_dim_at_rest_is_left_as_it_is():
+    image = _neuropil()
+    soma = disk(image.shape, (32, 32), 6)
+    image[soma] -= 5.0  # darker than its surroundings: found by its activity only
+    on, y0, x0 = _on_at(soma)
+    (part, py, px), = refine_footprint(image, on, y0, x0, level=0.3, min_area=20)
+    assert (py, px) == (y0, x0) and np.array_equal(part, on)
