@@ -193,6 +193,18 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
                 name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
                 rate=source.fs, starting_time=0.0, description=text + "." + time_note,
                 comments=ring)  # fmt: skip
+    if result.calcium is not None and result.spikes is not None:
+        method = json.dumps(result.attrs.get("deconvolution", {}))
+        for name, values, text in (
+            ("Calcium", result.calcium, "denoised calcium: the corrected fluorescence fitted "
+             "by OASIS deconvolution (AR(1), sparse non-negative spikes), baseline removed, raw "
+             "intensity units"),
+            ("Deconvolved", result.spikes, "OASIS's inferred spike train (deconvolved "
+             "activity), same units as Calcium")):
+            fluorescence.create_roi_response_series(
+                name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
+                rate=source.fs, starting_time=0.0, description=text + "." + time_note,
+                comments=method)  # fmt: skip
     images = [GrayscaleImage(name=name, data=to_nwb_image(result.images[key]),
                              description=text + ", pixels (x, y)")
               for name, key, text in (

@@ -11,7 +11,8 @@ What each file holds (K neurons, T frames, H x W pixels):
 - ``Fneu.npy``: the neuropil ring's mean (``neuropil``), so Suite2p's ``F - 0.7 * Fneu`` is the
   result's corrected trace. (Results made before fluorescence was read: the caimx network traces
   as ``F`` and zeros as ``Fneu``.)
-- ``spks.npy``: zeros ``(K, T)``. caimx does not deconvolve; the GUI needs the file to open.
+- ``spks.npy``: OASIS's deconvolved activity (``spikes``) ``(K, T)`` float32, as Suite2p's own;
+  zeros for results without it (made without ``oasis-deconv``), since the GUI needs the file.
 - ``iscell.npy``: ``(K, 2)``: 1 (every neuron caimx keeps is a cell) and the tile evidence (0..1).
 - ``ops.npy``: a dict with ``Ly``, ``Lx``, ``nframes``, ``fs``, ``tau``, ``meanImg``,
   ``meanImgE``, ``max_proj``, ``xrange``, ``yrange`` and the caimx result attributes (``caimx``).
@@ -121,7 +122,8 @@ def write_suite2p(source: ExportSource, folder: str | Path) -> Path:
     else:  # results made before fluorescence was read from the movie
         np.save(plane / "F.npy", traces)
         np.save(plane / "Fneu.npy", np.zeros_like(traces))
-    np.save(plane / "spks.npy", np.zeros_like(traces))
+    spikes = result.spikes.astype(np.float32) if result.spikes is not None else None
+    np.save(plane / "spks.npy", spikes if spikes is not None else np.zeros_like(traces))
     np.save(plane / "iscell.npy", np.stack([np.ones(len(stat), np.float32), evidence], axis=1)
             .reshape(len(stat), 2))
     np.save(plane / "ops.npy", np.array(ops, dtype=object), allow_pickle=True)

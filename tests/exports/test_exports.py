@@ -152,6 +152,27 @@ def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_resul
     assert validate(path=str(nwb)) == []
 
 
+def test_deconvolved_activity_goes_to_spks_and_nwb(small_result: Path, tmp_path: Path) -> None:
+    from pynwb import NWBHDF5IO, validate
+
+    from model.results import write_deconvolved, write_fluorescence
+
+    k, n_frames = read_result(small_result).traces.shape
+    rng = np.random.default_rng(1)
+    f, fneu = rng.random((k, n_frames), np.float32), rng.random((k, n_frames), np.float32)
+    calcium, spikes = rng.random((k, n_frames), np.float32), rng.random((k, n_frames), np.float32)
+    write_fluorescence(small_result, f, fneu, {"coefficient": 0.7})
+    write_deconvolved(small_result, calcium, spikes, {"method": "OASIS"})
+    plane = export_result(small_result, tmp_path, format="suite2p")
+    np.testing.assert_array_equal(np.load(plane / "spks.npy"), spikes)
+    nwb = export_result(small_result, tmp_path / "nwb", format="nwb")
+    with NWBHDF5IO(str(nwb), mode="r") as io:
+        fluorescence = io.read().processing["ophys"]["Fluorescence"]
+        np.testing.assert_array_equal(fluorescence["Calcium"].data[:], calcium.T)
+        np.testing.assert_array_equal(fluorescence["Deconvolved"].data[:], spikes.T)
+    assert validate(path=str(nwb)) == []
+
+
 def test_tiff_and_csv(small_result: Path, tmp_path: Path) -> None:
     folder = export_result(small_result, tmp_path, format="tiff")
     expected = read_result(small_result)
