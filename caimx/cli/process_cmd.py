@@ -60,15 +60,18 @@ def register(subparsers) -> None:
                    help="ground truth: .npz with 'masks' or 'footprints' (K,H,W) and optional "
                         "'traces' (K,T), or another result folder")
     e.add_argument("--min-iou", type=float, default=0.5, help="smallest IoU of a match")
-    e.add_argument("--traces", choices=("network", "fluorescence", "demixed", "calcium"),
-                   default="network",
+    e.add_argument("--traces", choices=TRACE_KINDS, default="auto",
                    help="which traces to correlate: the network's ('traces'), the "
                         "neuropil-corrected fluorescence read from the movie "
                         "('fluorescence' - coefficient * 'neuropil'), that fluorescence "
                         "with overlapping cells demixed by their footprints, or its "
-                        "OASIS-denoised 'calcium'")  # fmt: skip
+                        "OASIS-denoised 'calcium'; auto (default): calcium, else "
+                        "fluorescence, else network, whichever the result has first")  # fmt: skip
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_evaluate)
+
+
+TRACE_KINDS = ("auto", "network", "fluorescence", "demixed", "calcium")
 
 
 def _params(args: argparse.Namespace, settings: Any):
@@ -180,9 +183,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         result = read_result(args.result)
         masks, traces = _load_truth(args.gt)
+        kind = args.traces
+        if kind == "auto":
+            kind = ("calcium" if result.calcium is not None else
+                    "fluorescence" if result.corrected is not None else "network")
         found = {"network": lambda: result.traces, "fluorescence": lambda: result.corrected,
                  "demixed": lambda: result.demixed, "calcium": lambda: result.calcium,
-                 }[args.traces]()  # fmt: skip
+                 }[kind]()  # fmt: skip
         if found is None:
             raise ValueError(f"{args.result} has no {args.traces} traces (made before they were "
                              "read from the movie, or without oasis-deconv for calcium); use "
@@ -192,10 +199,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from exc
     if args.json:
-        print(json.dumps(score.to_dict()))
+        print(json.dumps({**score.to_dict(), "traces": kind}))
         return 0
     print(f"found {score.n_found}, true {score.n_true}, matched {score.n_matched}")
     print(f"precision {score.precision:.3f}  recall {score.recall:.3f}  F1 {score.f1:.3f}")
     print(f"mean IoU {score.mean_iou:.3f}  trace r {score.trace_r:.3f} "
-          f"(over {score.n_trace_pairs} matched cells that fire)")
+          f"({kind} traces, over {score.n_trace_pairs} matched cells that fire)")
     return 0
