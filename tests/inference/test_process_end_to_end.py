@@ -66,27 +66,25 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert result.attrs["input"]["name"] == "movie.npy"
     assert len(result.attrs["input"]["sha256"]) == 64
     assert result.attrs["model"]["name"] == "caimx-mini"  # the default
-    capsys.readouterr()
-    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json"]) == 0
-    score = json.loads(capsys.readouterr().out)
-    print(score)
-    assert score["f1"] >= F1_FLOOR
+
+    def evaluate(*options: str) -> dict:
+        capsys.readouterr()
+        assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json",
+                     *options]) == 0  # fmt: skip
+        score = json.loads(capsys.readouterr().out)
+        print(options, score)
+        return score
+
+    score = evaluate()
+    assert score["f1"] >= F1_FLOOR and score["traces"] == "calcium"  # the best the result has
     assert result.fluorescence.shape == result.neuropil.shape == result.traces.shape
     assert result.attrs["fluorescence"]["coefficient"] == 0.7
-    capsys.readouterr()
-    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json",
-                 "--traces", "fluorescence"]) == 0  # fmt: skip
-    read_out = json.loads(capsys.readouterr().out)
-    print("fluorescence", read_out)
+    read_out = evaluate("--traces", "fluorescence")
     assert read_out["f1"] == score["f1"] and read_out["trace_r"] >= 0.9
     assert result.calcium.shape == result.spikes.shape == result.traces.shape  # dev installs OASIS
     assert result.attrs["deconvolution"]["failed"] == 0
-    capsys.readouterr()
-    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json",
-                 "--traces", "calcium"]) == 0  # fmt: skip
-    denoised = json.loads(capsys.readouterr().out)
-    print("calcium", denoised)
-    assert denoised["trace_r"] >= 0.9
+    assert evaluate("--traces", "calcium")["trace_r"] >= 0.9
+    assert evaluate("--traces", "network")["traces"] == "network"
 
 
 def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
