@@ -184,13 +184,9 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
 #: Ring of :func:`soma_contrast`: from ``RING_GAP`` to ``RING_GAP + RING_WIDTH`` pixels out (the
 #: network's grid, where somata have the model's size), as the neuropil ring of the traces.
 RING_GAP, RING_WIDTH = 2, 8
-#: Percentile of that ring taken as the background by :func:`refine_footprint`.
-REFINE_PERCENTILE = 90
-#: Percentile of the footprint taken as its peak by :func:`refine_footprint`.
-PEAK_PERCENTILE = 95
 
 
-def _ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
+def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
                  exclude: np.ndarray | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:  # fmt: skip
     """The image's values under ``on`` (placed at ``(y0, x0)``) and in its ring (without the
@@ -229,51 +225,13 @@ def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
     otherwise remove each other's pixels from their rings). ``nan`` when the footprint or the
     ring has no pixel inside the image.
     """
-    found = _ring_values(image, on, y0, x0)
+    found = ring_values(image, on, y0, x0)
     if found is None:
         return float("nan")
     inside, around, _ = found
     reference = float(np.percentile(around, 90))
     difference = float(inside.mean()) - reference
     return difference / abs(reference) if reference else math.copysign(math.inf, difference)
-
-
-def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, level: float,
-                     min_area: int, exclude: np.ndarray | None = None,
-                     ) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
-    """The soma(s) inside one network footprint, from the mean image.
-
-    The network's footprints often reach into the neuropil around a cell or span two neighbouring
-    cells (one channel on both). Inside ``on`` (boolean, at ``(y0, x0)``), the soma is where the
-    mean image is brighter than ``reference + level * (peak - reference)``, with ``reference`` the
-    90th percentile of the ring of :func:`soma_contrast` and ``peak`` the footprint's 95th
-    percentile; pixels of ``exclude`` (the other neurons, which are bright) are left out of that
-    ring. Each 4-connected part of at least ``min_area`` pixels is returned as
-    ``(mask, y0, x0)`` (its bounding box). A footprint that is not brighter than its ring (a cell
-    dim at rest, seen by its activity) or that leaves no such part comes back unchanged.
-    """
-    unchanged = [(on, y0, x0)]
-    found = _ring_values(image, on, y0, x0, exclude)
-    if found is None:
-        return unchanged
-    inside, around, inner = found
-    reference = float(np.percentile(around, REFINE_PERCENTILE))
-    peak = float(np.percentile(inside, PEAK_PERCENTILE))
-    if peak <= reference:
-        return unchanged
-    local = np.zeros_like(on)
-    ya, xa = y0 + inner[0].start, x0 + inner[1].start
-    window = image[ya:ya + inner[0].stop - inner[0].start, xa:xa + inner[1].stop - inner[1].start]
-    local[inner] = on[inner] & (window > reference + level * (peak - reference))
-    labels, _ = ndimage.label(local)
-    parts = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        part = labels[box] == index
-        if part.sum() >= max(min_area, 1):
-            parts.append((part, y0 + box[0].start, x0 + box[1].start))
-    return parts or unchanged
 
 
 def required_windows(total_windows: int, params: DecideParams) -> int:

@@ -8,19 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from model.inference import resample
 from model.inference.chunks import ChunkResult
-from model.inference.decide import (
-    RING_GAP,
-    Candidates,
-    keep_neuron,
-    refine_footprint,
-    soma_contrast,
-)
+from model.inference.decide import Candidates, keep_neuron, soma_contrast
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
+from model.inference.refine import refine_neurons
 from model.inference.stitch import (
     Footprint,
     Neuron,
@@ -120,69 +114,9 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
         reasons[reason] += 1
         if ok:
             passed.append((neuron, on, contrast))
-    refine = mean_image is not None and params.refine_level is not None
-    others = _occupied(mean_image.shape, passed) if refine else None
-    kept = []
-    for neuron, on, contrast in passed:
-        fp = neuron.footprint
-        parts = [(on, fp.y0, fp.x0)]
-        if refine:
-            parts = refine_footprint(mean_image, on, fp.y0, fp.x0, level=params.refine_level,
-                                     min_area=params.min_area, exclude=others)
-            if len(parts) > 1:
-                reasons["split into separate somata"] += len(parts) - 1
-        for part, y0, x0 in parts:
-            values = fp.values[y0 - fp.y0:y0 - fp.y0 + part.shape[0],
-                               x0 - fp.x0:x0 - fp.x0 + part.shape[1]]
-            refined = Footprint(y0, x0, np.where(part, values, 0).astype(np.float32))
-            kept.append({
-                "neuron": neuron, "footprint": refined.values, "y0": y0, "x0": x0,
-                "centroid": centroid(refined, params.mask_threshold), "area": int(part.sum()),
-                "contrast": (soma_contrast(mean_image, part, y0, x0) if len(parts) > 1
-                             else contrast),
-            })
-    kept = _drop_repeats(kept, reasons)
+    kept = refine_neurons(passed, mean_image, params, reasons)
     kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
     return kept, reasons
-
-
-def _occupied(shape: tuple[int, int], passed: list) -> np.ndarray:
-    """Pixels of every neuron that passed the rule, grown by the ring's gap."""
-    occupied = np.zeros(shape, bool)
-    for neuron, on, _ in passed:
-        fp = neuron.footprint
-        h, w = min(on.shape[0], shape[0] - fp.y0), min(on.shape[1], shape[1] - fp.x0)
-        occupied[fp.y0:fp.y0 + h, fp.x0:fp.x0 + w] |= on[:h, :w]
-    return ndimage.binary_dilation(occupied, iterations=RING_GAP) if passed else occupied
-
-
-def _drop_repeats(kept: list[dict[str, Any]], reasons: Counter,
-                  iou: float = 0.5) -> list[dict[str, Any]]:  # fmt: skip
-    """Keep one of footprints that cover the same soma after refining (IoU > ``iou``): two network
-    neurons cut down to one cell would otherwise count it twice. The larger original stays."""
-    order = sorted(range(len(kept)), key=lambda i: -kept[i]["area"])
-    out: list[dict[str, Any]] = []
-    for i in order:
-        rec = kept[i]
-        if any(_iou(rec, other) > iou for other in out):
-            reasons["kept"] -= 1
-            reasons["same soma as another neuron after refining"] += 1
-            continue
-        out.append(rec)
-    return out
-
-
-def _iou(a: dict[str, Any], b: dict[str, Any]) -> float:
-    ay1, ax1 = a["y0"] + a["footprint"].shape[0], a["x0"] + a["footprint"].shape[1]
-    by1, bx1 = b["y0"] + b["footprint"].shape[0], b["x0"] + b["footprint"].shape[1]
-    y0, y1 = max(a["y0"], b["y0"]), min(ay1, by1)
-    x0, x1 = max(a["x0"], b["x0"]), min(ax1, bx1)
-    if y0 >= y1 or x0 >= x1:
-        return 0.0
-    pa = a["footprint"][y0 - a["y0"]:y1 - a["y0"], x0 - a["x0"]:x1 - a["x0"]] > 0
-    pb = b["footprint"][y0 - b["y0"]:y1 - b["y0"], x0 - b["x0"]:x1 - b["x0"]] > 0
-    inter = int((pa & pb).sum())
-    return inter / (a["area"] + b["area"] - inter) if inter else 0.0
 
 
 def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:

@@ -5,13 +5,9 @@ import math
 import numpy as np
 from inference_synthetic import disk
 
-from model.inference.decide import (
-    keep_neuron,
-    refine_footprint,
-    required_windows,
-    soma_contrast,
-)
+from model.inference.decide import keep_neuron, required_windows, soma_contrast
 from model.inference.params import DecideParams
+from model.inference.refine import refine_footprint
 
 
 def _neuropil(shape=(64, 64), level=100.0, seed=0) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""Footprints cut to the soma the mean image shows, after the neuron rule.
+
+The network's footprints often reach into the neuropil around a cell or span two touching cells
+(one channel on both); both cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons`
+cuts each kept neuron's footprint to the bright part of the mean image inside it
+(:func:`refine_footprint`), makes each separate part a neuron of its own, and keeps one of two
+footprints that end up on the same soma.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from model.inference.decide import RING_GAP, ring_values, soma_contrast
+from model.inference.params import DecideParams
+from model.inference.stitch import Footprint, Neuron, centroid
+
+#: Percentile of the ring taken as the background by :func:`refine_footprint`.
+REFINE_PERCENTILE = 90
+#: Percentile of the footprint taken as its peak by :func:`refine_footprint`.
+PEAK_PERCENTILE = 95
+
+
+def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, level: float,
+                     min_area: int, exclude: np.ndarray | None = None,
+                     ) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
+    """The soma(s) inside one network footprint, from the mean image.
+
+    Inside ``on`` (boolean, at ``(y0, x0)``), the soma is where the mean image is brighter than
+    ``reference + level * (peak - reference)``, with ``reference`` the 90th percentile of the ring
+    of :func:`~model.inference.decide.soma_contrast` (without the pixels of ``exclude``, the other
+    neurons, which are bright) and ``peak`` the footprint's 95th percentile. Each 4-connected part
+    of at least ``min_area`` pixels is returned as ``(mask, y0, x0)`` (its bounding box). A
+    footprint that is not brighter than its ring (a cell dim at rest, seen by its activity) or
+    that leaves no such part comes back unchanged.
+    """
+    unchanged = [(on, y0, x0)]
+    found = ring_values(image, on, y0, x0, exclude)
+    if found is None:
+        return unchanged
+    inside, around, inner = found
+    reference = float(np.percentile(around, REFINE_PERCENTILE))
+    peak = float(np.percentile(inside, PEAK_PERCENTILE))
+    if peak <= reference:
+        return unchanged
+    local = np.zeros_like(on)
+    ya, xa = y0 + inner[0].start, x0 + inner[1].start
+    window = image[ya:ya + inner[0].stop - inner[0].start, xa:xa + inner[1].stop - inner[1].start]
+    local[inner] = on[inner] & (window > reference + level * (peak - reference))
+    labels, _ = ndimage.label(local)
+    parts = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        part = labels[box] == index
+        if part.sum() >= max(min_area, 1):
+            parts.append((part, y0 + box[0].start, x0 + box[1].start))
+    return parts or unchanged
+
+
+def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: np.ndarray | None,
+                   params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
+    """Records of the neurons that passed the rule, ``(neuron, on, contrast)`` each, with their
+    footprints refined when ``params.refine_level`` is set and a mean image is given; counts the
+    splits and repeats in ``reasons``."""
+    refine = mean_image is not None and params.refine_level is not None
+    others = occupied_mask(mean_image.shape, passed) if refine else None
+    kept = []
+    for neuron, on, contrast in passed:
+        fp = neuron.footprint
+        parts = [(on, fp.y0, fp.x0)]
+        if refine:
+            parts = refine_footprint(mean_image, on, fp.y0, fp.x0, level=params.refine_level,
+                                     min_area=params.min_area, exclude=others)
+            if len(parts) > 1:
+                reasons["split into separate somata"] += len(parts) - 1
+        for part, y0, x0 in parts:
+            values = fp.values[y0 - fp.y0:y0 - fp.y0 + part.shape[0],
+                               x0 - fp.x0:x0 - fp.x0 + part.shape[1]]
+            refined = Footprint(y0, x0, np.where(part, values, 0).astype(np.float32))
+            kept.append({
+                "neuron": neuron, "footprint": refined.values, "y0": y0, "x0": x0,
+                "centroid": centroid(refined, params.mask_threshold), "area": int(part.sum()),
+                "contrast": (soma_contrast(mean_image, part, y0, x0) if len(parts) > 1
+                             else contrast),
+            })
+    return drop_repeats(kept, reasons)
+
+
+def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray, float]],
+                  ) -> np.ndarray:  # fmt: skip
+    """Pixels of every neuron that passed the rule, grown by the ring's gap."""
+    occupied = np.zeros(shape, bool)
+    for neuron, on, _ in passed:
+        fp = neuron.footprint
+        h, w = min(on.shape[0], shape[0] - fp.y0), min(on.shape[1], shape[1] - fp.x0)
+        occupied[fp.y0:fp.y0 + h, fp.x0:fp.x0 + w] |= on[:h, :w]
+    return ndimage.binary_dilation(occupied, iterations=RING_GAP) if passed else occupied
+
+
+def drop_repeats(kept: list[dict[str, Any]], reasons: Counter,
+                 iou: float = 0.5) -> list[dict[str, Any]]:  # fmt: skip
+    """Keep one of footprints that cover the same soma (IoU > ``iou``): two network neurons cut
+    down to one cell would otherwise count it twice. The larger footprint stays."""
+    order = sorted(range(len(kept)), key=lambda i: -kept[i]["area"])
+    out: list[dict[str, Any]] = []
+    for i in order:
+        rec = kept[i]
+        if any(_iou(rec, other) > iou for other in out):
+            reasons["kept"] -= 1
+            reasons["same soma as another neuron"] += 1
+            continue
+        out.append(rec)
+    return out
+
+
+def _iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """IoU of two records' footprints (each a box at ``y0, x0``)."""
+    ay1, ax1 = a["y0"] + a["footprint"].shape[0], a["x0"] + a["footprint"].shape[1]
+    by1, bx1 = b["y0"] + b["footprint"].shape[0], b["x0"] + b["footprint"].shape[1]
+    y0, y1 = max(a["y0"], b["y0"]), min(ay1, by1)
+    x0, x1 = max(a["x0"], b["x0"]), min(ax1, bx1)
+    if y0 >= y1 or x0 >= x1:
+        return 0.0
+    pa = a["footprint"][y0 - a["y0"]:y1 - a["y0"], x0 - a["x0"]:x1 - a["x0"]] > 0
+    pb = b["footprint"][y0 - b["y0"]:y1 - b["y0"], x0 - b["x0"]:x1 - b["x0"]] > 0
+    inter = int((pa & pb).sum())
+    return inter / (a["area"] + b["area"] - inter) if inter else 0.0
