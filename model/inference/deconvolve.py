@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import warnings
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,9 @@ def deconvolve_traces(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
             failed += 1
             continue
         try:
-            fit = deconvolve(y, penalty=1)
+            with warnings.catch_warnings():  # its noise spectrum warns on traces < 256 frames
+                warnings.simplefilter("ignore", UserWarning)
+                fit = deconvolve(y, penalty=1)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             failed += 1
             continue

@@ -1,5 +1,7 @@
 """OASIS deconvolution of the corrected fluorescence (``model.inference.deconvolve``)."""
 
+import warnings
+
 import numpy as np
 
 from model.evaluate import pearson
@@ -40,3 +42,11 @@ def test_flat_or_broken_traces_are_zeros_and_counted():
     assert info["failed"] == 2
     assert not calcium[1:].any() and not spikes[1:].any()
     assert calcium[0].any()
+
+
+def test_short_traces_deconvolve_quietly():
+    _, noisy = _calcium(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # OASIS's spectrum warns below 256 frames; not shown
+        calcium, _, info = deconvolve_traces(noisy[None])
+    assert calcium.shape == (1, 100) and info["failed"] == 0
