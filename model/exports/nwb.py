@@ -181,30 +181,28 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
                     "for raw intensity differences (see the caimx result format)." + time_note,
         comments=json.dumps({"plan": result.attrs.get("plan", {})}),
     )
+    series: list[tuple[str, np.ndarray, str, str]] = []
     if result.fluorescence is not None and result.neuropil is not None:
         ring = json.dumps(result.attrs.get("fluorescence", {}))
-        for name, values, text in (
+        series += [
             ("RawFluorescence", result.fluorescence, "footprint-weighted mean of the "
-             "motion-corrected movie per neuron, raw intensity units"),
+             "motion-corrected movie per neuron, raw intensity units", ring),
             ("Neuropil", result.neuropil, "mean of a ring of pixels around each neuron that "
              "leaves every neuron out, raw intensity units; RawFluorescence - coefficient * "
-             "Neuropil is the corrected trace (coefficient in comments)")):
-            fluorescence.create_roi_response_series(
-                name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
-                rate=source.fs, starting_time=0.0, description=text + "." + time_note,
-                comments=ring)  # fmt: skip
+             "Neuropil is the corrected trace (coefficient in comments)", ring)]
     if result.calcium is not None and result.spikes is not None:
         method = json.dumps(result.attrs.get("deconvolution", {}))
-        for name, values, text in (
+        series += [
             ("Calcium", result.calcium, "denoised calcium: the corrected fluorescence fitted "
              "by OASIS deconvolution (AR(1), sparse non-negative spikes), baseline removed, raw "
-             "intensity units"),
+             "intensity units", method),
             ("Deconvolved", result.spikes, "OASIS's inferred spike train (deconvolved "
-             "activity), same units as Calcium")):
-            fluorescence.create_roi_response_series(
-                name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
-                rate=source.fs, starting_time=0.0, description=text + "." + time_note,
-                comments=method)  # fmt: skip
+             "activity), same units as Calcium", method)]
+    for name, values, text, comments in series:
+        fluorescence.create_roi_response_series(
+            name=name, data=np.ascontiguousarray(values.T), rois=rois, unit="a.u.",
+            rate=source.fs, starting_time=0.0, description=text + "." + time_note,
+            comments=comments)  # fmt: skip
     images = [GrayscaleImage(name=name, data=to_nwb_image(result.images[key]),
                              description=text + ", pixels (x, y)")
               for name, key, text in (

@@ -132,8 +132,6 @@ def test_suite2p_folder_loads_as_the_gui_loads_it(small_result: Path, tmp_path: 
 
 def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_result: Path,
                                                                       tmp_path: Path) -> None:
-    from pynwb import NWBHDF5IO, validate
-
     from model.results import write_fluorescence
 
     k, n_frames = read_result(small_result).traces.shape
@@ -144,17 +142,11 @@ def test_suite2p_f_and_fneu_are_the_fluorescence_read_from_the_movie(small_resul
     np.testing.assert_array_equal(np.load(plane / "F.npy"), f)
     np.testing.assert_array_equal(np.load(plane / "Fneu.npy"), fneu)
     np.testing.assert_allclose(read_result(small_result).corrected, f - 0.7 * fneu)
-    nwb = export_result(small_result, tmp_path / "nwb", format="nwb")
-    with NWBHDF5IO(str(nwb), mode="r") as io:
-        fluorescence = io.read().processing["ophys"]["Fluorescence"]
-        np.testing.assert_array_equal(fluorescence["RawFluorescence"].data[:], f.T)
-        np.testing.assert_array_equal(fluorescence["Neuropil"].data[:], fneu.T)
-    assert validate(path=str(nwb)) == []
+    _assert_nwb_series(export_result(small_result, tmp_path / "nwb", format="nwb"),
+                       {"RawFluorescence": f, "Neuropil": fneu})
 
 
 def test_deconvolved_activity_goes_to_spks_and_nwb(small_result: Path, tmp_path: Path) -> None:
-    from pynwb import NWBHDF5IO, validate
-
     from model.results import write_deconvolved, write_fluorescence
 
     k, n_frames = read_result(small_result).traces.shape
@@ -165,11 +157,18 @@ def test_deconvolved_activity_goes_to_spks_and_nwb(small_result: Path, tmp_path:
     write_deconvolved(small_result, calcium, spikes, {"method": "OASIS"})
     plane = export_result(small_result, tmp_path, format="suite2p")
     np.testing.assert_array_equal(np.load(plane / "spks.npy"), spikes)
-    nwb = export_result(small_result, tmp_path / "nwb", format="nwb")
+    _assert_nwb_series(export_result(small_result, tmp_path / "nwb", format="nwb"),
+                       {"Calcium": calcium, "Deconvolved": spikes})
+
+
+def _assert_nwb_series(nwb: Path, expected: dict[str, np.ndarray]) -> None:
+    """The NWB file validates and holds each ``(K, T)`` array as a (T, K) Fluorescence series."""
+    from pynwb import NWBHDF5IO, validate
+
     with NWBHDF5IO(str(nwb), mode="r") as io:
         fluorescence = io.read().processing["ophys"]["Fluorescence"]
-        np.testing.assert_array_equal(fluorescence["Calcium"].data[:], calcium.T)
-        np.testing.assert_array_equal(fluorescence["Deconvolved"].data[:], spikes.T)
+        for name, values in expected.items():
+            np.testing.assert_array_equal(fluorescence[name].data[:], values.T)
     assert validate(path=str(nwb)) == []
 
 
