@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
 from model.inference.params import MotionParams
 from model.inference.scaling import sample_indices
+
+FFT_BLOCK = 32  # frames transformed together (32 x 512 x 512 float64: 64 MB)
 
 
 def reference_image(movie, *, params: MotionParams) -> np.ndarray:
@@ -72,29 +74,33 @@ def estimate_shifts(frames: np.ndarray, reference: np.ndarray, *,
     ref_norm = np.sqrt(np.sum(ref * ref))
     if ref_norm == 0:
         return shifts
-    ref_fft = np.fft.fft2(ref)
+    ref_fft = fft.rfft2(ref)
     ly, lx = _lags(h, params.max_shift), _lags(w, params.max_shift)
     threshold = significance_threshold(h * w, params.max_shift)
-    for i, frame in enumerate(frames):
-        f = np.asarray(frame, dtype=np.float64)
-        f = f - f.mean()
-        norm = np.sqrt(np.sum(f * f)) * ref_norm
-        if norm == 0:
-            continue
-        cc = np.fft.ifft2(ref_fft * np.conj(np.fft.fft2(f))).real[np.ix_(ly, lx)] / norm
-        iy, ix = np.unravel_index(int(np.argmax(cc)), cc.shape)
-        if cc[iy, ix] - max(float(cc[0, 0]), 0.0) < threshold:
-            continue  # no better than staying in place, beyond what noise gives
-        best = np.array([ly[iy] if ly[iy] <= h // 2 else ly[iy] - h,
-                         lx[ix] if lx[ix] <= w // 2 else lx[ix] - w], dtype=np.float64)
-        if params.upsample > 1:
-            fine, _, _ = phase_cross_correlation(
-                ref_fft, np.fft.fft2(f), upsample_factor=params.upsample, space="fourier",
-                normalization=None,
-            )
-            if np.all(np.abs(fine - best) <= 1.0):
-                best = fine
-        shifts[i] = best
+    ref_full_fft = np.fft.fft2(ref) if params.upsample > 1 else None
+    for first in range(0, frames.shape[0], FFT_BLOCK):
+        f = np.asarray(frames[first:first + FFT_BLOCK], dtype=np.float64)
+        f = f - f.mean(axis=(1, 2), keepdims=True)
+        norms = np.sqrt(np.einsum("tyx,tyx->t", f, f)) * ref_norm
+        f_fft = fft.rfft2(f, workers=-1)
+        cc = fft.irfft2(ref_fft * np.conj(f_fft), s=(h, w), workers=-1)[:, ly][:, :, lx]
+        for j, (c, norm) in enumerate(zip(cc, norms, strict=True)):
+            if norm == 0:
+                continue
+            c = c / norm
+            iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
+            if c[iy, ix] - max(float(c[0, 0]), 0.0) < threshold:
+                continue  # no better than staying in place, beyond what noise gives
+            best = np.array([ly[iy] if ly[iy] <= h // 2 else ly[iy] - h,
+                             lx[ix] if lx[ix] <= w // 2 else lx[ix] - w], dtype=np.float64)
+            if params.upsample > 1:
+                fine, _, _ = phase_cross_correlation(
+                    ref_full_fft, np.fft.fft2(f[j]), upsample_factor=params.upsample,
+                    space="fourier", normalization=None,
+                )
+                if np.all(np.abs(fine - best) <= 1.0):
+                    best = fine
+            shifts[first + j] = best
     return np.clip(shifts, -params.max_shift, params.max_shift)
 
 
