@@ -11,7 +11,9 @@ import dataclasses
 import importlib.metadata
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,19 +115,39 @@ def _tile_images(block: patches.Block, tiles, plan: Plan, window: int, attention
     return out, (lo, hi)
 
 
-def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
-                  reference: np.ndarray | None = None) -> ChunkResult:
-    """Run one chunk through the network and extract its candidates (nothing written)."""
+@dataclass(frozen=True)
+class ChunkInput:
+    """What a chunk feeds the network: its block of frames and the scaled patches cut from it."""
+
+    chunk_id: str
+    window: int
+    tiles: tuple[int, ...]
+    block: patches.Block
+    scaled: np.ndarray
+    span: np.ndarray
+
+
+def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
+                     reference: np.ndarray | None = None) -> ChunkInput:
+    """Read, motion-correct and cut one chunk's patches (CPU work only; no network)."""
     movie = resample.network_movie(as_movie(movie), plan.temporal_bin, plan.spatial_scale)
     params = InferenceParams.from_dict(plan.params)
     chunk = plan.chunk(chunk_id)
+    tiles = tuple(plan.tiles[i] for i in chunk.tiles)
+    block = patches.read_block(movie, plan, chunk.window, tiles, reference=reference,
+                               motion_params=params.motion, sigma=params.scaling.spatial_sigma)
+    scaled, span = patches.network_patches(block, tiles, plan.patch[1],
+                                           mode=card_input_scaling(card), scaling=params.scaling)
+    return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
+                      block=block, scaled=scaled, span=span)
+
+
+def run_chunk_input(chunk: ChunkInput, predictor: Predictor, plan: Plan) -> ChunkResult:
+    """Run a chunk's patches through the network and extract its candidates."""
+    params = InferenceParams.from_dict(plan.params)
     tiles = [plan.tiles[i] for i in chunk.tiles]
     size = plan.patch[1]
-    block = patches.read_block(movie, plan, chunk.window, tuple(tiles), reference=reference,
-                               motion_params=params.motion, sigma=params.scaling.spatial_sigma)
-    scaled, span = patches.network_patches(block, tuple(tiles), size,
-                                           mode=card_input_scaling(predictor.card),
-                                           scaling=params.scaling)
+    block, span = chunk.block, chunk.span
     w = plan.windows[chunk.window]
     lo = w.own_first - w.start + plan.trace_offset
     hi = w.own_stop - w.start + plan.trace_offset
@@ -135,7 +157,7 @@ def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *
     collect_params = DecideParams(mask_threshold=params.decide.mask_threshold, min_area=1,
                                   max_area=params.decide.max_area)
     parts: list[Candidates] = []
-    for first, out in predict_batches(predictor, scaled, batch_size=params.batch_size):
+    for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size):
         n = np.asarray(out.traces).shape[0]
         attention[first:first + n] = np.asarray(out.attention)[:, lo:hi].sum(axis=1)
         if denoised is not None:
@@ -146,9 +168,16 @@ def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *
             frame_shape=plan.movie_shape[1:], span=span, offset=plan.trace_offset,
             params=collect_params))
     images, _ = _tile_images(block, tiles, plan, chunk.window, attention)
-    return ChunkResult(chunk_id=chunk_id, window=chunk.window, tiles=chunk.tiles,
+    return ChunkResult(chunk_id=chunk.chunk_id, window=chunk.window, tiles=chunk.tiles,
                        candidates=Candidates.concat(parts, plan.trace_length), images=images,
                        denoised=denoised)
+
+
+def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
+                  reference: np.ndarray | None = None) -> ChunkResult:
+    """Run one chunk through the network and extract its candidates (nothing written)."""
+    chunk = read_chunk_input(movie, plan, chunk_id, predictor.card, reference=reference)
+    return run_chunk_input(chunk, predictor, plan)
 
 
 def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
@@ -249,6 +278,34 @@ def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, An
     }
 
 
+def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
+                reference: np.ndarray | None, read_ahead: int,
+                progress: Callable[[int, int], None] | None,
+                should_cancel: Callable[[], bool] | None) -> None:
+    """Every chunk in order. ``read_ahead`` threads read and motion-correct the next chunks while
+    the network runs on the current one (each chunk read ahead holds its patches in memory)."""
+    ids = [c.id for c in plan.chunks]
+
+    def read(chunk_id: str) -> ChunkInput:
+        return read_chunk_input(movie, plan, chunk_id, predictor.card, reference=reference)
+
+    with ThreadPoolExecutor(max_workers=max(read_ahead, 1),
+                            thread_name_prefix="caimx-read") as reader:
+        pending: deque[Future[ChunkInput]] = deque()
+        for done, chunk_id in enumerate(ids, start=1):
+            if should_cancel is not None and should_cancel():
+                for future in pending:
+                    future.cancel()
+                raise InferenceCancelled(f"cancelled after {done - 1} of {len(ids)} chunks")
+            while read_ahead and len(pending) <= read_ahead and done - 1 + len(pending) < len(ids):
+                pending.append(reader.submit(read, ids[done - 1 + len(pending)]))
+            current = pending.popleft().result() if pending else read(chunk_id)
+            write_chunk(work, run_chunk_input(current, predictor, plan))
+            del current
+            if progress is not None:
+                progress(done, len(ids))
+
+
 def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
                   params: InferenceParams = DEFAULT_PARAMS,
                   progress: Callable[[int, int], None] | None = None,
@@ -285,12 +342,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     reference = np.load(work / REFERENCE_FILE) if params.motion.enabled else None
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for done, chunk in enumerate(plan.chunks, start=1):
-        if should_cancel is not None and should_cancel():
-            raise InferenceCancelled(f"cancelled after {done - 1} of {len(plan.chunks)} chunks")
-        write_chunk(work, compute_chunk(movie, predictor, plan, chunk.id, reference=reference))
-        if progress is not None:
-            progress(done, len(plan.chunks))
+    _run_chunks(movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
+                progress=progress, should_cancel=should_cancel)
     timings["chunks"] = time.perf_counter() - t0
     summary = finalize(plan, work_dir=work, output=output,
                        attrs=result_attrs(movie, predictor.card, params), movie=movie)

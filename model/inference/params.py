@@ -256,6 +256,9 @@ class InferenceParams:
     resample: ResampleParams = field(default_factory=ResampleParams)
     batch_size: int = _p(16, "Patches per network call.", 1, 65_536)
     write_denoised: bool = _p(False, "Also store the denoised movie (T, H, W) in the result.")
+    read_ahead: int = _p(1, "Chunks read and motion-corrected in threads while the network runs "
+                            "(a GPU needs several; each holds one chunk of patches in memory).",
+                         0, 64)
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -98,3 +98,35 @@ def test_cells_in_one_patch_and_across_tile_borders_come_out_once_where_they_are
                                         "decide": {"min_area": 10}})
     process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params)
     _found_once_at(read_result(tmp_path / "r.zarr"), masks)
+
+
+def test_reading_ahead_in_threads_changes_nothing(tmp_path):
+    """Chunks read ahead in threads (any number) give the same bytes as reading in turn."""
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
+    results = {}
+    for read_ahead in (0, 1, 3):
+        params = InferenceParams.from_dict({"plan": {"window_overlap": 8},
+                                            "decide": {"min_area": 10}, "read_ahead": read_ahead})
+        out = tmp_path / f"r{read_ahead}.zarr"
+        summary = process_movie(movie, PeakPredictor(), output=out, params=params)
+        assert summary.n_chunks >= 4
+        results[read_ahead] = read_result(out)
+    for read_ahead in (1, 3):
+        np.testing.assert_array_equal(results[read_ahead].footprints, results[0].footprints)
+        np.testing.assert_array_equal(results[read_ahead].traces, results[0].traces)
+
+
+def test_cancel_while_chunks_are_read_ahead(tmp_path):
+    from model.inference import InferenceCancelled
+
+    movie, _ = disk_movie([(5.0, 5.0)], shape=(120, 40, 40))
+    asked = []
+
+    def should_cancel() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "read_ahead": 2})
+    with pytest.raises(InferenceCancelled, match="cancelled after 2 of"):
+        process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
+                      should_cancel=should_cancel)
