@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         default=20, ge=4, description="Frames shared by neighbouring windows."
     )
     batch_size: int = Field(default=16, gt=0, description="Patches per network call.")
+    model_runtime: Literal["savedmodel", "keras"] = Field(
+        default="savedmodel",
+        description=(
+            "How workers run a model: its TensorFlow SavedModel, or its Keras weights on the "
+            "active Keras backend (set KERAS_BACKEND=jax to use a GPU through JAX)."
+        ),
+    )
+    read_ahead: int = Field(
+        default=1, ge=0, le=64,
+        description="Chunks read and motion-corrected in threads while the network runs, "
+                    "when one process runs a whole movie (a GPU needs several).",
+    )
     worker_concurrency: int = Field(
         default=1, gt=0, description="Celery worker processes per host."
     )

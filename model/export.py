@@ -14,7 +14,6 @@ The signature takes ``movie`` float32 ``(B, T, H, W, 1)`` and returns ``denoised
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,28 +23,22 @@ import keras
 import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
 
 from model.network import TRACE_OFFSET, NetworkConfig, build_network, count_parameters
-from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
+from model.outputs import SERVING_OUTPUTS, serving_outputs  # noqa: F401 (re-exported)
+from model.registry import (
+    CARD_FILE,
+    SAVED_MODEL_DIR,
+    WEIGHTS_FILE,
+    ModelCard,
+    sha256_file,
+)
 
-WEIGHTS_FILE = "model.weights.h5"
 SIGNATURE = "serving_default"
 INPUT_NAME = "movie"
-SERVING_OUTPUTS = ("denoised", "attention", "footprints", "raw_footprints", "traces")
 PUBLISHED_TRAINING_DATA = (
     "published DeepCaImX mini weights (Zhang & Yang): simulated two-photon movies "
     "(modified NAOMi and a SimCalc/FISSA-style generator, GCaMP6/7 kernels), "
     "500 samples x 200 epochs"
 )
-
-
-def serving_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    """Network outputs renamed and laid out as the serving contract says."""
-    return {
-        "denoised": outputs["denoised"],
-        "attention": outputs["attention"],
-        "footprints": outputs["opened_masks"],
-        "raw_footprints": outputs["raw_masks"],
-        "traces": keras.ops.transpose(outputs["traces"], (0, 2, 1)),
-    }
 
 
 def export_saved_model(model: keras.Model, config: NetworkConfig, path: str | Path) -> Path:
@@ -61,14 +54,6 @@ def export_saved_model(model: keras.Model, config: NetworkConfig, path: str | Pa
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
     archive.write_out(str(path), verbose=False)
     return path
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_model_dir(

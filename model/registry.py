@@ -5,6 +5,7 @@ Pure Python (json, dataclasses): the API uses it, so it never imports TensorFlow
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,16 @@ CARD_FILE = "model_card.json"
 #: what ``model.inference`` needs to bin and rescale a movie to match them).
 OPTIONAL_FIELDS = ("metrics", "frame_rate_hz", "pixel_size_um", "neuron_diameter_um")
 SAVED_MODEL_DIR = "saved_model"
+WEIGHTS_FILE = "model.weights.h5"  # Keras 3 weights of the network (run by model.keras_serving)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class UnknownModelError(LookupError):

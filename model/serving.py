@@ -8,33 +8,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
 
+from model.outputs import SERVING_OUTPUTS, PatchOutputs, as_patch_batch
 from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "movie"
-
-
-@dataclass(frozen=True)
-class PatchOutputs:
-    """Network outputs for a batch of patches (numpy float32).
-
-    ``denoised``, ``attention``: ``(B, T, H, W)``; ``footprints`` (opened masks, all-zero for
-    an empty channel) and ``raw_footprints``: ``(B, N, H, W)``; ``traces``: ``(B, N, T - 4)``,
-    trace frame ``i`` being input frame ``i + card.trace_offset``.
-    """
-
-    denoised: np.ndarray
-    attention: np.ndarray
-    footprints: np.ndarray
-    raw_footprints: np.ndarray
-    traces: np.ndarray
 
 
 class SavedModelPredictor:
@@ -73,14 +57,7 @@ class SavedModelPredictor:
 
         ``batch_size`` splits large batches into network calls of at most that many patches.
         """
-        patches = np.asarray(patches, dtype=np.float32)
-        if patches.ndim == 5 and patches.shape[-1] == 1:
-            patches = patches[..., 0]
-        if patches.ndim != 4 or patches.shape[1:] != self.card.patch_shape:
-            raise ValueError(
-                f"patches must have shape (batch, {', '.join(map(str, self.card.patch_shape))}),"
-                f" got {patches.shape}"
-            )
+        patches = as_patch_batch(patches, self.card.patch_shape)
         step = batch_size or max(len(patches), 1)
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, len(patches), step):
@@ -88,15 +65,6 @@ class SavedModelPredictor:
             result = self._function(**{INPUT_NAME: movie})
             parts.append({key: value.numpy() for key, value in result.items()})
         if not parts:
-            return self._empty()
-        return PatchOutputs(**{
-            key: np.concatenate([p[key] for p in parts]) if len(parts) > 1 else parts[0][key]
-            for key in PatchOutputs.__dataclass_fields__
-        })
-
-    def _empty(self) -> PatchOutputs:
-        c = self.card
-        t, hw = (0, c.T, c.H, c.W), (0, c.N, c.H, c.W)
-        z = np.zeros
-        return PatchOutputs(z(t, np.float32), z(t, np.float32), z(hw, np.float32),
-                            z(hw, np.float32), z((0, c.N, c.trace_length), np.float32))
+            return PatchOutputs.empty(self.card)
+        return PatchOutputs.concat([PatchOutputs(**{key: p[key] for key in SERVING_OUTPUTS})
+                                    for p in parts])

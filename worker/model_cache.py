@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, str], Any] = {}
+_cache: dict[tuple[str, str, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -19,15 +19,17 @@ class CachedModel:
     """Seconds this call spent importing TensorFlow and loading (0 when already in memory)."""
 
 
-def get_predictor(name: str, models_dir: Path) -> CachedModel:
-    """The ``SavedModelPredictor`` for model ``name``; loads TensorFlow and the model once.
+def get_predictor(name: str, models_dir: Path, *, runtime: str = "savedmodel",
+                  batch_size: int | None = None) -> CachedModel:
+    """The predictor of model ``name`` under ``runtime`` (:mod:`model.runtimes`); loads the
+    framework and the model once per process.
 
     Raises
     ------
     model.registry.UnknownModelError
         No such model is installed on this worker.
     """
-    key = (str(models_dir), name)
+    key = (str(models_dir), name, runtime)
     with _lock:
         if key in _cache:
             return CachedModel(_cache[key], 0.0)
@@ -35,16 +37,16 @@ def get_predictor(name: str, models_dir: Path) -> CachedModel:
 
         installed = resolve_model(name, models_dir)  # fails fast, before TensorFlow loads
         start = time.perf_counter()
-        from model.serving import SavedModelPredictor
+        from model.runtimes import load_predictor
 
-        predictor = SavedModelPredictor.load(installed.path)
+        predictor = load_predictor(installed.path, runtime, batch_size=batch_size)
         _cache[key] = predictor
         return CachedModel(predictor, time.perf_counter() - start)
 
 
 def loaded_models() -> list[str]:
     with _lock:
-        return sorted(name for _, name in _cache)
+        return sorted({name for _, name, _ in _cache})
 
 
 def clear() -> None:

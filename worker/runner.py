@@ -48,7 +48,8 @@ def inference_params(settings: Settings, overrides: dict[str, Any] | None = None
         plan["tile"] = settings.tile_size
     if settings.tiles_per_chunk is not None:
         plan["tiles_per_chunk"] = settings.tiles_per_chunk
-    data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size}
+    data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size,
+                            "read_ahead": settings.read_ahead}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -180,7 +181,9 @@ def _process(
 
     try:
         with open_job_movie(input_path, options, settings) as movie:  # fails before TF loads
-            cached = model_cache.get_predictor(model, settings.models_dir)
+            cached = model_cache.get_predictor(model, settings.models_dir,
+                                               runtime=settings.model_runtime,
+                                               batch_size=settings.batch_size)
             timings["load_model_s"] = round(cached.load_s, 3)
             start = time.perf_counter()
             summary = process_movie(movie, cached.predictor, output=output, params=params,

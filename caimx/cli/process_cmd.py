@@ -25,6 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles")
     p.add_argument("--window-overlap", type=int, default=None, help="frames shared by windows")
     p.add_argument("--batch-size", type=int, default=None, help="patches per network call")
+    p.add_argument("--runtime", choices=("savedmodel", "keras"), default=None,
+                   help="run the model's TensorFlow SavedModel (default from settings) or its "
+                        "Keras weights on the active Keras backend (KERAS_BACKEND=jax for a GPU)")
+    p.add_argument("--read-ahead", type=int, default=None, metavar="N",
+                   help="chunks read and motion-corrected in threads while the network runs "
+                        "(default from settings; a GPU needs several)")
     p.add_argument("--no-motion-correction", action="store_true",
                    help="skip rigid motion correction (already registered movies)")
     p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
@@ -100,6 +106,7 @@ def _params(args: argparse.Namespace, settings: Any):
     return dataclasses.replace(
         base, motion=motion, plan=plan, resample=resample,
         batch_size=args.batch_size or settings.batch_size,
+        read_ahead=args.read_ahead if args.read_ahead is not None else settings.read_ahead,
         write_denoised=args.denoised or base.write_denoised)
 
 
@@ -126,7 +133,7 @@ def run_process(args: argparse.Namespace) -> int:
     from model.inference import process_movie
     from model.io import MovieFormatError
     from model.registry import UnknownModelError, resolve_model
-    from model.serving import SavedModelPredictor
+    from model.runtimes import load_predictor
 
     try:
         params = _params(args, settings)
@@ -138,7 +145,8 @@ def run_process(args: argparse.Namespace) -> int:
         movie = _open_movie(args, settings, fps=args.fps)
     except (MovieFormatError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
-    predictor = SavedModelPredictor.load(installed.path)
+    predictor = load_predictor(installed.path, args.runtime or settings.model_runtime,
+                               batch_size=params.batch_size)
     n_frames = int(movie.shape[0])
     bar = tqdm(total=n_frames, unit="frame", disable=args.quiet, file=sys.stderr,
                desc=movie.path.name)
@@ -156,6 +164,7 @@ def run_process(args: argparse.Namespace) -> int:
         bar.close()
     print(f"{summary.n_neurons} neurons in {movie.path.name} ({summary.movie_shape[0]} frames, "
           f"{summary.frames_per_s:.1f} frames/s) -> {args.output}")
+    print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items()))
     return 0
 
 

@@ -1,0 +1,74 @@
+"""What every predictor returns for a batch of patches (the serving contract), backend-free.
+
+The TensorFlow SavedModel runner (:mod:`model.serving`) and the Keras runner
+(:mod:`model.keras_serving`) both return :class:`PatchOutputs`, so the engine never knows which
+one ran the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SERVING_OUTPUTS = ("denoised", "attention", "footprints", "raw_footprints", "traces")
+"""Output names of the serving signature, in the order of :class:`PatchOutputs`' fields."""
+
+NETWORK_OUTPUT_OF = {"denoised": "denoised", "attention": "attention",
+                     "footprints": "opened_masks", "raw_footprints": "raw_masks",
+                     "traces": "traces"}
+"""Which network output (:func:`model.network.build_network`) each serving output is."""
+
+
+@dataclass(frozen=True)
+class PatchOutputs:
+    """Network outputs for a batch of patches (numpy float32).
+
+    ``denoised``, ``attention``: ``(B, T, H, W)``; ``footprints`` (opened masks, all-zero for
+    an empty channel) and ``raw_footprints``: ``(B, N, H, W)``; ``traces``: ``(B, N, T - 4)``,
+    trace frame ``i`` being input frame ``i + card.trace_offset``.
+    """
+
+    denoised: np.ndarray
+    attention: np.ndarray
+    footprints: np.ndarray
+    raw_footprints: np.ndarray
+    traces: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[PatchOutputs]) -> PatchOutputs:
+        """One batch from consecutive batches."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{key: np.concatenate([getattr(p, key) for p in parts])
+                      for key in SERVING_OUTPUTS})
+
+    @classmethod
+    def empty(cls, card: Any) -> PatchOutputs:
+        """Outputs for zero patches of a model with this card."""
+        t, hw = (0, card.T, card.H, card.W), (0, card.N, card.H, card.W)
+        z = np.zeros
+        return cls(z(t, np.float32), z(t, np.float32), z(hw, np.float32), z(hw, np.float32),
+                   z((0, card.N, card.T - 2 * card.trace_offset), np.float32))
+
+
+def as_patch_batch(patches: Any, patch_shape: tuple[int, int, int]) -> np.ndarray:
+    """``patches`` as float32 ``(B, T, H, W)`` (a trailing channel axis of 1 is dropped);
+    ``ValueError`` when they are not patches of ``patch_shape``."""
+    patches = np.asarray(patches, dtype=np.float32)
+    if patches.ndim == 5 and patches.shape[-1] == 1:
+        patches = patches[..., 0]
+    if patches.ndim != 4 or patches.shape[1:] != tuple(patch_shape):
+        raise ValueError(f"patches must have shape (batch, {', '.join(map(str, patch_shape))}),"
+                         f" got {patches.shape}")
+    return patches
+
+
+def serving_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Network outputs renamed and laid out as the serving contract says (``keras.ops``)."""
+    from keras import ops
+
+    named = {key: outputs[NETWORK_OUTPUT_OF[key]] for key in SERVING_OUTPUTS}
+    named["traces"] = ops.transpose(named["traces"], (0, 2, 1))
+    return named
