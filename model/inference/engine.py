@@ -245,7 +245,8 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
             reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))
     ring = NeuropilRing()
     fluorescence, neuropil = extract_fluorescence(movie, footprints, reference=reference,
-                                                  motion_params=params.motion, ring=ring)
+                                                  motion_params=params.motion, ring=ring,
+                                                  threads=params.read_ahead)
     write_fluorescence(output, fluorescence, neuropil,
                        {**ring.to_dict(), "weights": "footprint",
                         "motion_corrected": reference is not None})  # fmt: skip

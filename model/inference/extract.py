@@ -15,6 +15,7 @@ activity ``S`` is solved per group of overlapping cells (regularized least squar
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +103,14 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
                          reference: np.ndarray | None = None,
                          motion_params: MotionParams | None = None,
                          ring: NeuropilRing = NeuropilRing(),
-                         block_frames: int = 128) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                         block_frames: int = 128, threads: int = 1,
+                         ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """``F`` and ``Fneu``, each ``(K, T)`` float32, from ``movie`` ``(T, H, W)`` (read lazily).
 
     With ``reference`` (the engine's motion reference at the movie's resolution) each block of
-    frames is motion-corrected first, as the network's input was.
+    frames is motion-corrected first, as the network's input was. ``threads`` blocks are read and
+    corrected at once (reading, FFTs and sparse products release the GIL); each holds
+    ``block_frames`` frames in memory.
     """
     movie = as_movie(movie)
     n_frames, height, width = movie.shape
@@ -119,14 +123,21 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     neuropil = np.zeros((k, n_frames), np.float32)
     if not k:
         return fluorescence, neuropil
-    for t0 in range(0, n_frames, block_frames):
+
+    def measure(t0: int) -> tuple[int, np.ndarray, np.ndarray]:
         t1 = min(t0 + block_frames, n_frames)
         frames = np.asarray(movie.read(t0, t1), dtype=np.float32)
         if reference is not None:
             frames = motion.correct(frames, reference, params=motion_params or MotionParams())
         pixels = frames.reshape(t1 - t0, -1).T  # (H*W, t)
-        fluorescence[:, t0:t1] = cell_w @ pixels
-        neuropil[:, t0:t1] = ring_w @ pixels
+        return t0, cell_w @ pixels, ring_w @ pixels
+
+    starts = range(0, n_frames, block_frames)
+    with ThreadPoolExecutor(max_workers=max(threads, 1),
+                            thread_name_prefix="caimx-extract") as pool:
+        for t0, f, fneu in pool.map(measure, starts):
+            fluorescence[:, t0:t0 + f.shape[1]] = f
+            neuropil[:, t0:t0 + f.shape[1]] = fneu
     return fluorescence, neuropil
 
 
