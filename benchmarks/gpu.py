@@ -1,0 +1,284 @@
+"""GPU throughput of the network and of the whole engine, with the Keras runner (JAX on a GPU).
+
+Runs where TensorFlow is absent: the model runs from its ``model.weights.h5`` through
+:class:`model.keras_serving.KerasPredictor` on the active Keras backend. Each stage appends JSON
+rows to ``--out`` as it finishes, so a stage cut short leaves the earlier ones.
+
+    KERAS_BACKEND=jax python benchmarks/gpu.py network --presets mini full --batches 64 256
+    KERAS_BACKEND=jax python benchmarks/gpu.py engine --size 512 --frames 3000 --work /tmp/w
+    KERAS_BACKEND=jax python benchmarks/gpu.py memory --frames 20000 --work /tmp/w
+
+``network``: patches/s of the bare network (random weights) per preset and batch, converted to
+frames/s of a 512 x 512 movie under the engine's default plan (tiles overlapping by 8 px, windows
+by 20 frames), which is what the engine must feed the network. ``engine``: simulates a movie,
+runs ``process_movie`` on it (defaults, motion correction on), scores it against the ground truth
+and splits the wall time into the network's share (time inside ``predict``) and the rest.
+``layers``: the network cut after each of ``--upto`` layers, to see where its time goes.
+``simulate``: only the movie (to make it while another stage holds the GPU).
+``memory``: a long movie built by cycling the simulated one, processed for peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FRAME = 512
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _emit(out: Path | None, row: dict[str, Any]) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out is not None:
+        with out.open("a") as fh:
+            fh.write(line + "\n")
+
+
+def _machine() -> dict[str, Any]:
+    import keras
+
+    row = {"stage": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "platform": platform.platform(), "python": platform.python_version(),
+           "keras": keras.__version__, "backend": keras.backend.backend(),
+           "cpus": os.cpu_count()}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        row["devices"] = [str(d.device_kind) for d in jax.devices()]
+        row["jax"] = jax.__version__
+    return row
+
+
+def patches_per_frame(patch: tuple[int, int, int], size: int = FRAME) -> float:
+    """Patches the engine's default plan cuts per frame of a ``size`` x ``size`` movie."""
+    from model.inference.params import PlanParams
+    from model.inference.plan import make_plan
+
+    frames = patch[0] * 40
+    plan = make_plan((frames, size, size), patch=patch, trace_offset=2, params=PlanParams(),
+                     movie_low=0.0, movie_high=1.0)
+    return len(plan.tiles) * len(plan.windows) / frames
+
+
+class TimedPredictor:
+    """Wraps a predictor and adds up the wall time spent inside ``predict``."""
+
+    def __init__(self, predictor: Any) -> None:
+        self._predictor = predictor
+        self.card = predictor.card
+        self.seconds = 0.0
+        self.patches = 0
+
+    def predict(self, patches: np.ndarray) -> Any:
+        t0 = time.perf_counter()
+        out = self._predictor.predict(patches)
+        self.seconds += time.perf_counter() - t0
+        self.patches += len(patches)
+        return out
+
+
+def network(args: argparse.Namespace) -> None:
+    import keras
+
+    from model.keras_serving import KerasPredictor
+    from model.network import PRESETS, build_network
+    from model.registry import ModelCard
+
+    for preset in args.presets:
+        config = PRESETS[preset]
+        card = ModelCard(name=preset, version="0", preset=preset, T=config.T, H=config.H,
+                         W=config.W, N=config.N, trace_offset=2, input_scaling="movie-range",
+                         training_data="", weights_sha256="", parameters=0, license="",
+                         created="")
+        keras.utils.set_random_seed(0)
+        per_frame = patches_per_frame((config.T, config.H, config.W))
+        for batch in args.batches:
+            predictor = KerasPredictor(Path("."), card, build_network(config), batch_size=batch)
+            x = np.random.default_rng(0).random((batch, config.T, config.H, config.W),
+                                                np.float32)
+            t0 = time.perf_counter()
+            predictor.predict(x)
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                predictor.predict(x)
+                times.append(time.perf_counter() - t0)
+            rate = batch / min(times)
+            _emit(args.out, {"stage": "network", "preset": preset, "batch": batch,
+                             "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
+                             "patches_per_s": round(rate, 1),
+                             "patches_per_512_frame": round(per_frame, 2),
+                             "frames_per_s_512_plan": round(rate / per_frame, 1),
+                             "peak_rss_gb": round(_rss_gb(), 2)})
+
+
+def layers_time(args: argparse.Namespace) -> None:
+    """Time the network cut after each of ``--upto`` layers (where the time goes)."""
+    import keras
+
+    from model.network import PRESETS, build_network
+
+    for preset in args.presets:
+        config = PRESETS[preset]
+        net = build_network(config)
+        x = np.random.default_rng(0).random((args.batches[0], config.T, config.H, config.W, 1),
+                                            np.float32)
+        for name in args.upto:
+            part = keras.Model(net.input, net.get_layer(name).output)
+            part.predict_on_batch(x)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                part.predict_on_batch(x)
+                times.append(time.perf_counter() - t0)
+            _emit(args.out, {"stage": "layers", "preset": preset, "upto": name,
+                             "batch": len(x), "best_call_s": round(min(times), 4)})
+
+
+def _simulate(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    from model.simulate import SimulationParams, ground_truth_path, write_simulation
+
+    name = f"sim{args.size}x{args.frames}_p{args.photons:g}_d{args.density:g}_s{args.seed}"
+    movie = work / f"{name}.tif"
+    truth = Path(ground_truth_path(movie))
+    if not (movie.exists() and truth.exists()):
+        t0 = time.perf_counter()
+        write_simulation(SimulationParams(height=args.size, width=args.size, frames=args.frames,
+                                          photons=args.photons, density_per_mm2=args.density,
+                                          seed=args.seed, dtype="uint16"), movie)
+        print(f"simulated {movie.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return movie, truth
+
+
+def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[str, Any]:
+    import dataclasses
+
+    from model.inference import InferenceParams, process_movie
+    from model.inference.params import MotionParams
+    from model.io import open_movie
+    from model.keras_serving import KerasPredictor
+
+    predictor = TimedPredictor(KerasPredictor.load(args.model, batch_size=args.batch))
+    params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
+                                 read_ahead=args.read_ahead,
+                                 motion=MotionParams(enabled=not args.no_motion))
+    t0 = time.perf_counter()
+    predictor.predict(np.zeros((1, *predictor.card.patch_shape), np.float32))  # compile
+    compile_s = time.perf_counter() - t0
+    predictor.seconds, predictor.patches = 0.0, 0
+    with open_movie(movie_path) as movie:
+        shape = tuple(movie.shape)
+        t0 = time.perf_counter()
+        summary = process_movie(movie, predictor, output=output, params=params)
+        wall = time.perf_counter() - t0
+    return {"shape": list(shape), "batch": args.batch, "read_ahead": args.read_ahead,
+            "motion": not args.no_motion,
+            "compile_s": round(compile_s, 1),
+            "wall_s": round(wall, 1), "frames_per_s": round(shape[0] / wall, 1),
+            "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
+            "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
+            "network_share": round(predictor.seconds / wall, 3),
+            "network_patches_per_s": round(predictor.patches / max(predictor.seconds, 1e-9), 1),
+            "n_neurons": summary.n_neurons, "peak_rss_gb": round(_rss_gb(), 2)}
+
+
+def engine(args: argparse.Namespace) -> None:
+    from model.evaluate import evaluate
+    from model.results import read_result
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    movie, truth_path = _simulate(args, work)
+    output = work / "result.zarr"
+    row = {"stage": "engine", "movie": movie.name, **_process(movie, args, output)}
+    result = read_result(output)
+    with np.load(truth_path) as gt:
+        masks = gt["masks"] if "masks" in gt else gt["footprints"]
+        true_traces = gt.get("traces")
+    traces = next((t for t in (result.calcium, result.corrected, result.traces)
+                   if t is not None), None)
+    score = evaluate(result.footprints, masks, found_traces=traces, true_traces=true_traces)
+    row.update({"f1": round(score.f1, 3), "precision": round(score.precision, 3),
+                "recall": round(score.recall, 3), "trace_r": score.trace_r,
+                "traces": "calcium" if result.calcium is not None else "fluorescence"})
+    _emit(args.out, row)
+
+
+def simulate(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    _simulate(args, work)
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Cycle the simulated movie (forwards, then backwards, so no frame jumps) to ``--frames``."""
+    from model.io import open_movie
+
+    work = Path(args.work)
+    source = sorted(work.glob("sim*.tif"))
+    if not source:
+        raise SystemExit(f"no simulated movie in {work}: run the engine stage first")
+    long_path = work / f"long{args.frames}.npy"
+    with open_movie(source[0]) as movie:
+        length, height, width = movie.shape
+        target = np.lib.format.open_memmap(long_path, mode="w+", dtype=np.uint16,
+                                           shape=(args.frames, height, width))
+        order = np.concatenate([np.arange(length), np.arange(length)[::-1]])
+        for t0 in range(0, args.frames, 500):
+            idx = order[np.arange(t0, min(args.frames, t0 + 500)) % len(order)]
+            lo, hi = int(idx.min()), int(idx.max()) + 1
+            target[t0:t0 + len(idx)] = np.asarray(movie.read(lo, hi))[idx - lo]
+        target.flush()
+        del target
+    row = {"stage": "memory", "movie_gb": round(long_path.stat().st_size / 1e9, 2),
+           **_process(long_path, args, work / "long.zarr")}
+    _emit(args.out, row)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage",
+                    choices=("machine", "network", "layers", "simulate", "engine", "memory"))
+    ap.add_argument("--out", type=Path, default=None, help="append JSON rows to this file")
+    ap.add_argument("--presets", nargs="+", default=["mini", "full"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--upto", nargs="+", default=["denoised", "convlstm", "attention_relu"],
+                    help="layers stage: cut the network after each of these layers")
+    ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")
+    ap.add_argument("--model", default=str(ROOT / "model" / "zoo" / "caimx-mini"))
+    ap.add_argument("--batch", type=int, default=256, help="engine batch size")
+    ap.add_argument("--work", default="/tmp/caimx-gpu")
+    ap.add_argument("--size", type=int, default=FRAME)
+    ap.add_argument("--frames", type=int, default=3000)
+    ap.add_argument("--photons", type=float, default=4.0)
+    ap.add_argument("--density", type=float, default=800.0)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--no-motion", action="store_true", help="motion correction off")
+    args = ap.parse_args()
+    if args.stage == "machine":
+        _emit(args.out, _machine())
+    else:
+        {"network": network, "layers": layers_time, "simulate": simulate, "engine": engine,
+         "memory": memory}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
