@@ -228,6 +228,8 @@ def simulate(args: argparse.Namespace) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     """Cycle the simulated movie (forwards, then backwards, so no frame jumps) to ``--frames``."""
+    from long_movie import cycle_movie
+
     from model.io import open_movie
 
     work = Path(args.work)
@@ -236,16 +238,7 @@ def memory(args: argparse.Namespace) -> None:
         raise SystemExit(f"no simulated movie in {work}: run the engine stage first")
     long_path = work / f"long{args.frames}.npy"
     with open_movie(source[0]) as movie:
-        length, height, width = movie.shape
-        target = np.lib.format.open_memmap(long_path, mode="w+", dtype=np.uint16,
-                                           shape=(args.frames, height, width))
-        order = np.concatenate([np.arange(length), np.arange(length)[::-1]])
-        for t0 in range(0, args.frames, 500):
-            idx = order[np.arange(t0, min(args.frames, t0 + 500)) % len(order)]
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            target[t0:t0 + len(idx)] = np.asarray(movie.read(lo, hi))[idx - lo]
-        target.flush()
-        del target
+        cycle_movie(movie, long_path, args.frames)
     row = {"stage": "memory", "movie_gb": round(long_path.stat().st_size / 1e9, 2),
            **_process(long_path, args, work / "long.zarr")}
     _emit(args.out, row)

@@ -1,0 +1,119 @@
+"""Peak memory and time of ``process_movie`` over a long movie on disk (e.g. 512 x 512 x 20000).
+
+The movie is a simulated one cycled forwards and backwards (no frame jumps) into a uint16 ``.npy``
+of the requested length, then processed with the engine's defaults (motion correction on).
+
+``--network real`` runs the SavedModel on every patch (on 2 CPU cores about 2.5 hours for
+512 x 512 x 20000). ``--network replay`` runs the SavedModel on the first batch only and then
+returns those real outputs for every later batch: the model is loaded and its activations are in
+memory as in a real run, and every other stage (reading, motion correction, candidates, chunk
+files, stitching, fluorescence, deconvolution) does its full work, but the neurons found mean
+nothing. It measures memory and the engine's own time, not accuracy.
+
+    .venv/bin/python benchmarks/long_movie.py --frames 20000 --network replay --work /tmp/long
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cycle_movie(source: Any, target: Path, frames: int, block: int = 500) -> Path:
+    """Write ``frames`` frames of ``source`` (a movie reader) to the uint16 ``.npy`` ``target``,
+    forwards then backwards then forwards..., ``block`` frames at a time."""
+    length, height, width = source.shape
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint16,
+                                    shape=(frames, height, width))
+    order = np.concatenate([np.arange(length), np.arange(length)[::-1]])
+    for t0 in range(0, frames, block):
+        idx = order[np.arange(t0, min(frames, t0 + block)) % len(order)]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        out[t0:t0 + len(idx)] = np.asarray(source.read(lo, hi))[idx - lo]
+    out.flush()
+    del out
+    return target
+
+
+class ReplayPredictor:
+    """The real predictor on the first batch; its outputs, cycled, for every later batch."""
+
+    def __init__(self, predictor: Any) -> None:
+        self._predictor = predictor
+        self.card = predictor.card
+        self._outputs: Any = None
+
+    def predict(self, patches: np.ndarray) -> Any:
+        if self._outputs is None:
+            self._outputs = self._predictor.predict(patches)
+        first = self._outputs
+        idx = np.arange(len(patches)) % len(first.traces)
+        return dataclasses.replace(first, **{k: getattr(first, k)[idx]
+                                             for k in first.__dataclass_fields__})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--source-frames", type=int, default=2000, help="simulated frames cycled")
+    ap.add_argument("--network", choices=("real", "replay"), default="replay")
+    ap.add_argument("--model", default=str(ROOT / "model" / "zoo" / "caimx-mini"))
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--read-ahead", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/caimx-long"))
+    args = ap.parse_args()
+
+    from model.inference import InferenceParams, process_movie
+    from model.io import open_movie
+    from model.serving import SavedModelPredictor
+    from model.simulate import SimulationParams, write_simulation
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    source = args.work / f"sim{args.size}x{args.source_frames}.tif"
+    if not source.exists():
+        write_simulation(SimulationParams(height=args.size, width=args.size,
+                                          frames=args.source_frames, seed=11, dtype="uint16"),
+                         source)
+    movie_path = args.work / f"long{args.size}x{args.frames}.npy"
+    if not movie_path.exists():
+        with open_movie(source) as src:
+            cycle_movie(src, movie_path, args.frames)
+    predictor = SavedModelPredictor.load(args.model)
+    if args.network == "replay":
+        predictor = ReplayPredictor(predictor)
+    params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
+                                 read_ahead=args.read_ahead)
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    with open_movie(movie_path) as movie:
+        t0 = time.perf_counter()
+        summary = process_movie(movie, predictor, output=args.work / "result.zarr",
+                                params=params)
+        wall = time.perf_counter() - t0
+    print(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.platform(), "network": args.network,
+        "shape": list(summary.movie_shape), "movie_gb": round(movie_path.stat().st_size / 1e9, 2),
+        "wall_s": round(wall, 1), "frames_per_s": round(summary.movie_shape[0] / wall, 1),
+        "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
+        "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
+        "n_neurons": summary.n_neurons, "rss_before_gb": round(start_rss, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
