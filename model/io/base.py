@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ class MovieReader(ABC):
         self.shape = shape
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.fps = fps
+        self._read_lock = threading.Lock()  # file handles seek then read: one read at a time
         _check_shape_and_dtype(path, shape, self.dtype)
 
     @property
@@ -65,6 +67,8 @@ class MovieReader(ABC):
     ) -> np.ndarray:
         """Frames ``t0`` (inclusive) to ``t1`` (exclusive), cropped to rows ``y`` and columns ``x``.
 
+        Safe to call from several threads (reads take turns; the engine reads ahead in threads).
+
         Returns
         -------
         numpy.ndarray
@@ -77,7 +81,8 @@ class MovieReader(ABC):
             h = len(range(*y.indices(self.shape[1])))
             w = len(range(*x.indices(self.shape[2])))
             return np.empty((0, h, w), dtype=self.dtype)
-        frames = self._read(t0, t1, y, x)
+        with self._read_lock:
+            frames = self._read(t0, t1, y, x)
         return np.ascontiguousarray(frames, dtype=self.dtype)
 
     @abstractmethod

@@ -208,3 +208,29 @@ def test_reading_a_mapped_movie_block_by_block_keeps_memory_flat(tmp_path, suffi
         grown = process.memory_info().rss - before
     assert total > 0
     assert grown < 40 * 2**20, f"RSS grew {grown / 2**20:.0f} MB reading a 96 MB movie"
+
+
+@pytest.mark.parametrize("name", ["z.tif", "m.npy", "m.zarr", "m.h5"])
+def test_reads_from_many_threads_match_reads_in_turn(tmp_path, name):
+    """The engine reads ahead in threads: a movie read from 8 threads at once gives the frames
+    that reads in turn give (TIFF compressed, so it is read through its file handle)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    movie = np.random.default_rng(0).integers(0, 4000, (64, 24, 20), dtype=np.uint16)
+    path = tmp_path / name
+    if name.endswith(".tif"):
+        tifffile.imwrite(path, movie, compression="zlib")
+    elif name.endswith(".npy"):
+        np.save(path, movie)
+    elif name.endswith(".zarr"):
+        zarr.create_array(str(path), data=movie, chunks=(8, 24, 20))
+    else:
+        with h5py.File(path, "w") as fh:
+            fh.create_dataset("data", data=movie, chunks=(4, 24, 20), compression="gzip")
+    ranges = [(t, min(t + 7, 64)) for t in range(0, 64, 3)] * 4
+    with open_movie(path) as reader, ThreadPoolExecutor(8) as pool:
+        blocks = list(pool.map(lambda r: reader.read(*r), ranges))
+    for (t0, t1), block in zip(ranges, blocks, strict=True):
+        np.testing.assert_array_equal(block, movie[t0:t1])
