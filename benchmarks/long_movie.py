@@ -20,6 +20,7 @@ import dataclasses
 import json
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,36 @@ class ReplayPredictor:
                                              for k in first.__dataclass_fields__})
 
 
+def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
+    """Process ``movie_path`` in this process (a fresh one: ``ru_maxrss`` is its peak)."""
+    from model.inference import InferenceParams, process_movie
+    from model.io import open_movie
+    from model.serving import SavedModelPredictor
+
+    predictor = SavedModelPredictor.load(args.model)
+    if args.network == "replay":
+        predictor = ReplayPredictor(predictor)
+    params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
+                                 read_ahead=args.read_ahead)
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    with open_movie(movie_path) as movie:
+        t0 = time.perf_counter()
+        summary = process_movie(movie, predictor, output=args.work / "result.zarr",
+                                params=params)
+        wall = time.perf_counter() - t0
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.platform(), "network": args.network,
+        "shape": list(summary.movie_shape), "movie_gb": round(movie_path.stat().st_size / 1e9, 2),
+        "batch_size": args.batch_size, "read_ahead": args.read_ahead,
+        "wall_s": round(wall, 1), "frames_per_s": round(summary.movie_shape[0] / wall, 1),
+        "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
+        "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
+        "n_neurons": summary.n_neurons, "rss_model_loaded_gb": round(loaded_rss, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,11 +106,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--read-ahead", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/caimx-long"))
+    ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure is not None:
+        print(json.dumps(measure(args, args.measure)))
+        return
 
-    from model.inference import InferenceParams, process_movie
     from model.io import open_movie
-    from model.serving import SavedModelPredictor
     from model.simulate import SimulationParams, write_simulation
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -91,28 +124,12 @@ def main() -> None:
     movie_path = args.work / f"long{args.size}x{args.frames}.npy"
     if not movie_path.exists():
         with open_movie(source) as src:
-            cycle_movie(src, movie_path, args.frames)
-    predictor = SavedModelPredictor.load(args.model)
-    if args.network == "replay":
-        predictor = ReplayPredictor(predictor)
-    params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
-                                 read_ahead=args.read_ahead)
-    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    with open_movie(movie_path) as movie:
-        t0 = time.perf_counter()
-        summary = process_movie(movie, predictor, output=args.work / "result.zarr",
-                                params=params)
-        wall = time.perf_counter() - t0
-    print(json.dumps({
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.platform(), "network": args.network,
-        "shape": list(summary.movie_shape), "movie_gb": round(movie_path.stat().st_size / 1e9, 2),
-        "wall_s": round(wall, 1), "frames_per_s": round(summary.movie_shape[0] / wall, 1),
-        "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
-        "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
-        "n_neurons": summary.n_neurons, "rss_before_gb": round(start_rss, 2),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
-    }))
+            cycle_movie(src, movie_path.with_suffix(".tmp.npy"), args.frames)
+        movie_path.with_suffix(".tmp.npy").rename(movie_path)
+    # a fresh process, so that its peak RSS is the engine's alone (writing the movie through a
+    # memory map above touched every page of it)
+    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--measure", str(movie_path)],
+                   check=True)
 
 
 if __name__ == "__main__":
