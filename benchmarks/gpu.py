@@ -6,7 +6,6 @@ rows to ``--out`` as it finishes, so a stage cut short leaves the earlier ones.
 
     KERAS_BACKEND=jax python benchmarks/gpu.py network --presets mini full --batches 64 256
     KERAS_BACKEND=jax python benchmarks/gpu.py engine --size 512 --frames 3000 --work /tmp/w
-    KERAS_BACKEND=jax python benchmarks/gpu.py memory --frames 20000 --work /tmp/w
 
 ``network``: patches/s of the bare network (random weights) per preset and batch, converted to
 frames/s of a 512 x 512 movie under the engine's default plan (tiles overlapping by 8 px, windows
@@ -15,7 +14,7 @@ runs ``process_movie`` on it (defaults, motion correction on), scores it against
 and splits the wall time into the network's share (time inside ``predict``) and the rest.
 ``layers``: the network cut after each of ``--upto`` layers, to see where its time goes.
 ``simulate``: only the movie (to make it while another stage holds the GPU).
-``memory``: a long movie built by cycling the simulated one, processed for peak RSS.
+Peak memory over a long movie: ``benchmarks/long_movie.py --runtime keras``.
 """
 
 from __future__ import annotations
@@ -226,29 +225,11 @@ def simulate(args: argparse.Namespace) -> None:
     _simulate(args, work)
 
 
-def memory(args: argparse.Namespace) -> None:
-    """Cycle the simulated movie (forwards, then backwards, so no frame jumps) to ``--frames``."""
-    from long_movie import cycle_movie
-
-    from model.io import open_movie
-
-    work = Path(args.work)
-    source = sorted(work.glob("sim*.tif"))
-    if not source:
-        raise SystemExit(f"no simulated movie in {work}: run the engine stage first")
-    long_path = work / f"long{args.frames}.npy"
-    with open_movie(source[0]) as movie:
-        cycle_movie(movie, long_path, args.frames)
-    row = {"stage": "memory", "movie_gb": round(long_path.stat().st_size / 1e9, 2),
-           **_process(long_path, args, work / "long.zarr")}
-    _emit(args.out, row)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage",
-                    choices=("machine", "network", "layers", "simulate", "engine", "memory"))
+                    choices=("machine", "network", "layers", "simulate", "engine"))
     ap.add_argument("--out", type=Path, default=None, help="append JSON rows to this file")
     ap.add_argument("--presets", nargs="+", default=["mini", "full"])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
@@ -269,8 +250,8 @@ def main() -> None:
     if args.stage == "machine":
         _emit(args.out, _machine())
     else:
-        {"network": network, "layers": layers_time, "simulate": simulate, "engine": engine,
-         "memory": memory}[args.stage](args)
+        {"network": network, "layers": layers_time, "simulate": simulate,
+         "engine": engine}[args.stage](args)
 
 
 if __name__ == "__main__":
