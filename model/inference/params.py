@@ -165,6 +165,14 @@ class DecideParams:
         "not brighter than their ring stay as they are. None keeps the network's footprints.",
         0.0, 1.0,
     )
+    split_distance: float | None = _p(
+        5.0,
+        "After refining, a footprint whose shape has two or more centres at least this many "
+        "pixels apart (peaks of its distance to the edge, each at least half this deep) is "
+        "split between them by a watershed: two overlapping somata in one footprint (the "
+        "commonest miss). None: no split.",
+        1.0, 100.0,
+    )
     min_snr: float = _p(
         0.0,
         "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
 
 from model.inference.decide import RING_GAP, ring_values, soma_contrast
 from model.inference.params import DecideParams
@@ -62,6 +64,30 @@ def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, lev
     return parts or unchanged
 
 
+def split_touching(part: np.ndarray, y0: int, x0: int, *, distance: float, min_area: int,
+                   ) -> list[tuple[np.ndarray, int, int]]:  # fmt: skip
+    """``part`` cut between the centres of the somata it holds (a watershed of its distance map
+    from markers at least ``distance`` pixels apart and ``distance / 2`` deep); one piece, or a
+    piece under ``min_area`` pixels, leaves it whole."""
+    depth = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1]
+    peaks = peak_local_max(depth, min_distance=max(int(distance), 1), threshold_abs=distance / 2,
+                           labels=part.astype(np.int32), exclude_border=False)
+    if len(peaks) < 2:
+        return [(part, y0, x0)]
+    markers = np.zeros(part.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-depth, markers, mask=part)
+    pieces = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        piece = labels[box] == index
+        if piece.sum() < max(min_area, 1):
+            return [(part, y0, x0)]
+        pieces.append((piece, y0 + box[0].start, x0 + box[1].start))
+    return pieces
+
+
 def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: np.ndarray | None,
                    params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
     """Records of the neurons that passed the rule, ``(neuron, on, contrast)`` each, with their
@@ -76,6 +102,10 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
         if refine:
             parts = refine_footprint(mean_image, on, fp.y0, fp.x0, level=params.refine_level,
                                      min_area=params.min_area, exclude=others)
+            if params.split_distance is not None:
+                parts = [piece for part in parts
+                         for piece in split_touching(*part, distance=params.split_distance,
+                                                     min_area=params.min_area)]
             if len(parts) > 1:
                 reasons["split into separate somata"] += len(parts) - 1
         for part, y0, x0 in parts:

@@ -7,7 +7,7 @@ from inference_synthetic import disk
 
 from model.inference.decide import keep_neuron, required_windows, soma_contrast
 from model.inference.params import DecideParams
-from model.inference.refine import refine_footprint
+from model.inference.refine import refine_footprint, split_touching
 
 
 def _neuropil(shape=(64, 64), level=100.0, seed=0) -> np.ndarray:
@@ -104,3 +104,25 @@ def test_a_footprint_dim_at_rest_is_left_as_it_is():
     on, y0, x0 = _on_at(soma)
     (part, py, px), = refine_footprint(image, on, y0, x0, level=0.3, min_area=20)
     assert (py, px) == (y0, x0) and np.array_equal(part, on)
+
+
+def test_split_touching_cuts_two_overlapping_somata_between_their_centres():
+    yy, xx = np.mgrid[:30, :40]
+    two = ((yy - 15) ** 2 + (xx - 12) ** 2 <= 49) | ((yy - 15) ** 2 + (xx - 24) ** 2 <= 49)
+    pieces = split_touching(two, 5, 7, distance=5.0, min_area=20)
+    assert len(pieces) == 2
+    (left, ly, lx), (right, _, rx) = sorted(pieces, key=lambda p: p[2])
+    assert left.sum() + right.sum() == two.sum()
+    assert (ly, lx) == (5 + 8, 7 + 5) and lx + left.shape[1] <= rx + 1  # cut near x = 18
+    assert abs(int(left.sum()) - int(right.sum())) < 15
+
+
+def test_split_touching_leaves_single_somata_and_small_pieces_whole():
+    yy, xx = np.mgrid[:30, :40]
+    for shape in (((yy - 15) ** 2 + (xx - 18) ** 2 <= 64),                 # a disk
+                  (((yy - 15) / 6) ** 2 + ((xx - 18) / 10) ** 2 <= 1)):   # an elongated soma
+        (part, y0, x0), = split_touching(shape, 0, 0, distance=5.0, min_area=20)
+        assert part is shape and (y0, x0) == (0, 0)
+    two = ((yy - 15) ** 2 + (xx - 12) ** 2 <= 49) | ((yy - 15) ** 2 + (xx - 24) ** 2 <= 49)
+    (whole, _, _), = split_touching(two, 0, 0, distance=5.0, min_area=200)  # halves too small
+    assert whole is two
