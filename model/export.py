@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
 
 from model.network import TRACE_OFFSET, NetworkConfig, build_network, count_parameters
-from model.outputs import SERVING_OUTPUTS, serving_outputs  # noqa: F401 (re-exported)
+from model.outputs import serving_outputs
 from model.registry import (
     CARD_FILE,
     SAVED_MODEL_DIR,
