@@ -23,21 +23,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from long_movie import peak_rss_gb, timed_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FRAME = 512
-
-
-def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _emit(out: Path | None, row: dict[str, Any]) -> None:
@@ -124,7 +120,7 @@ def network(args: argparse.Namespace) -> None:
                              "patches_per_s": round(rate, 1),
                              "patches_per_512_frame": round(per_frame, 2),
                              "frames_per_s_512_plan": round(rate / per_frame, 1),
-                             "peak_rss_gb": round(_rss_gb(), 2)})
+                             "peak_rss_gb": round(peak_rss_gb(), 2)})
 
 
 def layers_time(args: argparse.Namespace) -> None:
@@ -168,9 +164,8 @@ def _simulate(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
 def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[str, Any]:
     import dataclasses
 
-    from model.inference import InferenceParams, process_movie
+    from model.inference import InferenceParams
     from model.inference.params import MotionParams
-    from model.io import open_movie
     from model.keras_serving import KerasPredictor
 
     predictor = TimedPredictor(KerasPredictor.load(args.model, batch_size=args.batch))
@@ -181,20 +176,13 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[s
     predictor.predict(np.zeros((1, *predictor.card.patch_shape), np.float32))  # compile
     compile_s = time.perf_counter() - t0
     predictor.seconds, predictor.patches = 0.0, 0
-    with open_movie(movie_path) as movie:
-        shape = tuple(movie.shape)
-        t0 = time.perf_counter()
-        summary = process_movie(movie, predictor, output=output, params=params)
-        wall = time.perf_counter() - t0
-    return {"shape": list(shape), "batch": args.batch, "read_ahead": args.read_ahead,
-            "motion": not args.no_motion,
-            "compile_s": round(compile_s, 1),
-            "wall_s": round(wall, 1), "frames_per_s": round(shape[0] / wall, 1),
-            "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
+    timing = timed_process(movie_path, predictor, params, output)
+    return {"batch": args.batch, "read_ahead": args.read_ahead, "motion": not args.no_motion,
+            "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
-            "network_share": round(predictor.seconds / wall, 3),
+            "network_share": round(predictor.seconds / timing["wall_s"], 3),
             "network_patches_per_s": round(predictor.patches / max(predictor.seconds, 1e-9), 1),
-            "n_neurons": summary.n_neurons, "peak_rss_gb": round(_rss_gb(), 2)}
+            "peak_rss_gb": round(peak_rss_gb(), 2)}
 
 
 def engine(args: argparse.Namespace) -> None:

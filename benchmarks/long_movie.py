@@ -76,10 +76,26 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
-    """Process ``movie_path`` in this process (a fresh one: ``ru_maxrss`` is its peak)."""
-    from model.inference import InferenceParams, process_movie
+def timed_process(movie_path: Path, predictor: Any, params: Any, output: Path,
+                  ) -> dict[str, Any]:  # fmt: skip
+    """``process_movie`` on the movie at ``movie_path``: its size, wall time and stage times."""
+    from model.inference import process_movie
     from model.io import open_movie
+
+    with open_movie(movie_path) as movie:
+        t0 = time.perf_counter()
+        summary = process_movie(movie, predictor, output=output, params=params)
+        wall = time.perf_counter() - t0
+    return {"shape": list(summary.movie_shape), "wall_s": round(wall, 1),
+            "frames_per_s": round(summary.movie_shape[0] / wall, 1),
+            "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
+            "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
+            "n_neurons": summary.n_neurons}
+
+
+def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
+    """Process ``movie_path`` in this process (a fresh one: ``VmHWM`` is its peak)."""
+    from model.inference import InferenceParams
     from model.runtimes import load_predictor
 
     predictor = load_predictor(args.model, args.runtime, batch_size=args.batch_size)
@@ -88,21 +104,13 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
                                  read_ahead=args.read_ahead)
     loaded_rss = peak_rss_gb()
-    with open_movie(movie_path) as movie:
-        t0 = time.perf_counter()
-        summary = process_movie(movie, predictor, output=args.work / "result.zarr",
-                                params=params)
-        wall = time.perf_counter() - t0
+    timing = timed_process(movie_path, predictor, params, args.work / "result.zarr")
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.platform(), "network": args.network,
-        "shape": list(summary.movie_shape), "movie_gb": round(movie_path.stat().st_size / 1e9, 2),
-        "runtime": args.runtime, "batch_size": args.batch_size, "read_ahead": args.read_ahead,
-        "wall_s": round(wall, 1), "frames_per_s": round(summary.movie_shape[0] / wall, 1),
-        "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
-        "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
-        "n_neurons": summary.n_neurons, "rss_model_loaded_gb": round(loaded_rss, 2),
-        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "movie_gb": round(movie_path.stat().st_size / 1e9, 2), "runtime": args.runtime,
+        "batch_size": args.batch_size, "read_ahead": args.read_ahead, **timing,
+        "rss_model_loaded_gb": round(loaded_rss, 2), "peak_rss_gb": round(peak_rss_gb(), 2),
     }
 
 

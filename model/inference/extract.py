@@ -109,7 +109,7 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
 
     With ``reference`` (the engine's motion reference at the movie's resolution) each block of
     frames is motion-corrected first, as the network's input was. ``threads`` blocks are read and
-    corrected at once (reading, FFTs and sparse products release the GIL); each holds
+    corrected at once (the FFTs of motion correction release the GIL); each holds
     ``block_frames`` frames in memory.
     """
     movie = as_movie(movie)
