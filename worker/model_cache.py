@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caimx.settings import Settings
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, str, str], Any] = {}
@@ -19,16 +21,17 @@ class CachedModel:
     """Seconds this call spent importing TensorFlow and loading (0 when already in memory)."""
 
 
-def get_predictor(name: str, models_dir: Path, *, runtime: str = "savedmodel",
-                  batch_size: int | None = None) -> CachedModel:
-    """The predictor of model ``name`` under ``runtime`` (:mod:`model.runtimes`); loads the
-    framework and the model once per process.
+def get_predictor(name: str, settings: Settings) -> CachedModel:
+    """The predictor of model ``name`` from ``settings.models_dir``, run as
+    ``settings.model_runtime`` says (:mod:`model.runtimes`); loads the framework and the model
+    once per process.
 
     Raises
     ------
     model.registry.UnknownModelError
         No such model is installed on this worker.
     """
+    models_dir, runtime = settings.models_dir, settings.model_runtime
     key = (str(models_dir), name, runtime)
     with _lock:
         if key in _cache:
@@ -39,7 +42,7 @@ def get_predictor(name: str, models_dir: Path, *, runtime: str = "savedmodel",
         start = time.perf_counter()
         from model.runtimes import load_predictor
 
-        predictor = load_predictor(installed.path, runtime, batch_size=batch_size)
+        predictor = load_predictor(installed.path, runtime, batch_size=settings.batch_size)
         _cache[key] = predictor
         return CachedModel(predictor, time.perf_counter() - start)
 

@@ -214,9 +214,7 @@ def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore
         count_delivery(store, settings, job_id, f"chunk {chunk_id}")
         work = work_dir(settings, job_id)
         plan = load_plan(work)
-        cached = model_cache.get_predictor(job.model, settings.models_dir,
-                                           runtime=settings.model_runtime,
-                                           batch_size=settings.batch_size)
+        cached = model_cache.get_predictor(job.model, settings)
         predictor = _CancelAware(cached.predictor, lambda: _stop_if_not_running(store, job_id))
         compute_start = time.perf_counter()
         with _open(job, settings) as movie:

@@ -181,9 +181,7 @@ def _process(
 
     try:
         with open_job_movie(input_path, options, settings) as movie:  # fails before TF loads
-            cached = model_cache.get_predictor(model, settings.models_dir,
-                                               runtime=settings.model_runtime,
-                                               batch_size=settings.batch_size)
+            cached = model_cache.get_predictor(model, settings)
             timings["load_model_s"] = round(cached.load_s, 3)
             start = time.perf_counter()
             summary = process_movie(movie, cached.predictor, output=output, params=params,
