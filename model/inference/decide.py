@@ -243,13 +243,16 @@ def required_windows(total_windows: int, params: DecideParams) -> int:
 
 def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
                 params: DecideParams, total_windows: int = 1,
-                contrast: float = math.inf) -> tuple[bool, str]:  # fmt: skip
+                contrast: float = math.inf, split_later: bool = False,
+                ) -> tuple[bool, str]:  # fmt: skip
     """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test).
 
-    ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes)."""
+    ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes);
+    ``split_later``: the footprint will be split into somata (``max_area`` is then tested on the
+    pieces: two or three touching cells in one footprint are over it together)."""
     if area < params.min_area:
         return False, "area below min_area"
-    if area > params.max_area:
+    if area > params.max_area and not split_later:
         return False, "area above max_area"
     if n_windows < params.min_windows:
         return False, "seen in too few windows"

@@ -110,7 +110,8 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
                     if mean_image is not None and on.any() else float("nan"))
         ok, reason = keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
                                  tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
-                                 total_windows=total_windows, contrast=contrast)
+                                 total_windows=total_windows, contrast=contrast,
+                                 split_later=params.split_distance is not None)
         reasons[reason] += 1
         if ok:
             passed.append((neuron, on, contrast))

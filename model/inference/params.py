@@ -122,7 +122,8 @@ class DecideParams:
                                0.0, 1.0)
     min_area: int = _p(20, "Smallest footprint (pixels) kept, per candidate and per neuron.", 0,
                        100_000)
-    max_area: int = _p(400, "Largest footprint (pixels) kept.", 1, 10_000_000)
+    max_area: int = _p(400, "Largest footprint (pixels) kept (after splitting, when split_distance "
+                             "is set).", 1, 10_000_000)
     min_tile_evidence: float = _p(
         0.5,
         "Fraction of the tiles covering a neuron (in windows where it was seen) that must "
@@ -166,10 +167,10 @@ class DecideParams:
         0.0, 1.0,
     )
     split_distance: float | None = _p(
-        5.0,
-        "After refining, a footprint whose shape has two or more centres at least this many "
-        "pixels apart (peaks of its distance to the edge, each at least half this deep) is "
-        "split between them by a watershed: two overlapping somata in one footprint (the "
+        4.0,
+        "Before refining, a network footprint whose shape has two or more centres at least this "
+        "many pixels apart (peaks of its distance to the edge, each at least half this deep) is "
+        "split between them by a watershed: two or three touching somata in one footprint (the "
         "commonest miss). None: no split.",
         1.0, 100.0,
     )

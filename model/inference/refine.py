@@ -1,10 +1,12 @@
 """Footprints cut to the soma the mean image shows, after the neuron rule.
 
-The network's footprints often reach into the neuropil around a cell or span two touching cells
-(one channel on both); both cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons`
-cuts each kept neuron's footprint to the bright part of the mean image inside it
-(:func:`refine_footprint`), makes each separate part a neuron of its own, and keeps one of two
-footprints that end up on the same soma.
+The network's footprints often reach into the neuropil around a cell or span two or three touching
+cells (one channel on both, and tiles that each saw a different pair chained by the stitch); both
+cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons` first cuts each kept neuron's
+footprint between the somata its shape holds (:func:`split_touching`: the network outlines the
+union of touching cells well, the mean image less so), then cuts each piece to the bright part of
+the mean image inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
+drops parts over ``max_area``, and keeps one of two footprints that end up on the same soma.
 """
 
 from __future__ import annotations
@@ -91,23 +93,30 @@ def split_touching(part: np.ndarray, y0: int, x0: int, *, distance: float, min_a
 def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: np.ndarray | None,
                    params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
     """Records of the neurons that passed the rule, ``(neuron, on, contrast)`` each, with their
-    footprints refined when ``params.refine_level`` is set and a mean image is given; counts the
-    splits and repeats in ``reasons``."""
+    footprints split when ``params.split_distance`` is set and refined when
+    ``params.refine_level`` is set and a mean image is given; parts over ``params.max_area`` are
+    dropped. Counts the splits, drops and repeats in ``reasons``."""
     refine = mean_image is not None and params.refine_level is not None
     others = occupied_mask(mean_image.shape, passed) if refine else None
     kept = []
     for neuron, on, contrast in passed:
         fp = neuron.footprint
         parts = [(on, fp.y0, fp.x0)]
+        if params.split_distance is not None:
+            parts = split_touching(on, fp.y0, fp.x0, distance=params.split_distance,
+                                   min_area=params.min_area)
         if refine:
-            parts = refine_footprint(mean_image, on, fp.y0, fp.x0, level=params.refine_level,
-                                     min_area=params.min_area, exclude=others)
-            if params.split_distance is not None:
-                parts = [piece for part in parts
-                         for piece in split_touching(*part, distance=params.split_distance,
-                                                     min_area=params.min_area)]
-            if len(parts) > 1:
-                reasons["split into separate somata"] += len(parts) - 1
+            parts = [cut for part in parts
+                     for cut in refine_footprint(mean_image, *part, level=params.refine_level,
+                                                 min_area=params.min_area, exclude=others)]
+        fitting = [p for p in parts if p[0].sum() <= params.max_area]
+        reasons["area above max_area"] += len(parts) - len(fitting) if fitting else 1
+        if not fitting:
+            reasons["kept"] -= 1
+            continue
+        parts = fitting
+        if len(parts) > 1:
+            reasons["split into separate somata"] += len(parts) - 1
         for part, y0, x0 in parts:
             values = fp.values[y0 - fp.y0:y0 - fp.y0 + part.shape[0],
                                x0 - fp.x0:x0 - fp.x0 + part.shape[1]]

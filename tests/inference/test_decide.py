@@ -6,8 +6,10 @@ import numpy as np
 from inference_synthetic import disk
 
 from model.inference.decide import keep_neuron, required_windows, soma_contrast
+from model.inference.finalize import decide_all
 from model.inference.params import DecideParams
 from model.inference.refine import refine_footprint, split_touching
+from model.inference.stitch import Footprint, Neuron
 
 
 def _neuropil(shape=(64, 64), level=100.0, seed=0) -> np.ndarray:
@@ -126,3 +128,38 @@ def test_split_touching_leaves_single_somata_and_small_pieces_whole():
     two = ((yy - 15) ** 2 + (xx - 12) ** 2 <= 49) | ((yy - 15) ** 2 + (xx - 24) ** 2 <= 49)
     (whole, _, _), = split_touching(two, 0, 0, distance=5.0, min_area=200)  # halves too small
     assert whole is two
+
+
+def _chain_of_three_somata() -> tuple[np.ndarray, np.ndarray]:
+    """A mean image with three touching somata in a row, and the one footprint the network gives
+    all three (462 pixels, over the default max_area of 400)."""
+    image = _neuropil((64, 80))
+    chain = np.zeros(image.shape, bool)
+    for x in (24, 37, 50):
+        soma = disk(image.shape, (32, x), 7)
+        image[soma] += 30.0
+        chain |= soma
+    return image, chain
+
+
+def _neuron(mask: np.ndarray) -> Neuron:
+    on, y0, x0 = _on_at(mask)
+    values = on.astype(np.float32)
+    return Neuron(total=Footprint(y0, x0, values), count=Footprint(y0, x0, np.ones_like(values)),
+                  segments={0: np.ones(10, np.float32)}, detected=1, covering=1, snr=10.0)
+
+
+def test_touching_somata_in_one_footprint_become_one_neuron_each_even_over_max_area():
+    image, chain = _chain_of_three_somata()
+    assert chain.sum() > DecideParams().max_area
+    kept, reasons = decide_all([_neuron(chain)], DecideParams(), mean_image=image)
+    assert len(kept) == 3 and reasons["split into separate somata"] == 2
+    assert sorted(round(r["centroid"][1]) for r in kept) == [24, 37, 50]
+    assert all(r["area"] <= DecideParams().max_area for r in kept)
+
+
+def test_without_the_split_a_footprint_over_max_area_is_dropped():
+    image, chain = _chain_of_three_somata()
+    kept, reasons = decide_all([_neuron(chain)], DecideParams(split_distance=None),
+                               mean_image=image)
+    assert kept == [] and reasons["area above max_area"] == 1
