@@ -110,10 +110,11 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
                      for cut in refine_footprint(mean_image, *part, level=params.refine_level,
                                                  min_area=params.min_area, exclude=others)]
         fitting = [p for p in parts if p[0].sum() <= params.max_area]
-        reasons["area above max_area"] += len(parts) - len(fitting) if fitting else 1
-        if not fitting:
+        if not fitting:  # one soma too large, or pieces that all are
             reasons["kept"] -= 1
+            reasons["area above max_area"] += 1
             continue
+        reasons["area above max_area"] += len(parts) - len(fitting)
         parts = fitting
         if len(parts) > 1:
             reasons["split into separate somata"] += len(parts) - 1
