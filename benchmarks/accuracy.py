@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
     from threshold_sweep import run_network, score_thresholds
 
     from model.inference import InferenceParams
-    from model.inference.params import MotionParams
+    from model.inference.params import MotionParams, PlanParams
     from model.serving import SavedModelPredictor
     from model.simulate import SimulationParams, simulate
 
@@ -71,8 +71,12 @@ def run(args: argparse.Namespace) -> None:
         for spec in args.scalings:
             mode, scaling = _scaling(spec)
             predictor = _CardOverride(base, mode)
-            params = InferenceParams(scaling=scaling, motion=MotionParams(enabled=False))
-            work = Path(args.work) / f"s{seed}-p{photons:g}-d{density:g}-{spec}"
+            plan_params = PlanParams(tile_overlap=args.tile_overlap,
+                                     window_overlap=args.window_overlap)
+            params = InferenceParams(scaling=scaling, motion=MotionParams(enabled=False),
+                                     plan=plan_params)
+            work = (Path(args.work) / f"s{seed}-p{photons:g}-d{density:g}-{spec}"
+                    f"-t{args.tile_overlap}-w{args.window_overlap}")
             t0 = time.perf_counter()
             plan = run_network(sim.movie, predictor, work, params)
             network_s = time.perf_counter() - t0
@@ -81,6 +85,10 @@ def run(args: argparse.Namespace) -> None:
                 scores = score.to_dict()
                 rows.append({"seed": seed, "photons": photons, "density": density,
                              "scaling": spec, "movie": [args.frames, args.size, args.size],
+                             "tile_overlap": args.tile_overlap,
+                             "window_overlap": args.window_overlap,
+                             "patches_per_frame": round(
+                                 len(plan.tiles) * len(plan.windows) / plan.movie_shape[0], 4),
                              "network_s": round(network_s, 1), **thresholds,
                              **{k: scores[k] for k in SCORES}})
             shutil.rmtree(work / "sweep.zarr", ignore_errors=True)
@@ -138,6 +146,9 @@ def table(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from model.inference.params import PlanParams
+
+    plan_defaults = PlanParams()
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,6 +161,10 @@ def main() -> None:
     r.add_argument("--densities", type=float, nargs="+", default=[800.0, 2000.0])
     r.add_argument("--scalings", nargs="+", default=["minmax-per-patch", "movie-range"])
     r.add_argument("--model", default="model/zoo/deepcaimx-mini")
+    r.add_argument("--tile-overlap", type=int, default=plan_defaults.tile_overlap,
+                   help="pixels shared by neighbouring tiles")
+    r.add_argument("--window-overlap", type=int, default=plan_defaults.window_overlap,
+                   help="frames shared by neighbouring windows")
     r.add_argument("--work", default="/tmp/caimx-accuracy", help="chunk results (re-used)")
     r.add_argument("--out", required=True, help="JSON lines are appended here")
     t = sub.add_parser("table", help="choose thresholds on some seeds, report on others")
