@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Spatial tile edge in pixels; default: the model's patch size.",
     )
-    tile_overlap: int = Field(default=8, ge=0, description="Pixels shared by neighbouring tiles.")
+    tile_overlap: int = Field(default=4, ge=0, description="Pixels shared by neighbouring tiles.")
     window_overlap: int = Field(
         default=20, ge=4, description="Frames shared by neighbouring windows."
     )

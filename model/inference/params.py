@@ -102,7 +102,7 @@ class PlanParams:
     """How the movie is cut into tiles, windows and chunks."""
 
     tile: int | None = _p(None, "Tile edge in pixels; None: the model's patch size.", 8, 4096)
-    tile_overlap: int = _p(8, "Pixels shared by neighbouring tiles.", 0, 2048)
+    tile_overlap: int = _p(4, "Pixels shared by neighbouring tiles.", 0, 2048)
     window_overlap: int = _p(20, "Frames shared by neighbouring windows (>= 4 covers the trim).",
                              4, 10_000)
     tiles_per_chunk: int | None = _p(None, "Tiles in one chunk; None: every tile of a window.", 1,

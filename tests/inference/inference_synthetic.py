@@ -10,6 +10,8 @@ from model.inference.plan import Plan, make_plan
 
 
 def small_plan(shape=(250, 64, 64), **plan_kw) -> Plan:
+    """A 3 x 3 grid of 32 px tiles overlapping by 8 px (the stitching cases are drawn on it)."""
+    plan_kw = {"tile_overlap": 8, **plan_kw}
     return make_plan(shape, patch=(100, 32, 32), trace_offset=2, params=PlanParams(**plan_kw),
                      movie_low=0.0, movie_high=1.0, all_params=InferenceParams().to_dict())
 
