@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> None:
                              "scaling": spec, "movie": [args.frames, args.size, args.size],
                              "tile_overlap": args.tile_overlap,
                              "window_overlap": args.window_overlap,
-                             "patches_per_frame": round(
-                                 len(plan.tiles) * len(plan.windows) / plan.movie_shape[0], 4),
+                             "patches_per_frame": round(plan.patches_per_frame, 4),
                              "network_s": round(network_s, 1), **thresholds,
                              **{k: scores[k] for k in SCORES}})
             shutil.rmtree(work / "sweep.zarr", ignore_errors=True)

@@ -67,7 +67,7 @@ def patches_per_frame(patch: tuple[int, int, int], size: int = FRAME) -> float:
     frames = patch[0] * 40
     plan = make_plan((frames, size, size), patch=patch, trace_offset=2, params=PlanParams(),
                      movie_low=0.0, movie_high=1.0)
-    return len(plan.tiles) * len(plan.windows) / frames
+    return plan.patches_per_frame
 
 
 class TimedPredictor:

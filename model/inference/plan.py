@@ -96,6 +96,11 @@ class Plan:
         """Frames of trace one window yields (``T_model - 2 * trace_offset``)."""
         return self.patch[0] - 2 * self.trace_offset
 
+    @property
+    def patches_per_frame(self) -> float:
+        """Patches the network sees per frame it is given (its cost: tiles x windows / T)."""
+        return len(self.tiles) * len(self.windows) / self.movie_shape[0]
+
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), so equal plans give equal bytes."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))

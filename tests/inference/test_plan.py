@@ -72,3 +72,12 @@ def test_padded_index_edges_and_mirror():
     # 2 copies of frame 0, frames 0..4, 2 copies of frame 4, then mirror 4, 3, 2
     assert idx.tolist() == [0, 0, 0, 1, 2, 3, 4, 4, 4, 4, 3, 2]
     assert padded_index(np.arange(0, 8), 5).tolist() == [0, 1, 2, 3, 4, 4, 3, 2]
+
+
+def test_patches_per_frame_counts_tiles_times_windows():
+    wide = _plan((1000, 256, 256), tile_overlap=8)
+    narrow = _plan((1000, 256, 256), tile_overlap=4)
+    assert (len(wide.tiles), len(narrow.tiles)) == (121, 81)
+    assert len(wide.windows) == len(narrow.windows) == 13
+    assert narrow.patches_per_frame == 81 * 13 / 1000
+    assert wide.patches_per_frame == 121 * 13 / 1000
