@@ -8,7 +8,7 @@ rows to ``--out`` as it finishes, so a stage cut short leaves the earlier ones.
     KERAS_BACKEND=jax python benchmarks/gpu.py engine --size 512 --frames 3000 --work /tmp/w
 
 ``network``: patches/s of the bare network (random weights) per preset and batch, converted to
-frames/s of a 512 x 512 movie under the engine's default plan (tiles overlapping by 8 px, windows
+frames/s of a 512 x 512 movie under the engine's default plan (tiles overlapping by 4 px, windows
 by 20 frames), which is what the engine must feed the network. ``engine``: simulates a movie,
 runs ``process_movie`` on it (defaults, motion correction on), scores it against the ground truth
 and splits the wall time into the network's share (time inside ``predict``) and the rest.
@@ -20,11 +20,13 @@ Peak memory over a long movie: ``benchmarks/long_movie.py --runtime keras``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,47 @@ class TimedPredictor:
         return out
 
 
+def _frame_conv_class() -> type:
+    """A ``(1, k, k)`` Conv3D computed as one 2-D convolution over all frames (same weights)."""
+    from keras import layers, ops
+
+    class FrameConv3D(layers.Conv3D):
+        def call(self, inputs: Any) -> Any:
+            _, t, h, w, c = inputs.shape
+            x = ops.reshape(inputs, (-1, h, w, c))
+            y = ops.conv(x, self.kernel[0], padding="same")
+            if self.use_bias:
+                y = y + self.bias
+            y = ops.reshape(y, (-1, t, h, w, self.filters))
+            return self.activation(y) if self.activation is not None else y
+
+    return FrameConv3D
+
+
+@contextlib.contextmanager
+def network_variant(dtype: str, ista: str) -> Iterator[None]:
+    """Networks built inside run under ``dtype``, their ISTA convolutions as Conv3D or 2-D.
+
+    ``frame2d`` gives the same weights and the same outputs (to float32 round-off); bfloat16
+    (Keras ``mixed_bfloat16``) changes the outputs.
+    """
+    import keras
+
+    import model.network as net
+
+    keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+    original = net._ista_conv
+    if ista == "frame2d":
+        frame_conv = _frame_conv_class()
+        net._ista_conv = lambda name, filters, activation=None: frame_conv(
+            filters, (1, 3, 3), padding="same", activation=activation, name=name)
+    try:
+        yield
+    finally:
+        net._ista_conv = original
+        keras.config.set_dtype_policy("float32")
+
+
 def network(args: argparse.Namespace) -> None:
     import keras
 
@@ -94,7 +137,8 @@ def network(args: argparse.Namespace) -> None:
     from model.network import PRESETS, build_network
     from model.registry import ModelCard
 
-    for preset in args.presets:
+    for preset, dtype, ista in [(p, d, i) for p in args.presets for d in args.dtypes
+                                for i in args.ista]:
         config = PRESETS[preset]
         card = ModelCard(name=preset, version="0", preset=preset, T=config.T, H=config.H,
                          W=config.W, N=config.N, trace_offset=2, input_scaling="movie-range",
@@ -103,7 +147,9 @@ def network(args: argparse.Namespace) -> None:
         keras.utils.set_random_seed(0)
         per_frame = patches_per_frame((config.T, config.H, config.W))
         for batch in args.batches:
-            predictor = KerasPredictor(Path("."), card, build_network(config), batch_size=batch)
+            with network_variant(dtype, ista):
+                predictor = KerasPredictor(Path("."), card, build_network(config),
+                                           batch_size=batch)
             x = np.random.default_rng(0).random((batch, config.T, config.H, config.W),
                                                 np.float32)
             t0 = time.perf_counter()
@@ -116,6 +162,7 @@ def network(args: argparse.Namespace) -> None:
                 times.append(time.perf_counter() - t0)
             rate = batch / min(times)
             _emit(args.out, {"stage": "network", "preset": preset, "batch": batch,
+                             "dtype": dtype, "ista": ista,
                              "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
                              "patches_per_s": round(rate, 1),
                              "patches_per_512_frame": round(per_frame, 2),
@@ -161,14 +208,34 @@ def _simulate(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return movie, truth
 
 
-def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[str, Any]:
+def _load_variant(path: Path, batch: int, dtype: str, ista: str) -> Any:
+    """The model folder's network, rebuilt as ``network_variant(dtype, ista)``.
+
+    The weights go over by position: Keras names a ``.weights.h5`` entry after the layer's
+    class, so a subclassed layer cannot read the file directly.
+    """
+    from model.keras_serving import KerasPredictor, card_network
+    from model.network import build_network
+
+    standard = KerasPredictor.load(path, batch_size=batch)
+    if (dtype, ista) == ("float32", "conv3d"):
+        return standard
+    reference = build_network(card_network(standard.card))
+    reference.load_weights(path / "model.weights.h5")
+    with network_variant(dtype, ista):
+        variant = build_network(card_network(standard.card))
+    variant.set_weights(reference.get_weights())
+    return KerasPredictor(path, standard.card, variant, batch_size=batch)
+
+
+def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: str = "float32",
+             ista: str = "conv3d") -> dict[str, Any]:
     import dataclasses
 
     from model.inference import InferenceParams
     from model.inference.params import MotionParams
-    from model.keras_serving import KerasPredictor
 
-    predictor = TimedPredictor(KerasPredictor.load(args.model, batch_size=args.batch))
+    predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista))
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
                                  motion=MotionParams(enabled=not args.no_motion))
@@ -177,7 +244,8 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[s
     compile_s = time.perf_counter() - t0
     predictor.seconds, predictor.patches = 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
-    return {"batch": args.batch, "read_ahead": args.read_ahead, "motion": not args.no_motion,
+    return {"batch": args.batch, "dtype": dtype, "ista": ista, "read_ahead": args.read_ahead,
+            "motion": not args.no_motion,
             "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
             "network_share": round(predictor.seconds / timing["wall_s"], 3),
@@ -186,14 +254,21 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path) -> dict[s
 
 
 def engine(args: argparse.Namespace) -> None:
-    from model.evaluate import evaluate
-    from model.results import read_result
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     movie, truth_path = _simulate(args, work)
-    output = work / "result.zarr"
-    row = {"stage": "engine", "movie": movie.name, **_process(movie, args, output)}
+    for dtype, ista in [(d, i) for d in args.dtypes for i in args.ista]:
+        output = work / f"result_{dtype}_{ista}.zarr"
+        row = {"stage": "engine", "movie": movie.name,
+               **_process(movie, args, output, dtype, ista)}
+        row.update(_score(output, truth_path))
+        _emit(args.out, row)
+
+
+def _score(output: Path, truth_path: Path) -> dict[str, Any]:
+    from model.evaluate import evaluate
+    from model.results import read_result
+
     result = read_result(output)
     with np.load(truth_path) as gt:
         masks = gt["masks"] if "masks" in gt else gt["footprints"]
@@ -201,10 +276,9 @@ def engine(args: argparse.Namespace) -> None:
     traces = next((t for t in (result.calcium, result.corrected, result.traces)
                    if t is not None), None)
     score = evaluate(result.footprints, masks, found_traces=traces, true_traces=true_traces)
-    row.update({"f1": round(score.f1, 3), "precision": round(score.precision, 3),
-                "recall": round(score.recall, 3), "trace_r": score.trace_r,
-                "traces": "calcium" if result.calcium is not None else "fluorescence"})
-    _emit(args.out, row)
+    return {"f1": round(score.f1, 3), "precision": round(score.precision, 3),
+            "recall": round(score.recall, 3), "trace_r": score.trace_r,
+            "traces": "calcium" if result.calcium is not None else "fluorescence"}
 
 
 def simulate(args: argparse.Namespace) -> None:
@@ -222,6 +296,10 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["mini", "full"])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
+                    help="network, engine: compute dtype (bfloat16 = Keras mixed_bfloat16)")
+    ap.add_argument("--ista", nargs="+", default=["conv3d"], choices=("conv3d", "frame2d"),
+                    help="network, engine: ISTA (1,3,3) convolutions as Conv3D or per-frame 2-D")
     ap.add_argument("--upto", nargs="+", default=["denoised", "convlstm", "attention_relu"],
                     help="layers stage: cut the network after each of these layers")
     ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")
