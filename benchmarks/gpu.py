@@ -233,19 +233,20 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: st
     import dataclasses
 
     from model.inference import InferenceParams
-    from model.inference.params import MotionParams
+    from model.inference.params import MotionParams, PlanParams
 
     predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista))
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
-                                 motion=MotionParams(enabled=not args.no_motion))
+                                 motion=MotionParams(enabled=not args.no_motion),
+                                 plan=PlanParams(shifted_tiling=args.shifted_tiling))
     t0 = time.perf_counter()
     predictor.predict(np.zeros((1, *predictor.card.patch_shape), np.float32))  # compile
     compile_s = time.perf_counter() - t0
     predictor.seconds, predictor.patches = 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
     return {"batch": args.batch, "dtype": dtype, "ista": ista, "read_ahead": args.read_ahead,
-            "motion": not args.no_motion,
+            "motion": not args.no_motion, "shifted_tiling": args.shifted_tiling,
             "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
             "network_share": round(predictor.seconds / timing["wall_s"], 3),
@@ -312,6 +313,8 @@ def main() -> None:
     ap.add_argument("--density", type=float, default=800.0)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-motion", action="store_true", help="motion correction off")
+    ap.add_argument("--shifted-tiling", action="store_true",
+                    help="engine: a second grid of tiles half a stride off (PlanParams)")
     args = ap.parse_args()
     if args.stage == "machine":
         _emit(args.out, _machine())

@@ -103,6 +103,9 @@ class PlanParams:
 
     tile: int | None = _p(None, "Tile edge in pixels; None: the model's patch size.", 8, 4096)
     tile_overlap: int = _p(4, "Pixels shared by neighbouring tiles.", 0, 2048)
+    shifted_tiling: bool = _p(
+        False, "Also run the network on a second grid of tiles shifted by half a tile stride, so "
+        "every cell is seen whole, well inside some tile (about 1.8x the network's work).")
     window_overlap: int = _p(20, "Frames shared by neighbouring windows (>= 4 covers the trim).",
                              4, 10_000)
     tiles_per_chunk: int | None = _p(None, "Tiles in one chunk; None: every tile of a window.", 1,

@@ -176,8 +176,13 @@ def make_windows(n_frames: int, model_t: int, offset: int, overlap: int) -> tupl
     )
 
 
-def make_tiles(height: int, width: int, tile: int, overlap: int) -> tuple[Tile, ...]:
-    """Row-major tiles (see module docstring)."""
+def make_tiles(height: int, width: int, tile: int, overlap: int,
+               shifted: bool = False) -> tuple[Tile, ...]:
+    """Row-major tiles (see module docstring); with ``shifted``, then a second grid.
+
+    The second grid starts half a stride in on both axes and owns no pixels: the images and the
+    denoised movie come from the first grid alone, its candidates join the stitch.
+    """
     if not 0 <= overlap < tile:
         raise ValueError(f"tile_overlap must be in [0, {tile - 1}], got {overlap}")
     ys, xs = origins(height, tile, overlap), origins(width, tile, overlap)
@@ -186,7 +191,19 @@ def make_tiles(height: int, width: int, tile: int, overlap: int) -> tuple[Tile, 
     for iy, y0 in enumerate(ys):
         for ix, x0 in enumerate(xs):
             tiles.append(Tile(index=len(tiles), y0=y0, x0=x0, own_y=own_y[iy], own_x=own_x[ix]))
+    if shifted:
+        half = (tile - overlap) // 2
+        for y0 in _shifted(ys, half, tile):
+            for x0 in _shifted(xs, half, tile):
+                tiles.append(Tile(index=len(tiles), y0=y0, x0=x0, own_y=(y0, y0),
+                                  own_x=(x0, x0)))
     return tuple(tiles)
+
+
+def _shifted(starts: list[int], half: int, tile: int) -> list[int]:
+    """Starts moved ``half`` pixels in, those that still fit inside the covered range."""
+    end = starts[-1] + tile
+    return [s + half for s in starts if s + half + tile <= end]
 
 
 def make_plan(shape: tuple[int, int, int], *, patch: tuple[int, int, int], trace_offset: int,
@@ -215,7 +232,7 @@ def make_plan(shape: tuple[int, int, int], *, patch: tuple[int, int, int], trace
     if tile != model_h or model_h != model_w:
         raise ValueError(f"tile must equal the model's square patch size {model_h}x{model_w}")
     windows = make_windows(n_frames, model_t, trace_offset, params.window_overlap)
-    tiles = make_tiles(height, width, tile, params.tile_overlap)
+    tiles = make_tiles(height, width, tile, params.tile_overlap, params.shifted_tiling)
     per_chunk = params.tiles_per_chunk or len(tiles)
     chunks = []
     for w in windows:

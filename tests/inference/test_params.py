@@ -58,3 +58,18 @@ def test_caimx_process_flags_set_binning_and_rescaling():
                                       "--rescale", "--pixel-size", "0.5"])
     resample = _params(args, Settings()).resample
     assert resample.match_frame_rate and resample.rescale and resample.pixel_size_um == 0.5
+
+
+def test_shifted_tiling_from_a_job_and_from_the_command_line():
+    from caimx.cli import build_parser
+    from caimx.cli.process_cmd import _params
+    from caimx.job_params import JobParams, engine_overrides
+    from caimx.settings import Settings
+
+    assert InferenceParams.from_dict(engine_overrides(JobParams(shifted_tiling=True))).plan \
+        .shifted_tiling
+    assert not InferenceParams.from_dict(engine_overrides(JobParams())).plan.shifted_tiling
+    args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr", "--shifted-tiling"])
+    assert _params(args, Settings()).plan.shifted_tiling
+    args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr"])
+    assert not _params(args, Settings()).plan.shifted_tiling

@@ -81,3 +81,19 @@ def test_patches_per_frame_counts_tiles_times_windows():
     assert len(wide.windows) == len(narrow.windows) == 13
     assert narrow.patches_per_frame == 81 * 13 / 1000
     assert wide.patches_per_frame == 121 * 13 / 1000
+
+
+def test_shifted_tiling_adds_a_half_stride_grid_that_owns_no_pixels():
+    base = make_tiles(256, 256, 32, 4)
+    both = make_tiles(256, 256, 32, 4, shifted=True)
+    assert both[:len(base)] == base
+    extra = both[len(base):]
+    assert sorted({t.y0 for t in extra}) == list(range(14, 211, 28))  # 8 x 8 tiles, 14 px in
+    assert len(extra) == 64 and all(t.x0 + 32 <= 256 and t.y0 + 32 <= 256 for t in extra)
+    owned = np.zeros((256, 256), int)
+    for t in both:
+        owned[t.own_y[0]:t.own_y[1], t.own_x[0]:t.own_x[1]] += 1
+    assert np.all(owned == 1)  # the images still come from the first grid alone
+    plan = _plan((1000, 256, 256), shifted_tiling=True)
+    assert len(plan.tiles) == 145 and Plan.from_json(plan.to_json()) == plan
+    assert _plan((100, 20, 20), shifted_tiling=True).tiles == _plan((100, 20, 20)).tiles

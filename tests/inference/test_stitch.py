@@ -39,6 +39,17 @@ def test_neuron_on_a_tile_corner_is_one_neuron():
     assert np.array_equal(full, mask)
 
 
+def test_a_shifted_tiling_sees_the_same_neuron_once():
+    plan = small_plan(shifted_tiling=True)  # 3 x 3 tiles at 0, 24, 32 and one more at (12, 12)
+    assert [(t.y0, t.x0) for t in plan.tiles[9:]] == [(12, 12)]
+    mask = disk((64, 64), (28, 28), 6)
+    trace = np.ones(plan.trace_length)
+    cands = candidates_for(plan, [(t.index, mask, trace) for t in plan.tiles])
+    found = merge_tiles(cands, decide=DECIDE, stitch=STITCH, plan=plan)
+    assert len(found) == 1 and found[0].tiles == set(range(10))
+    assert _area(found[0].footprint) == mask.sum()
+
+
 def test_touching_neighbours_stay_apart():
     plan = small_plan()
     a, b = disk((64, 64), (28, 20), 5), disk((64, 64), (28, 31), 5)
