@@ -28,6 +28,10 @@ def register(subparsers) -> None:
                    help="photons per pixel per frame at the neuropil mean (the SNR knob)")
     p.add_argument("--density", type=float, default=800.0, help="somata per mm^2")
     p.add_argument("--silent-fraction", type=float, default=0.3, help="fraction of silent cells")
+    p.add_argument("--soma-separation", type=float, default=None, metavar="F",
+                   help="smallest distance of two soma centres as a fraction of their summed radii "
+                        "(default: the simulator's; 0 places cells independently, so they may "
+                        "overlap to any extent)")
     p.add_argument("--indicator", choices=INDICATOR_CHOICES, default="GCaMP6f")
     p.add_argument("--motion", type=float, default=0.0, help="rigid motion sigma, um (0: none)")
     p.add_argument("--processes", type=float, default=0.0,
@@ -44,12 +48,13 @@ def params_from_args(args: argparse.Namespace):
     """The :class:`~model.simulate.SimulationParams` the arguments describe."""
     from model.simulate import SimulationParams
 
+    given = {} if args.soma_separation is None else {"soma_separation": args.soma_separation}
     return SimulationParams(
         height=args.height or args.size, width=args.width or args.size, frames=args.frames,
         fps=args.fps, pixel_size_um=args.pixel_size, photons=args.photons,
         density_per_mm2=args.density, silent_fraction=args.silent_fraction,
         indicator=args.indicator, motion_um=args.motion, process_fraction=args.processes,
-        dtype=args.dtype, noise=not args.no_noise, seed=args.seed)
+        dtype=args.dtype, noise=not args.no_noise, seed=args.seed, **given)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,6 +58,38 @@ class CellLayout:
         return self.masks.toarray().reshape(self.count, *self.shape).astype(bool)
 
 
+#: Positions tried for a cell before it is left out (``SimulationParams.soma_separation``).
+SEPARATION_TRIES = 50
+
+
+class _Placed:
+    """Centres placed so far; a new one is clear when it keeps ``separation`` x (r_i + r_j)."""
+
+    def __init__(self, separation: float, radius: np.ndarray) -> None:
+        self.separation, self.radius = separation, radius
+        self.index: list[int] = []
+        self.centers: list[tuple[float, float]] = []
+
+    def clear(self, i: int, center: np.ndarray) -> bool:
+        if self.separation <= 0 or not self.index:
+            return True
+        dist = np.hypot(*(np.asarray(self.centers) - center).T)
+        return bool(np.all(dist >= self.separation * (self.radius[self.index] + self.radius[i])))
+
+    def find_spot(self, i: int, rng: np.random.Generator, ys: tuple[float, float],
+                  xs: tuple[float, float], vessel: np.ndarray) -> np.ndarray | None:
+        """A new centre for cell ``i`` outside vessels and clear of the others, or None."""
+        for _ in range(SEPARATION_TRIES):
+            center = np.array([rng.uniform(*ys), rng.uniform(*xs)])
+            if vessel_ok(vessel, *center) and self.clear(i, center):
+                return center
+        return None
+
+    def add(self, i: int, center: np.ndarray) -> None:
+        self.index.append(i)
+        self.centers.append((float(center[0]), float(center[1])))
+
+
 def vessel_ok(vessel: np.ndarray, y: float, x: float) -> bool:
     """Whether a soma centre at (y, x) avoids the vessel shadows (transmission >= 0.85)."""
     h, w = vessel.shape
@@ -105,9 +137,17 @@ def place_cells(params: SimulationParams, rng: np.random.Generator,
     keep: list[int] = []
     rows_f, rows_m = [], []
     visible = []
+    placed = _Placed(params.soma_separation, diam / 2)
     for i in range(n_try):
         if not vessel_ok(vessel, *centers[i]):
             continue
+        if not placed.clear(i, centers[i]):
+            spot = placed.find_spot(i, rng, (-margin, h - 1 + margin), (-margin, w - 1 + margin),
+                                    vessel)
+            if spot is None:
+                continue
+            centers[i] = spot
+        placed.add(i, centers[i])
         fp, mask = _render_cell(
             (h, w), centers[i], axes[i], angle[i], soft, harmonics[i], phases[i],
             nucleus[i] if has_nucleus[i] else None,

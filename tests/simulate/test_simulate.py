@@ -149,3 +149,28 @@ def test_invalid_params_raise() -> None:
         SimulationParams(silent_fraction=1.5)
     with pytest.raises(ValueError, match="soma_diameter_um"):
         SimulationParams(soma_diameter_um=(12.0, 5.0))
+
+
+def test_somata_keep_their_separation_and_zero_restores_independent_placement():
+    from model.simulate.cells import place_cells
+    from model.simulate.scene import make_vessels
+
+    def layout(separation):
+        params = SimulationParams(height=128, width=128, frames=4, density_per_mm2=3000.0,
+                                  soma_separation=separation, seed=5)
+        seeds = np.random.SeedSequence(params.seed).spawn(5)
+        vessel = make_vessels(params, np.random.default_rng(seeds[0]))
+        return place_cells(params, np.random.default_rng(seeds[1]), vessel)
+
+    def worst_overlap(cells):
+        masks = cells.masks.toarray().reshape(cells.count, 128, 128)
+        covered = masks.sum(axis=0)
+        return max(float((covered[m] > 1).mean()) for m in masks)
+
+    apart, free = layout(0.7), layout(0.0)
+    radius = apart.axes.mean(axis=1)
+    d = np.hypot(*(apart.centers[:, None] - apart.centers[None]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    assert np.all(d >= 0.7 * (radius[:, None] + radius[None]) - 1e-9)
+    assert worst_overlap(apart) < 0.5 < worst_overlap(free)
+    assert apart.count >= 0.95 * free.count  # nearly every cell finds a place at 3000/mm^2
