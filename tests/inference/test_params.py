@@ -73,3 +73,19 @@ def test_shifted_tiling_from_a_job_and_from_the_command_line():
     assert _params(args, Settings()).plan.shifted_tiling
     args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr"])
     assert not _params(args, Settings()).plan.shifted_tiling
+
+
+def test_deployment_settings_default_to_the_engine_defaults():
+    # caimx.settings cannot import the engine (the API process stays free of it), so the
+    # defaults are written twice; this keeps them equal (field defaults: the environment of the
+    # test run does not count).
+    from caimx.settings import Settings
+
+    default = {name: field.default for name, field in Settings.model_fields.items()}
+    engine = InferenceParams()
+    assert (default["tile_overlap"], default["window_overlap"]) == (
+        engine.plan.tile_overlap, engine.plan.window_overlap)
+    assert (default["tile_size"], default["tiles_per_chunk"]) == (engine.plan.tile,
+                                                                  engine.plan.tiles_per_chunk)
+    assert (default["batch_size"], default["read_ahead"]) == (engine.batch_size,
+                                                              engine.read_ahead)
