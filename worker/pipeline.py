@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import shutil
 import time
@@ -26,6 +25,7 @@ from kombu.exceptions import OperationalError
 from caimx.jobs import InvalidTransitionError, Job, JobState, JobStore
 from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK, TASK_WEBHOOK
 from caimx.settings import Settings
+from model.registry import sha256_file
 from worker import model_cache
 from worker.runner import (
     RESULT_NAME,
@@ -148,13 +148,7 @@ def task_outcome(store: JobStore, settings: Settings, job_id: str, send: Send) -
 
 def _sha256(path: Path) -> str:
     """SHA-256 of a movie file (referenced movies are hashed here, not in the API)."""
-    if not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path) if path.is_file() else ""
 
 
 def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send) -> None:
