@@ -215,7 +215,8 @@ def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
     return inside, around, inner
 
 
-def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
+def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
+                  exclude: np.ndarray | None = None) -> float:
     """``(mean of image over on - p90 of the ring) / |p90|``; ``on`` is a boolean footprint placed
     at ``(y0, x0)`` on ``image`` (may reach past its edges).
 
@@ -223,9 +224,10 @@ def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int) -> float:
     vessel is brighter than the ring's mean (half of the ring is vessel) but not than its bright
     half. The ring is not cut by other neurons (false detections along one vessel edge would
     otherwise remove each other's pixels from their rings). ``nan`` when the footprint or the
-    ring has no pixel inside the image.
+    ring has no pixel inside the image. ``exclude`` (an image-sized mask) leaves pixels out of
+    the ring, as :func:`ring_values` does.
     """
-    found = ring_values(image, on, y0, x0)
+    found = ring_values(image, on, y0, x0, exclude)
     if found is None:
         return float("nan")
     inside, around, _ = found

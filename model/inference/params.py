@@ -151,7 +151,8 @@ class DecideParams:
         "the neuropil around it; the network's false detections along blood vessels (a bright "
         "strip of neuropil beside a dark vessel) are not brighter than the other side of their "
         "ring (docs/benchmarks.md). Neurons with clear transients (active_snr) are kept "
-        "anyway. None turns the rule off.",
+        "anyway. Each piece of a split footprint (split_distance) must pass it too, measured "
+        "with its sibling pieces left out of its ring. None turns the rule off.",
         -1.0, 100.0,
     )
     active_snr: float = _p(

@@ -6,7 +6,8 @@ cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons` first cuts 
 footprint between the somata its shape holds (:func:`split_touching`: the network outlines the
 union of touching cells well, the mean image less so), then cuts each piece to the bright part of
 the mean image inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
-drops parts over ``max_area``, and keeps one of two footprints that end up on the same soma.
+drops parts over ``max_area`` and split pieces that fail the soma-contrast rule on their own
+(:func:`piece_contrasts`), and keeps one of two footprints that end up on the same soma.
 """
 
 from __future__ import annotations
@@ -116,19 +117,52 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
             continue
         reasons["area above max_area"] += len(parts) - len(fitting)
         parts = fitting
+        contrasts = [contrast] * len(parts)
+        if len(parts) > 1 and mean_image is not None:
+            contrasts = piece_contrasts(mean_image, parts)
+            bright = [i for i, c in enumerate(contrasts) if not _too_dim(c, neuron.snr, params)]
+            if not bright:
+                reasons["kept"] -= 1
+            reasons["split piece not brighter than its surroundings"] += len(parts) - len(bright)
+            parts, contrasts = [parts[i] for i in bright], [contrasts[i] for i in bright]
         if len(parts) > 1:
             reasons["split into separate somata"] += len(parts) - 1
-        for part, y0, x0 in parts:
+        for (part, y0, x0), part_contrast in zip(parts, contrasts, strict=True):
             values = fp.values[y0 - fp.y0:y0 - fp.y0 + part.shape[0],
                                x0 - fp.x0:x0 - fp.x0 + part.shape[1]]
             refined = Footprint(y0, x0, np.where(part, values, 0).astype(np.float32))
             kept.append({
                 "neuron": neuron, "footprint": refined.values, "y0": y0, "x0": x0,
                 "centroid": centroid(refined, params.mask_threshold), "area": int(part.sum()),
-                "contrast": (soma_contrast(mean_image, part, y0, x0) if len(parts) > 1
-                             else contrast),
+                "contrast": part_contrast,
             })
     return drop_repeats(kept, reasons)
+
+
+def piece_contrasts(image: np.ndarray, parts: list[tuple[np.ndarray, int, int]]) -> list[float]:
+    """Soma contrast of each piece of one footprint, its siblings left out of its ring.
+
+    A soma beside its sibling would otherwise be measured against the sibling's bright pixels;
+    a strip of neuropil along a vessel, cut into pieces, is measured against the neuropil on its
+    far side, which it does not outshine.
+    """
+    placed = []
+    for part, y0, x0 in parts:
+        mask = np.zeros(image.shape, bool)
+        ya, xa = max(y0, 0), max(x0, 0)
+        yb, xb = min(y0 + part.shape[0], image.shape[0]), min(x0 + part.shape[1], image.shape[1])
+        if ya < yb and xa < xb:
+            mask[ya:yb, xa:xb] = part[ya - y0:yb - y0, xa - x0:xb - x0]
+        placed.append(mask)
+    union = np.logical_or.reduce(placed)
+    return [soma_contrast(image, part, y0, x0, exclude=union & ~own)
+            for (part, y0, x0), own in zip(parts, placed, strict=True)]
+
+
+def _too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
+    """The rule of ``min_contrast`` and ``active_snr`` (``nan``, unknown, passes)."""
+    return (params.min_contrast is not None and contrast < params.min_contrast
+            and snr < params.active_snr)
 
 
 def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray, float]],

@@ -163,3 +163,31 @@ def test_without_the_split_a_footprint_over_max_area_is_dropped():
     kept, reasons = decide_all([_neuron(chain)], DecideParams(split_distance=None),
                                mean_image=image)
     assert kept == [] and reasons["area above max_area"] == 1
+
+
+def _quiet(neuron: Neuron) -> Neuron:
+    neuron.snr = 2.0  # no clear transient: the contrast rule decides
+    return neuron
+
+
+def test_touching_somata_without_transients_keep_every_piece():
+    # each piece is measured against the neuropil around the chain, not its bright siblings
+    image, chain = _chain_of_three_somata()
+    kept, reasons = decide_all([_quiet(_neuron(chain))], DecideParams(), mean_image=image)
+    assert len(kept) == 3 and reasons["split piece not brighter than its surroundings"] == 0
+    assert all(r["contrast"] > 0.2 for r in kept)
+
+
+def test_a_split_piece_of_plain_neuropil_beside_a_vessel_is_dropped():
+    image = _neuropil((64, 80))
+    image[:, 44:54] = 60.0  # a dark vessel
+    soma = disk(image.shape, (32, 20), 6)
+    image[soma] += 30.0
+    strip = np.zeros(image.shape, bool)
+    strip[14:50, 36:44] = True  # neuropil along the vessel's edge, as bright as any neuropil
+    footprint = soma | strip
+    footprint[30:35, 25:37] = True  # the network joined them
+    assert soma_contrast(image, *_on_at(footprint)) > 0  # the whole passes the neuron rule
+    kept, reasons = decide_all([_quiet(_neuron(footprint))], DecideParams(), mean_image=image)
+    assert reasons["split piece not brighter than its surroundings"] >= 1  # the strip's pieces
+    assert len(kept) == 1 and np.allclose(kept[0]["centroid"], (32, 20), atol=1.5)
