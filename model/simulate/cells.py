@@ -2,9 +2,9 @@
 
 Footprints are soft-edged ellipses (value 0.5 on the ellipse boundary, 1 inside), some with a
 darker nucleus (never below 0.55, so ``footprint >= 0.5`` is the whole soma) and optionally faint
-dendrite-like processes (weights 0.1-0.3, below the 0.5 soma threshold). Cells may overlap and
-may be cut by the field-of-view border: centres are drawn over the field of view extended by the
-largest soma radius.
+dendrite-like processes (weights 0.1-0.3, below the 0.5 soma threshold). Cells overlap only at
+their rims (``SimulationParams.soma_separation``) and may be cut by the field-of-view border:
+centres are drawn over the field of view extended by the largest soma radius.
 """
 
 from __future__ import annotations
