@@ -243,6 +243,13 @@ def required_windows(total_windows: int, params: DecideParams) -> int:
     return max(params.min_windows, share)
 
 
+def too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
+    """The soma-contrast rule: under ``min_contrast`` without transients reaching ``active_snr``
+    (``nan``, unknown contrast, passes)."""
+    return (params.min_contrast is not None and contrast < params.min_contrast
+            and snr < params.active_snr)
+
+
 def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
                 params: DecideParams, total_windows: int = 1,
                 contrast: float = math.inf, split_later: bool = False,
@@ -262,8 +269,7 @@ def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
         return False, "seen in too small a share of the windows"
     if tile_evidence < params.min_tile_evidence:
         return False, "too few covering tiles agree"
-    if (params.min_contrast is not None and contrast < params.min_contrast
-            and snr < params.active_snr):
+    if too_dim(contrast, snr, params):
         return False, "not brighter than its surroundings and no clear transient"
     if snr < params.min_snr:
         return False, "no clear transient"

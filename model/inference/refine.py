@@ -20,7 +20,7 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
-from model.inference.decide import RING_GAP, ring_values, soma_contrast
+from model.inference.decide import RING_GAP, ring_values, soma_contrast, too_dim
 from model.inference.params import DecideParams
 from model.inference.stitch import Footprint, Neuron, centroid
 
@@ -120,7 +120,7 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
         contrasts = [contrast] * len(parts)
         if len(parts) > 1 and mean_image is not None:
             contrasts = piece_contrasts(mean_image, parts)
-            bright = [i for i, c in enumerate(contrasts) if not _too_dim(c, neuron.snr, params)]
+            bright = [i for i, c in enumerate(contrasts) if not too_dim(c, neuron.snr, params)]
             if not bright:
                 reasons["kept"] -= 1
             reasons["split piece not brighter than its surroundings"] += len(parts) - len(bright)
@@ -158,11 +158,6 @@ def piece_contrasts(image: np.ndarray, parts: list[tuple[np.ndarray, int, int]])
     return [soma_contrast(image, part, y0, x0, exclude=union & ~own)
             for (part, y0, x0), own in zip(parts, placed, strict=True)]
 
-
-def _too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
-    """The rule of ``min_contrast`` and ``active_snr`` (``nan``, unknown, passes)."""
-    return (params.min_contrast is not None and contrast < params.min_contrast
-            and snr < params.active_snr)
 
 
 def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray, float]],
