@@ -146,18 +146,20 @@ def piece_contrasts(image: np.ndarray, parts: list[tuple[np.ndarray, int, int]])
     a strip of neuropil along a vessel, cut into pieces, is measured against the neuropil on its
     far side, which it does not outshine.
     """
-    placed = []
-    for part, y0, x0 in parts:
-        mask = np.zeros(image.shape, bool)
-        ya, xa = max(y0, 0), max(x0, 0)
-        yb, xb = min(y0 + part.shape[0], image.shape[0]), min(x0 + part.shape[1], image.shape[1])
-        if ya < yb and xa < xb:
-            mask[ya:yb, xa:xb] = part[ya - y0:yb - y0, xa - x0:xb - x0]
-        placed.append(mask)
+    placed = [paint(np.zeros(image.shape, bool), *part) for part in parts]
     union = np.logical_or.reduce(placed)
     return [soma_contrast(image, part, y0, x0, exclude=union & ~own)
             for (part, y0, x0), own in zip(parts, placed, strict=True)]
 
+
+def paint(canvas: np.ndarray, on: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """Set ``canvas`` where the boolean ``on``, placed at ``(y0, x0)``, is true (clipped to the
+    canvas); returns ``canvas``."""
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + on.shape[0], canvas.shape[0]), min(x0 + on.shape[1], canvas.shape[1])
+    if ya < yb and xa < xb:
+        canvas[ya:yb, xa:xb] |= on[ya - y0:yb - y0, xa - x0:xb - x0]
+    return canvas
 
 
 def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray, float]],
@@ -165,9 +167,7 @@ def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray,
     """Pixels of every neuron that passed the rule, grown by the ring's gap."""
     occupied = np.zeros(shape, bool)
     for neuron, on, _ in passed:
-        fp = neuron.footprint
-        h, w = min(on.shape[0], shape[0] - fp.y0), min(on.shape[1], shape[1] - fp.x0)
-        occupied[fp.y0:fp.y0 + h, fp.x0:fp.x0 + w] |= on[:h, :w]
+        paint(occupied, on, neuron.footprint.y0, neuron.footprint.x0)
     return ndimage.binary_dilation(occupied, iterations=RING_GAP) if passed else occupied
 
 
