@@ -44,6 +44,10 @@ class PatchOutputs:
         return cls(**{key: np.concatenate([getattr(p, key) for p in parts])
                       for key in SERVING_OUTPUTS})
 
+    def take(self, start: int, stop: int) -> PatchOutputs:
+        """Outputs of patches ``start .. stop`` of this batch (views, no copy)."""
+        return type(self)(**{key: getattr(self, key)[start:stop] for key in SERVING_OUTPUTS})
+
     @classmethod
     def empty(cls, card: Any) -> PatchOutputs:
         """Outputs for zero patches of a model with this card."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from model.inference.decide import Candidates
 
+SHIFTS_FILE = "shifts.npy"
 CANDIDATE_FIELDS = ("tile", "channel", "bbox", "mask_offsets", "masks", "traces", "snr")
 
 
@@ -35,6 +36,9 @@ class ChunkResult:
         Per tile, sums over the window's owned frames of: the movie (movie-range units), then the
         per-frame maximum (not a sum), then the network attention.
     denoised : ndarray or None, shape (n_tiles, n_owned_frames, S, S), float32
+    shifts : ndarray or None, shape (t, 2), float64
+        Motion shifts of movie frames ``first_frame .. first_frame + t`` (the window's frames),
+        kept so the fluorescence pass moves every frame as the network's input was moved.
     """
 
     chunk_id: str
@@ -43,6 +47,8 @@ class ChunkResult:
     candidates: Candidates
     images: np.ndarray
     denoised: np.ndarray | None = None
+    first_frame: int = 0
+    shifts: np.ndarray | None = None
 
 
 def chunk_dir(work_dir: str | Path, chunk_id: str) -> Path:
@@ -63,7 +69,9 @@ def write_chunk(work_dir: str | Path, result: ChunkResult) -> Path:
     if result.denoised is not None:
         np.save(tmp / "denoised.npy", np.ascontiguousarray(result.denoised, dtype=np.float32))
     meta = {"chunk_id": result.chunk_id, "window": result.window, "tiles": list(result.tiles),
-            "n_candidates": len(result.candidates)}
+            "n_candidates": len(result.candidates), "first_frame": result.first_frame}
+    if result.shifts is not None:
+        np.save(tmp / SHIFTS_FILE, np.ascontiguousarray(result.shifts, dtype=np.float64))
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -84,5 +92,16 @@ def read_chunk(work_dir: str | Path, chunk_id: str) -> ChunkResult:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     cands = Candidates(**{name: np.load(folder / f"{name}.npy") for name in CANDIDATE_FIELDS})
     denoised = np.load(folder / "denoised.npy") if (folder / "denoised.npy").exists() else None
+    first, shifts = read_shifts(work_dir, chunk_id) or (0, None)
     return ChunkResult(chunk_id=meta["chunk_id"], window=meta["window"], tiles=tuple(meta["tiles"]),
-                       candidates=cands, images=np.load(folder / "images.npy"), denoised=denoised)
+                       candidates=cands, images=np.load(folder / "images.npy"), denoised=denoised,
+                       first_frame=first, shifts=shifts)
+
+
+def read_shifts(work_dir: str | Path, chunk_id: str) -> tuple[int, np.ndarray] | None:
+    """``(first_frame, shifts)`` of a written chunk; None when it was not motion-corrected."""
+    folder = chunk_dir(work_dir, chunk_id)
+    if not (folder / SHIFTS_FILE).is_file():
+        return None
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    return int(meta["first_frame"]), np.load(folder / SHIFTS_FILE)

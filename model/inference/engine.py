@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,19 @@ import numpy as np
 import zarr
 
 from model.inference import motion, patches, resample
-from model.inference.chunks import ChunkResult, chunk_done, read_chunk, write_chunk
+from model.inference.chunks import ChunkResult, chunk_done, read_chunk, read_shifts, write_chunk
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import finalize_result
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
-from model.inference.run import Predictor, card_geometry, card_input_scaling, predict_batches
+from model.inference.run import (
+    Predictor,
+    card_geometry,
+    card_input_scaling,
+    checked_outputs,
+    predict_batches,
+)
 from model.inference.scaling import movie_range
 from model.inference.source import as_movie, movie_name, movie_sha256
 
@@ -102,19 +109,6 @@ def load_plan(work_dir: str | Path) -> Plan:
     return Plan.from_json((Path(work_dir) / PLAN_FILE).read_text(encoding="utf-8"))
 
 
-def _tile_images(block: patches.Block, tiles, plan: Plan, window: int, attention_sum: np.ndarray):
-    w = plan.windows[window]
-    size = plan.patch[1]
-    lo = w.own_first - w.start + plan.trace_offset
-    hi = w.own_stop - w.start + plan.trace_offset
-    out = np.zeros((len(tiles), 3, size, size), np.float32)
-    raw = patches.cut_patches(block, tiles, size)[:, lo:hi]
-    out[:, 0] = raw.sum(axis=1)
-    out[:, 1] = raw.max(axis=1) if hi > lo else 0.0
-    out[:, 2] = attention_sum
-    return out, (lo, hi)
-
-
 @dataclass(frozen=True)
 class ChunkInput:
     """What a chunk feeds the network: its block of frames and the scaled patches cut from it."""
@@ -142,35 +136,83 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
                       block=block, scaled=scaled, span=span)
 
 
+class ChunkAssembler:
+    """Turns one chunk's network outputs into its :class:`ChunkResult`, a batch at a time.
+
+    The batches may split the chunk's patches anywhere (one network call may also hold patches of
+    the neighbouring chunks): each patch's candidates depend only on that patch, so the result is
+    the same bytes for any batch size.
+    """
+
+    def __init__(self, chunk: ChunkInput, plan: Plan) -> None:
+        params = InferenceParams.from_dict(plan.params)
+        self.chunk_id, self.window, self.tile_ids = chunk.chunk_id, chunk.window, chunk.tiles
+        self.block, self.span = chunk.block, chunk.span  # not the patches: freed once fed
+        self.plan = plan
+        self.tiles = [plan.tiles[i] for i in chunk.tiles]
+        size = plan.patch[1]
+        w = plan.windows[chunk.window]
+        self._owned = slice(w.own_first - w.start + plan.trace_offset,
+                            w.own_stop - w.start + plan.trace_offset)
+        n_owned = self._owned.stop - self._owned.start
+        self.attention = np.zeros((len(self.tiles), size, size), np.float32)
+        self.denoised = (np.zeros((len(self.tiles), n_owned, size, size), np.float32)
+                         if params.write_denoised else None)
+        self._collect = DecideParams(mask_threshold=params.decide.mask_threshold, min_area=1,
+                                     max_area=params.decide.max_area)
+        self._parts: dict[int, Candidates] = {}
+        self.received = 0
+
+    @property
+    def n_patches(self) -> int:
+        return len(self.tiles)
+
+    def add(self, first: int, outputs: Any) -> None:
+        """Take the outputs of the chunk's patches ``first .. first + len(outputs)``."""
+        n = np.asarray(outputs.traces).shape[0]
+        span = self.span
+        self.attention[first:first + n] = np.asarray(outputs.attention)[:, self._owned].sum(axis=1)
+        if self.denoised is not None:
+            self.denoised[first:first + n] = (np.asarray(outputs.denoised)[:, self._owned]
+                                              * span[first:first + n, None, None, None])
+        block = self.block
+        self._parts[first] = patch_candidates(
+            outputs, first, self.tiles, block.data, origin=(block.y0, block.x0),
+            frame_shape=self.plan.movie_shape[1:], span=span, offset=self.plan.trace_offset,
+            params=self._collect)
+        self.received += n
+
+    def result(self) -> ChunkResult:
+        if self.received != self.n_patches:
+            raise RuntimeError(f"chunk {self.chunk_id}: outputs for {self.received} of "
+                               f"{self.n_patches} patches")
+        parts = [self._parts[first] for first in sorted(self._parts)]
+        return ChunkResult(chunk_id=self.chunk_id, window=self.window, tiles=self.tile_ids,
+                           first_frame=self.block.first_frame, shifts=self.block.shifts,
+                           candidates=Candidates.concat(parts, self.plan.trace_length),
+                           images=self._tile_images(), denoised=self.denoised)
+
+    def _tile_images(self) -> np.ndarray:
+        """Per tile: sum and maximum of the owned frames of the movie, and the attention sum."""
+        block, size = self.block, self.plan.patch[1]
+        owned = block.data[self._owned]
+        whole = (owned.sum(axis=0), owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))
+        out = np.zeros((len(self.tiles), 3, size, size), np.float32)
+        for i, t in enumerate(self.tiles):
+            oy, ox = t.y0 - block.y0, t.x0 - block.x0
+            out[i, 0] = whole[0][oy:oy + size, ox:ox + size]
+            out[i, 1] = whole[1][oy:oy + size, ox:ox + size]
+        out[:, 2] = self.attention
+        return out
+
+
 def run_chunk_input(chunk: ChunkInput, predictor: Predictor, plan: Plan) -> ChunkResult:
     """Run a chunk's patches through the network and extract its candidates."""
     params = InferenceParams.from_dict(plan.params)
-    tiles = [plan.tiles[i] for i in chunk.tiles]
-    size = plan.patch[1]
-    block, span = chunk.block, chunk.span
-    w = plan.windows[chunk.window]
-    lo = w.own_first - w.start + plan.trace_offset
-    hi = w.own_stop - w.start + plan.trace_offset
-    attention = np.zeros((len(tiles), size, size), np.float32)
-    denoised = (np.zeros((len(tiles), hi - lo, size, size), np.float32)
-                if params.write_denoised else None)
-    collect_params = DecideParams(mask_threshold=params.decide.mask_threshold, min_area=1,
-                                  max_area=params.decide.max_area)
-    parts: list[Candidates] = []
+    assembler = ChunkAssembler(chunk, plan)
     for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size):
-        n = np.asarray(out.traces).shape[0]
-        attention[first:first + n] = np.asarray(out.attention)[:, lo:hi].sum(axis=1)
-        if denoised is not None:
-            denoised[first:first + n] = (np.asarray(out.denoised)[:, lo:hi]
-                                         * span[first:first + n, None, None, None])
-        parts.append(patch_candidates(
-            out, first, tiles, block.data, origin=(block.y0, block.x0),
-            frame_shape=plan.movie_shape[1:], span=span, offset=plan.trace_offset,
-            params=collect_params))
-    images, _ = _tile_images(block, tiles, plan, chunk.window, attention)
-    return ChunkResult(chunk_id=chunk.chunk_id, window=chunk.window, tiles=chunk.tiles,
-                       candidates=Candidates.concat(parts, plan.trace_length), images=images,
-                       denoised=denoised)
+        assembler.add(first, out)
+    return assembler.result()
 
 
 def compute_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
@@ -244,15 +286,32 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
         if reference.shape != tuple(plan.frames_shape[1:]):  # made on rescaled frames
             reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))
     ring = NeuropilRing()
-    fluorescence, neuropil = extract_fluorescence(movie, footprints, reference=reference,
-                                                  motion_params=params.motion, ring=ring,
-                                                  threads=params.read_ahead)
+    fluorescence, neuropil = extract_fluorescence(
+        movie, footprints, reference=reference, motion_params=params.motion, ring=ring,
+        threads=params.read_ahead, shifts=chunk_shifts(plan, work_dir) if reference is not None
+        else None)
     write_fluorescence(output, fluorescence, neuropil,
                        {**ring.to_dict(), "weights": "footprint",
                         "motion_corrected": reference is not None})  # fmt: skip
     if deconvolve.available():
         write_deconvolved(output, *deconvolve.deconvolve_traces(
             fluorescence - ring.coefficient * neuropil))
+
+
+def chunk_shifts(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
+    """The motion shifts ``(T, 2)`` the chunks applied to the movie's frames, so the fluorescence
+    pass need not estimate them again; None when the chunks saw a resampled movie (binned or
+    resized frames: other frames, other pixels) or some frame has none."""
+    if plan.source_shape is not None:
+        return None
+    shifts = np.full((plan.movie_shape[0], 2), np.nan)
+    for chunk in plan.chunks:
+        found = read_shifts(work_dir, chunk.id)
+        if found is None:
+            return None
+        first, values = found
+        shifts[first:first + len(values)] = values
+    return None if np.isnan(shifts).any() else shifts
 
 
 def software_version() -> str:
@@ -279,32 +338,129 @@ def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, An
     }
 
 
-def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
-                reference: np.ndarray | None, read_ahead: int,
-                progress: Callable[[int, int], None] | None,
-                should_cancel: Callable[[], bool] | None) -> None:
-    """Every chunk in order. ``read_ahead`` threads read and motion-correct the next chunks while
-    the network runs on the current one (each chunk read ahead holds its patches in memory)."""
+#: Batches of network outputs the candidate thread may lag behind the network (each held in
+#: memory: 210 MB for 256 mini patches).
+POST_BACKLOG = 2
+
+
+def _read_ahead(movie: Any, plan: Plan, card: Any, *, reference: np.ndarray | None,
+                read_ahead: int) -> Iterator[ChunkInput]:
+    """The plan's chunks in order, read and motion-corrected ``read_ahead`` ahead in threads
+    (each chunk read ahead holds its block and patches in memory)."""
     ids = [c.id for c in plan.chunks]
 
     def read(chunk_id: str) -> ChunkInput:
-        return read_chunk_input(movie, plan, chunk_id, predictor.card, reference=reference)
+        return read_chunk_input(movie, plan, chunk_id, card, reference=reference)
 
-    with ThreadPoolExecutor(max_workers=max(read_ahead, 1),
-                            thread_name_prefix="caimx-read") as reader:
+    if read_ahead < 1:
+        yield from map(read, ids)
+        return
+    with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="caimx-read") as reader:
         pending: deque[Future[ChunkInput]] = deque()
-        for done, chunk_id in enumerate(ids, start=1):
-            if should_cancel is not None and should_cancel():
-                for future in pending:
-                    future.cancel()
-                raise InferenceCancelled(f"cancelled after {done - 1} of {len(ids)} chunks")
-            while read_ahead and len(pending) <= read_ahead and done - 1 + len(pending) < len(ids):
-                pending.append(reader.submit(read, ids[done - 1 + len(pending)]))
-            current = pending.popleft().result() if pending else read(chunk_id)
-            write_chunk(work, run_chunk_input(current, predictor, plan))
-            del current
-            if progress is not None:
-                progress(done, len(ids))
+        queued = iter(ids)
+        try:
+            for chunk_id in itertools.islice(queued, read_ahead + 1):
+                pending.append(reader.submit(read, chunk_id))
+            while pending:
+                chunk = pending.popleft().result()
+                for chunk_id in itertools.islice(queued, 1):
+                    pending.append(reader.submit(read, chunk_id))
+                yield chunk
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@dataclass
+class _Segment:
+    """Patches ``first .. first + count`` of one chunk, placed consecutively in a batch."""
+
+    assembler: ChunkAssembler
+    first: int
+    count: int
+
+    @property
+    def ends_chunk(self) -> bool:
+        return self.first + self.count == self.assembler.n_patches
+
+
+def _full_batches(inputs: Iterator[ChunkInput], plan: Plan,
+                  batch_size: int) -> Iterator[tuple[np.ndarray, list[_Segment]]]:
+    """The patches of consecutive chunks in batches of ``batch_size``; only the movie's last batch
+    may be smaller. A chunk rarely holds a multiple of the batch size (361 tiles of a 512 x 512
+    movie in batches of 256), and a compiling runtime pads every short batch to the full size."""
+    queue: deque[tuple[ChunkInput, ChunkAssembler, int]] = deque()  # chunk, its results, next
+    waiting = 0
+    for chunk in itertools.chain(inputs, [None]):
+        if chunk is not None:
+            assembler = ChunkAssembler(chunk, plan)
+            queue.append((chunk, assembler, 0))
+            waiting += assembler.n_patches
+        while waiting >= batch_size or (chunk is None and waiting):
+            parts, segments, room = [], [], batch_size
+            while room and queue:
+                source, assembler, start = queue.popleft()
+                n = min(room, assembler.n_patches - start)
+                parts.append(source.scaled[start:start + n])
+                segments.append(_Segment(assembler, start, n))
+                room, waiting = room - n, waiting - n
+                if start + n < assembler.n_patches:
+                    queue.appendleft((source, assembler, start + n))
+            batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            yield np.ascontiguousarray(batch, dtype=np.float32), segments
+
+
+def _finish_chunk(work: Path, assembler: ChunkAssembler) -> None:
+    write_chunk(work, assembler.result())
+
+
+def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
+                reference: np.ndarray | None, read_ahead: int, batch_size: int,
+                progress: Callable[[int, int], None] | None,
+                should_cancel: Callable[[], bool] | None) -> None:
+    """Every chunk, as a pipeline of three rooms: ``read_ahead`` threads read and motion-correct
+    the next chunks; this thread runs the network on full batches, across chunk borders; one more
+    thread turns the outputs into candidates and writes each chunk's result as it completes."""
+    total = len(plan.chunks)
+    inputs = _read_ahead(movie, plan, predictor.card, reference=reference, read_ahead=read_ahead)
+    written = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caimx-post") as post:
+        batches: deque[list[Future[None]]] = deque()  # each batch's tasks, until settled
+        finishing: deque[Future[None]] = deque()  # chunk writes, for progress
+
+        def settle(backlog: int) -> None:
+            nonlocal written
+            while len(batches) > backlog:
+                for task in batches.popleft():
+                    task.result()  # the first failure is raised, not a later consequence
+            while finishing and finishing[0].done():
+                finishing.popleft().result()
+                written += 1
+                if progress is not None:
+                    progress(written, total)
+
+        try:
+            for batch, segments in _full_batches(inputs, plan, batch_size):
+                if should_cancel is not None and should_cancel():
+                    settle(0)  # what the network computed is written (and counted)
+                    raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
+                out = checked_outputs(predictor.predict(batch), len(batch))
+                tasks, at = [], 0
+                for seg in segments:
+                    tasks.append(post.submit(seg.assembler.add, seg.first,
+                                             out.take(at, at + seg.count)))
+                    at += seg.count
+                    if seg.ends_chunk:
+                        tasks.append(post.submit(_finish_chunk, work, seg.assembler))
+                        finishing.append(tasks[-1])
+                batches.append(tasks)
+                del out, batch
+                settle(POST_BACKLOG)
+            settle(0)  # one thread runs the tasks in order: every chunk is written now
+        finally:
+            for task in (*itertools.chain.from_iterable(batches), *finishing):
+                task.cancel()
+            inputs.close()
 
 
 def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
@@ -344,7 +500,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _run_chunks(movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
-                progress=progress, should_cancel=should_cancel)
+                batch_size=params.batch_size, progress=progress, should_cancel=should_cancel)
     timings["chunks"] = time.perf_counter() - t0
     summary = finalize(plan, work_dir=work, output=output,
                        attrs=result_attrs(movie, predictor.card, params), movie=movie)

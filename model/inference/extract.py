@@ -104,19 +104,23 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
                          motion_params: MotionParams | None = None,
                          ring: NeuropilRing = NeuropilRing(),
                          block_frames: int = 128, threads: int = 1,
+                         shifts: np.ndarray | None = None,
                          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """``F`` and ``Fneu``, each ``(K, T)`` float32, from ``movie`` ``(T, H, W)`` (read lazily).
 
     With ``reference`` (the engine's motion reference at the movie's resolution) each block of
     frames is motion-corrected first, as the network's input was. ``threads`` blocks are read and
     corrected at once (the FFTs of motion correction release the GIL); each holds
-    ``block_frames`` frames in memory.
+    ``block_frames`` frames in memory. ``shifts`` ``(T, 2)``, the shifts already estimated
+    against that reference (by the engine's chunks), are applied instead of being estimated again.
     """
     movie = as_movie(movie)
     n_frames, height, width = movie.shape
     if footprints.shape[1:] != (height, width):
         raise ValueError(f"footprints {footprints.shape[1:]} do not match the movie's frames "
                          f"{(height, width)}")  # fmt: skip
+    if shifts is not None and shifts.shape != (n_frames, 2):
+        raise ValueError(f"shifts {shifts.shape} do not match the movie's {n_frames} frames")
     cell_w, ring_w = extraction_weights(footprints, ring)
     k = footprints.shape[0]
     fluorescence = np.zeros((k, n_frames), np.float32)
@@ -127,7 +131,9 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     def measure(t0: int) -> tuple[int, np.ndarray, np.ndarray]:
         t1 = min(t0 + block_frames, n_frames)
         frames = np.asarray(movie.read(t0, t1), dtype=np.float32)
-        if reference is not None:
+        if shifts is not None:
+            frames = motion.apply_shifts(frames, shifts[t0:t1])
+        elif reference is not None:
             frames = motion.correct(frames, reference, params=motion_params or MotionParams())
         pixels = frames.reshape(t1 - t0, -1).T  # (H*W, t)
         return t0, cell_w @ pixels, ring_w @ pixels

@@ -24,11 +24,16 @@ class Block:
         the movie range.
     y0, x0 : int
         Origin of the block on the padded frame.
+    shifts : ndarray, shape (t, 2), or None
+        Motion shifts applied to movie frames ``first_frame .. first_frame + t`` (None: not
+        motion-corrected).
     """
 
     data: np.ndarray
     y0: int
     x0: int
+    first_frame: int = 0
+    shifts: np.ndarray | None = None
 
 
 def _time_indices(plan: Plan, window: int) -> np.ndarray:
@@ -54,9 +59,11 @@ def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,
     y_idx = padded_index(np.arange(y0, y1), height)
     x_idx = padded_index(np.arange(x0, x1), width)
     t_lo, t_hi = int(t_idx.min()), int(t_idx.max()) + 1
+    shifts = None
     if reference is not None:
         frames = movie.read(t_lo, t_hi)
-        frames = motion.correct(frames, reference, params=motion_params or MotionParams())
+        shifts = motion.estimate_shifts(frames, reference, params=motion_params or MotionParams())
+        frames = motion.apply_shifts(frames, shifts)
         frames = frames[:, y_idx.min():y_idx.max() + 1, x_idx.min():x_idx.max() + 1]
     else:
         frames = movie.read(t_lo, t_hi, y=slice(int(y_idx.min()), int(y_idx.max()) + 1),
@@ -68,7 +75,7 @@ def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,
     scaled = scale_block(block, MovieRange(plan.movie_low, plan.movie_high))
     if sigma > 0:
         scaled = ndimage.gaussian_filter(scaled, (0, sigma, sigma), mode="nearest")
-    return Block(data=scaled, y0=y0, x0=x0)
+    return Block(data=scaled, y0=y0, x0=x0, first_frame=t_lo, shifts=shifts)
 
 
 def cut_patches(block: Block, tiles: tuple[Tile, ...], size: int) -> np.ndarray:

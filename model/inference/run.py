@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model.inference.scaling import check_input_scaling
+from model.outputs import SERVING_OUTPUTS, PatchOutputs
 
 
 class Predictor(Protocol):
@@ -51,9 +52,14 @@ def predict_batches(predictor: Predictor, patches: np.ndarray, *,
         raise ValueError(f"patches must be (B, T, H, W), got shape {patches.shape}")
     for first in range(0, patches.shape[0], batch_size):
         batch = np.ascontiguousarray(patches[first:first + batch_size], dtype=np.float32)
-        outputs = predictor.predict(batch)
-        n_traces = np.asarray(outputs.traces).shape
-        if n_traces[0] != batch.shape[0]:
-            raise RuntimeError(f"the model returned {n_traces[0]} results for "
-                               f"{batch.shape[0]} patches")
-        yield first, outputs
+        yield first, checked_outputs(predictor.predict(batch), batch.shape[0])
+
+
+def checked_outputs(outputs: Any, n_patches: int) -> PatchOutputs:
+    """A predictor's outputs as numpy :class:`PatchOutputs`; ``RuntimeError`` unless they hold
+    ``n_patches`` results."""
+    arrays = {key: np.asarray(getattr(outputs, key)) for key in SERVING_OUTPUTS}
+    if arrays["traces"].shape[0] != n_patches:
+        raise RuntimeError(f"the model returned {arrays['traces'].shape[0]} results for "
+                           f"{n_patches} patches")
+    return PatchOutputs(**arrays)

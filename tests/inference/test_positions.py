@@ -7,6 +7,7 @@ two or more active cells in one patch, and it only sees the part of a cell insid
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,7 +117,55 @@ def test_reading_ahead_in_threads_changes_nothing(tmp_path):
         np.testing.assert_array_equal(results[read_ahead].traces, results[0].traces)
 
 
+class SizeRecorder(PeakPredictor):
+    """:class:`PeakPredictor` that records how many patches each call was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def predict(self, patches: np.ndarray):
+        self.sizes.append(len(patches))
+        return super().predict(patches)
+
+
+def _chunk_files(work) -> dict[str, bytes]:
+    return {str(p.relative_to(work)): p.read_bytes()
+            for p in sorted((work / "chunks").rglob("*")) if p.is_file()}
+
+
+def test_batches_span_chunks_and_change_no_byte(tmp_path):
+    """The network gets full batches across chunk borders (a compiling runtime pads short ones);
+    every chunk's result is the same bytes as the worker's one-chunk-at-a-time path."""
+    from model.inference import load_plan, run_chunk
+
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
+    files = {}
+    for batch in (1, 7, 16, 100):
+        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": batch,
+                                            "read_ahead": 2})
+        predictor = SizeRecorder()
+        summary = process_movie(movie, predictor, output=tmp_path / f"r{batch}.zarr",
+                                params=params, work_dir=tmp_path / f"w{batch}")
+        n_patches = sum(predictor.sizes)
+        assert summary.n_chunks >= 4 and n_patches == 9 * summary.n_chunks  # 9 tiles a window
+        assert predictor.sizes == [batch] * (n_patches // batch) + (
+            [n_patches % batch] if n_patches % batch else [])
+        files[batch] = _chunk_files(tmp_path / f"w{batch}")
+        assert len(files[batch]) == summary.n_chunks * 10  # candidates (7), images, shifts, meta
+    assert files[7] == files[1] and files[16] == files[1] and files[100] == files[1]
+
+    plan = load_plan(tmp_path / "w1")
+    (tmp_path / "one").mkdir()
+    for name in ("plan.json", "motion_reference.npy"):
+        shutil.copy(tmp_path / "w1" / name, tmp_path / "one" / name)
+    for chunk in plan.chunks:  # the worker's path: one chunk, its own batches
+        run_chunk(movie, PeakPredictor(), plan, chunk.id, work_dir=tmp_path / "one")
+    assert _chunk_files(tmp_path / "one") == files[1]
+
+
 def test_cancel_while_chunks_are_read_ahead(tmp_path):
+    """Cancelling is checked before each network call; chunks already computed are written."""
     from model.inference import InferenceCancelled
 
     movie, _ = disk_movie([(5.0, 5.0)], shape=(120, 40, 40))
@@ -126,7 +175,38 @@ def test_cancel_while_chunks_are_read_ahead(tmp_path):
         asked.append(1)
         return len(asked) > 2
 
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "read_ahead": 2})
-    with pytest.raises(InferenceCancelled, match="cancelled after 2 of"):
+    # 9 patches a chunk, 2 calls of 16: 3 chunks complete, the 4th half done
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "read_ahead": 2,
+                                        "batch_size": 16})
+    with pytest.raises(InferenceCancelled, match="cancelled after 3 of"):
         process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
-                      should_cancel=should_cancel)
+                      should_cancel=should_cancel, work_dir=tmp_path / "w")
+    assert len(list((tmp_path / "w" / "chunks").glob("*/meta.json"))) == 3
+
+
+def test_fluorescence_reuses_the_shifts_the_chunks_applied(tmp_path):
+    """Each chunk stores the motion shifts it applied; the fluorescence pass moves every frame by
+    them instead of estimating them again, and reads the same values as estimating would."""
+    from model.inference import load_plan
+    from model.inference.engine import REFERENCE_FILE, chunk_shifts
+    from model.inference.extract import extract_fluorescence
+
+    movie, _ = disk_movie([(8.0, 9.0), (20.0, 24.0), (30.0, 10.0)], shape=(120, 40, 40))
+    movie[1::3] = np.roll(movie[1::3], 3, axis=2)  # every third frame 3 px to the right
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
+                                        "motion": {"enabled": True}})
+    process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
+                  work_dir=tmp_path / "w")
+    shifts = chunk_shifts(load_plan(tmp_path / "w"), tmp_path / "w")
+    assert shifts.shape == (120, 2)
+    np.testing.assert_array_equal(shifts[1::3], [[0.0, -3.0]] * 40)
+    assert not shifts[0::3].any() and not shifts[2::3].any()
+
+    footprints = read_result(tmp_path / "r.zarr").footprints
+    reference = np.load(tmp_path / "w" / REFERENCE_FILE)
+    reused = extract_fluorescence(movie, footprints, reference=reference, shifts=shifts)
+    estimated = extract_fluorescence(movie, footprints, reference=reference,
+                                     motion_params=params.motion)
+    assert len(footprints) == 3
+    np.testing.assert_array_equal(reused[0], estimated[0])
+    np.testing.assert_array_equal(reused[1], estimated[1])
