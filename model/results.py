@@ -66,11 +66,17 @@ class ResultWriter:
 
     def put_footprint(self, k: int, y0: int, x0: int, values: np.ndarray) -> None:
         """Footprint ``k``: ``values`` ``(h, w)`` placed at ``(y0, x0)``; zero elsewhere."""
+        self.put_footprints(k, [(y0, x0, values)])
+
+    def put_footprints(self, first: int, placed: list[tuple[int, int, np.ndarray]]) -> None:
+        """Footprints ``first, first + 1, ...``, each ``(y0, x0, values)`` as in
+        :meth:`put_footprint`; written in one call (Zarr compresses the chunks concurrently)."""
         _, height, width = self.footprints.shape
-        full = np.zeros((height, width), np.float32)
-        h, w = values.shape
-        full[y0:y0 + h, x0:x0 + w] = values
-        self.footprints[k] = full
+        slab = np.zeros((len(placed), height, width), np.float32)
+        for full, (y0, x0, values) in zip(slab, placed, strict=True):
+            h, w = values.shape
+            full[y0:y0 + h, x0:x0 + w] = values
+        self.footprints[first:first + len(placed)] = slab
 
     def put_traces(self, traces: np.ndarray) -> None:
         """All traces ``(K, T)`` float32."""

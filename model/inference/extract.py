@@ -15,6 +15,7 @@ activity ``S`` is solved per group of overlapping cells (regularized least squar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -55,34 +56,43 @@ def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
     """Sparse ``(K, H*W)`` weights of each cell (its footprint, summing to 1) and of its neuropil
     ring (uniform over the ring, summing to 1; an empty row when no free pixel is near).
 
-    ``footprints`` ``(K, H, W)`` is read one neuron at a time (a Zarr array stays on disk), and each
+    ``footprints`` ``(K, H, W)`` is read 32 neurons at a time (a Zarr array stays on disk), and each
     ring is grown inside the neuron's bounding box plus its reach, so memory and time follow the
     neurons' sizes, not K x H x W.
     """
     k, height, width = footprints.shape
     occupied = np.zeros((height, width), bool)
-    for i in range(k):
-        occupied |= np.asarray(footprints[i]) > 0
+    pixels = []  # (k, ys, xs, values) of each neuron's positive pixels: the file is read once
+    for i, values in _each_footprint(footprints):
+        ys, xs = np.nonzero(values > 0)
+        if len(ys):
+            pixels.append((i, ys, xs, values[ys, xs]))
+            occupied[ys, xs] = True
     if k and ring.gap:
         occupied = ndimage.binary_dilation(occupied, iterations=ring.gap)
     reach = ring.gap + ring.width
     cell: tuple[list, list, list] = ([], [], [])
     neuropil: tuple[list, list, list] = ([], [], [])
-    for i in range(k):
-        values = np.clip(np.asarray(footprints[i], np.float32), 0, None)
-        ys, xs = np.nonzero(values)
-        if not len(ys):
-            continue
-        weights = values[ys, xs]
+    for i, ys, xs, weights in pixels:
         _append(cell, i, ys * width + xs, weights / weights.sum())
         y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, height)
         x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, width)
-        grown = ndimage.binary_dilation(values[y0:y1, x0:x1] > 0, iterations=reach)
+        on = np.zeros((y1 - y0, x1 - x0), bool)
+        on[ys - y0, xs - x0] = True
+        grown = ndimage.binary_dilation(on, iterations=reach)
         ry, rx = np.nonzero(grown & ~occupied[y0:y1, x0:x1])
         if len(ry):
             _append(neuropil, i, (ry + y0) * width + (rx + x0), np.full(len(ry), 1 / len(ry)))
     shape = (k, height * width)
     return _csr(cell, shape), _csr(neuropil, shape)
+
+
+def _each_footprint(footprints: Any, slab: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, footprint)`` float32, read ``slab`` neurons at a time (Zarr reads a slab's chunks
+    concurrently; one neuron at a time costs a round trip each)."""
+    for first in range(0, footprints.shape[0], slab):
+        block = np.asarray(footprints[first:first + slab], np.float32)
+        yield from enumerate(block, start=first)
 
 
 def _append(parts: tuple[list, list, list], row: int, columns: np.ndarray,
@@ -127,6 +137,7 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     neuropil = np.zeros((k, n_frames), np.float32)
     if not k:
         return fluorescence, neuropil
+    used, weights = _compact(sparse.vstack([cell_w, ring_w]).tocsr())
 
     def measure(t0: int) -> tuple[int, np.ndarray, np.ndarray]:
         t1 = min(t0 + block_frames, n_frames)
@@ -135,8 +146,11 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
             frames = motion.apply_shifts(frames, shifts[t0:t1])
         elif reference is not None:
             frames = motion.correct(frames, reference, params=motion_params or MotionParams())
-        pixels = frames.reshape(t1 - t0, -1).T  # (H*W, t)
-        return t0, cell_w @ pixels, ring_w @ pixels
+        # the pixels any cell or ring uses, pixel-major: the sparse product then reads rows
+        # (15 ms for 100k pixels x 128 frames) instead of a transposed view of the whole block
+        pixels = np.take(frames.reshape(t1 - t0, -1), used, axis=1).T.copy()
+        sums = weights @ pixels
+        return t0, sums[:k], sums[k:]
 
     starts = range(0, n_frames, block_frames)
     with ThreadPoolExecutor(max_workers=max(threads, 1),
@@ -145,6 +159,15 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
             fluorescence[:, t0:t0 + f.shape[1]] = f
             neuropil[:, t0:t0 + f.shape[1]] = fneu
     return fluorescence, neuropil
+
+
+def _compact(weights: sparse.csr_matrix) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """The pixel columns ``weights`` uses, and ``weights`` on those columns alone."""
+    used = np.unique(weights.indices)
+    column = np.zeros(weights.shape[1], np.int64)
+    column[used] = np.arange(len(used))
+    return used, sparse.csr_matrix((weights.data, column[weights.indices], weights.indptr),
+                                   shape=(weights.shape[0], len(used)))
 
 
 def mixing_matrix(footprints: Any) -> sparse.csr_matrix:

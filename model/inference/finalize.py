@@ -26,6 +26,8 @@ from model.inference.stitch import (
 )
 from model.results import ResultWriter
 
+FOOTPRINT_SLAB = 32  # footprints written (and read) at once: 32 MB at 512 x 512
+
 
 def _filter(cands: Candidates, params: DecideParams) -> Candidates:
     """Drop candidates whose binarized mask area is outside ``[min_area, max_area]``."""
@@ -189,8 +191,10 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     writer = ResultWriter(output, movie_shape=plan.frames_shape, n_neurons=len(kept), attrs=attrs,
                           with_denoised=params.write_denoised)
     traces = np.zeros((len(kept), plan.movie_shape[0]), np.float32)
+    for first in range(0, len(kept), FOOTPRINT_SLAB):
+        writer.put_footprints(first, [(r["y0"], r["x0"], r["footprint"])
+                                      for r in kept[first:first + FOOTPRINT_SLAB]])
     for k, rec in enumerate(kept):
-        writer.put_footprint(k, rec["y0"], rec["x0"], rec["footprint"])
         traces[k] = assemble_trace(plan, rec["neuron"].segments)
     writer.put_traces(resample.traces_to_frames(traces, plan.temporal_bin, n_frames))
     for name, image in network_images.items():
