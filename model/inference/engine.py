@@ -26,7 +26,7 @@ from model.inference import motion, patches, resample
 from model.inference.chunks import ChunkResult, chunk_done, read_chunk, read_shifts, write_chunk
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.extract import NeuropilRing, extract_fluorescence
-from model.inference.finalize import finalize_result
+from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
 from model.inference.run import (
@@ -242,13 +242,15 @@ def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
 
 def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
              attrs: dict[str, Any] | None = None,
-             params: InferenceParams | None = None, movie: Any = None) -> ResultSummary:
+             params: InferenceParams | None = None, movie: Any = None,
+             stitched: Stitcher | None = None) -> ResultSummary:
     """Stitch all chunk results in ``work_dir`` into the result group at ``output``.
 
     ``params`` may override the decision and stitching thresholds of the plan (to study them without
     re-running the network); scaling, plan and motion parameters always come from the plan. With
     ``movie``, each neuron's fluorescence and neuropil are then read from it
-    (:func:`add_fluorescence`).
+    (:func:`add_fluorescence`). ``stitched``: a :class:`~.finalize.Stitcher` already fed every
+    chunk result (the chunks are then not read again, except for the denoised movie).
     """
     missing = [c.id for c in plan.chunks if not chunk_done(work_dir, c.id)]
     if missing:
@@ -257,8 +259,10 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
     if params is not None:
         base = dataclasses.replace(base, decide=params.decide, stitch=params.stitch)
     t0 = time.perf_counter()
+    if stitched is not None and params is not None:
+        raise ValueError("params cannot change the thresholds of chunks already stitched")
     info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
-                           params=base, attrs=dict(attrs or {}))
+                           params=base, attrs=dict(attrs or {}), stitched=stitched)
     seconds = {"finalize": time.perf_counter() - t0}
     if movie is not None:
         t0 = time.perf_counter()
@@ -410,17 +414,22 @@ def _full_batches(inputs: Iterator[ChunkInput], plan: Plan,
             yield np.ascontiguousarray(batch, dtype=np.float32), segments
 
 
-def _finish_chunk(work: Path, assembler: ChunkAssembler) -> None:
-    write_chunk(work, assembler.result())
+def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | None) -> None:
+    result = assembler.result()
+    write_chunk(work, result)
+    if stitcher is not None:
+        stitcher.add(result)
 
 
 def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 reference: np.ndarray | None, read_ahead: int, batch_size: int,
                 progress: Callable[[int, int], None] | None,
-                should_cancel: Callable[[], bool] | None) -> None:
+                should_cancel: Callable[[], bool] | None,
+                stitcher: Stitcher | None = None) -> None:
     """Every chunk, as a pipeline of three rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; this thread runs the network on full batches, across chunk borders; one more
-    thread turns the outputs into candidates and writes each chunk's result as it completes."""
+    thread turns the outputs into candidates, writes each chunk's result as it completes and
+    hands it to ``stitcher``."""
     total = len(plan.chunks)
     inputs = _read_ahead(movie, plan, predictor.card, reference=reference, read_ahead=read_ahead)
     written = 0
@@ -451,7 +460,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                                              out.take(at, at + seg.count)))
                     at += seg.count
                     if seg.ends_chunk:
-                        tasks.append(post.submit(_finish_chunk, work, seg.assembler))
+                        tasks.append(post.submit(_finish_chunk, work, seg.assembler, stitcher))
                         finishing.append(tasks[-1])
                 batches.append(tasks)
                 del out, batch
@@ -499,11 +508,14 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     reference = np.load(work / REFERENCE_FILE) if params.motion.enabled else None
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
     _run_chunks(movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
-                batch_size=params.batch_size, progress=progress, should_cancel=should_cancel)
+                batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
+                stitcher=stitcher)
     timings["chunks"] = time.perf_counter() - t0
     summary = finalize(plan, work_dir=work, output=output,
-                       attrs=result_attrs(movie, predictor.card, params), movie=movie)
+                       attrs=result_attrs(movie, predictor.card, params), movie=movie,
+                       stitched=stitcher)
     timings.update(summary.seconds)
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)

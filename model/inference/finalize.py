@@ -76,24 +76,59 @@ class _Images:
         }
 
 
+class Stitcher:
+    """Merges each window's candidates across tiles and links them to the neurons of the earlier
+    windows, one window at a time as its chunks arrive (any order); also sums the images.
+
+    Finalize feeds it the chunk results from disk; a process that holds them as they are computed
+    (:func:`~model.inference.engine.process_movie`) feeds it while the network runs on, leaving
+    finalize only the decisions and the writing. Both give the same neurons.
+    """
+
+    def __init__(self, plan: Plan, params: InferenceParams) -> None:
+        self.plan, self.params = plan, params
+        self.images = _Images(plan)
+        self.neurons: list[Neuron] = []
+        self.n_candidates = 0
+        self._chunks = {w.index: [c.id for c in plan.chunks if c.window == w.index]
+                        for w in plan.windows}
+        self._waiting: dict[str, Candidates] = {}
+        self._next_window = 0
+
+    def add(self, result: ChunkResult) -> None:
+        """Take one chunk's result; stitch every window whose chunks are then all in."""
+        self._waiting[result.chunk_id] = result.candidates
+        self.images.add(result)
+        while self._next_window < len(self.plan.windows):
+            ids = self._chunks[self._next_window]
+            if not all(i in self._waiting for i in ids):
+                break
+            self._stitch_window(self._next_window, [self._waiting.pop(i) for i in ids])
+            self._next_window += 1
+
+    def _stitch_window(self, window: int, parts: list[Candidates]) -> None:
+        decide, stitch = self.params.decide, self.params.stitch
+        cands = Candidates.concat(parts, self.plan.trace_length)
+        self.n_candidates += len(cands)
+        found = merge_tiles(_filter(cands, decide), decide=decide, stitch=stitch, plan=self.plan)
+        link_window(self.neurons, window, found, self.plan, decide=decide, stitch=stitch)
+
+    def finish(self) -> tuple[list[Neuron], int]:
+        """``(neurons, n_candidates)`` once every window is in (duplicates merged)."""
+        if self._next_window < len(self.plan.windows):
+            raise RuntimeError(f"window {self._next_window} of {len(self.plan.windows)} has not "
+                               "all its chunks")
+        return (merge_duplicates(self.neurons, decide=self.params.decide,
+                                 stitch=self.params.stitch), self.n_candidates)
+
+
 def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: InferenceParams,
-               images: _Images | None = None) -> tuple[list[Neuron], int]:
-    """Merge, link and de-duplicate all candidates; returns ``(neurons, n_candidates)``."""
-    neurons: list[Neuron] = []
-    n_candidates = 0
-    for window in plan.windows:
-        parts = []
-        for chunk in (c for c in plan.chunks if c.window == window.index):
-            result = load(chunk.id)
-            parts.append(result.candidates)
-            if images is not None:
-                images.add(result)
-        cands = Candidates.concat(parts, plan.trace_length)
-        n_candidates += len(cands)
-        found = merge_tiles(_filter(cands, params.decide), decide=params.decide,
-                            stitch=params.stitch, plan=plan)
-        link_window(neurons, window.index, found, plan, decide=params.decide, stitch=params.stitch)
-    return merge_duplicates(neurons, decide=params.decide, stitch=params.stitch), n_candidates
+               ) -> Stitcher:  # fmt: skip
+    """A :class:`Stitcher` fed every chunk result, in plan order."""
+    stitcher = Stitcher(plan, params)
+    for chunk in plan.chunks:
+        stitcher.add(load(chunk.id))
+    return stitcher
 
 
 def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int = 1,
@@ -166,16 +201,18 @@ def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
 
 
 def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: str | Path,
-                    params: InferenceParams, attrs: dict[str, Any]) -> dict[str, Any]:
+                    params: InferenceParams, attrs: dict[str, Any],
+                    stitched: Stitcher | None = None) -> dict[str, Any]:
     """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions"}``.
 
     Stitching and the decision rules work on the network's grid (binned frames, rescaled pixels:
     ``plan.movie_shape``); footprints, images, traces and the denoised movie are then brought to
     the movie's own frames and pixels (``plan.frames_shape``, :mod:`model.inference.resample`).
+    ``stitched``: a :class:`Stitcher` already fed every chunk (with these ``params``).
     """
-    images = _Images(plan)
-    neurons, n_candidates = stitch_all(plan, load, params, images)
-    network_images = images.finish()
+    stitcher = stitched if stitched is not None else stitch_all(plan, load, params)
+    neurons, n_candidates = stitcher.finish()
+    network_images = stitcher.images.finish()
     kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows),
                                mean_image=network_images["mean_image"])
     kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
