@@ -59,6 +59,8 @@ class ResultSummary:
     n_candidates: int
     decisions: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Where the chunk stage's network thread spent its time (part of ``seconds["chunks"]``).
+    chunk_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
@@ -425,11 +427,17 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 reference: np.ndarray | None, read_ahead: int, batch_size: int,
                 progress: Callable[[int, int], None] | None,
                 should_cancel: Callable[[], bool] | None,
-                stitcher: Stitcher | None = None) -> None:
+                stitcher: Stitcher | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of three rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; this thread runs the network on full batches, across chunk borders; one more
     thread turns the outputs into candidates, writes each chunk's result as it completes and
-    hands it to ``stitcher``."""
+    hands it to ``stitcher``.
+
+    Returns where this thread's time went: ``network`` (inside ``predict``), ``waiting for
+    reads`` (the next patches not read yet, plus cutting batches) and ``waiting for candidates``
+    (the candidate thread behind by more than :data:`POST_BACKLOG` batches, and at the end).
+    """
+    clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
     total = len(plan.chunks)
     inputs = _read_ahead(movie, plan, predictor.card, reference=reference, read_ahead=read_ahead)
     written = 0
@@ -448,12 +456,20 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 if progress is not None:
                     progress(written, total)
 
+        feed = _full_batches(inputs, plan, batch_size)
         try:
-            for batch, segments in _full_batches(inputs, plan, batch_size):
+            while True:
+                t0 = time.perf_counter()
+                batch, segments = next(feed, (None, []))
+                clock["waiting for reads"] += time.perf_counter() - t0
+                if batch is None:
+                    break
                 if should_cancel is not None and should_cancel():
                     settle(0)  # what the network computed is written (and counted)
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
+                t0 = time.perf_counter()
                 out = checked_outputs(predictor.predict(batch), len(batch))
+                clock["network"] += time.perf_counter() - t0
                 tasks, at = [], 0
                 for seg in segments:
                     tasks.append(post.submit(seg.assembler.add, seg.first,
@@ -464,12 +480,18 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                         finishing.append(tasks[-1])
                 batches.append(tasks)
                 del out, batch
+                t0 = time.perf_counter()
                 settle(POST_BACKLOG)
+                clock["waiting for candidates"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
             settle(0)  # one thread runs the tasks in order: every chunk is written now
+            clock["waiting for candidates"] += time.perf_counter() - t0
         finally:
             for task in (*itertools.chain.from_iterable(batches), *finishing):
                 task.cancel()
+            feed.close()
             inputs.close()
+    return clock
 
 
 def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
@@ -509,9 +531,10 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
-    _run_chunks(movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
-                batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
-                stitcher=stitcher)
+    chunk_seconds = _run_chunks(
+        movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
+        batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
+        stitcher=stitcher)
     timings["chunks"] = time.perf_counter() - t0
     summary = finalize(plan, work_dir=work, output=output,
                        attrs=result_attrs(movie, predictor.card, params), movie=movie,
@@ -522,4 +545,4 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     return ResultSummary(output=summary.output, n_neurons=summary.n_neurons,
                          movie_shape=summary.movie_shape, n_chunks=summary.n_chunks,
                          n_candidates=summary.n_candidates, decisions=summary.decisions,
-                         seconds=timings)
+                         seconds=timings, chunk_seconds=chunk_seconds)
