@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     read_ahead: int = Field(
         default=1, ge=0, le=64,
         description="Chunks read and motion-corrected in threads while the network runs, "
-                    "when one process runs a whole movie (a GPU needs several).",
+                    "when one process runs a whole movie or a task runs several chunks "
+                    "(a GPU needs several).",
     )
     worker_concurrency: int = Field(
         default=1, gt=0, description="Celery worker processes per host."
@@ -82,6 +83,15 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Tiles in one chunk task; default: every tile of a temporal window.",
+    )
+    chunks_per_task: int = Field(
+        default=1, ge=1, le=1024,
+        description=(
+            "Consecutive chunks one GPU task runs as a pipeline (reading ahead in read_ahead "
+            "threads, full network batches across chunk borders, candidates on their own "
+            "thread). 1 spreads a job widest over many workers; a GPU worker runs far faster "
+            "with 8-32 (each chunk is still counted, retried and resumed on its own)."
+        ),
     )
     allowed_roots: list[Path] = Field(
         default_factory=list,

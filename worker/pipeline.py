@@ -185,42 +185,64 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
         store.update(job_id, **values)
         _stop_if_not_running(store, job_id)
         store.reset_chunks(job_id, len(plan.chunks))
-        for chunk in plan.chunks:
-            send(TASK_RUN_CHUNK, job_id, chunk.id)
+        ids = [chunk.id for chunk in plan.chunks]
+        step = settings.chunks_per_task
+        for first in range(0, len(ids), step):
+            group = ids[first:first + step]
+            send(TASK_RUN_CHUNK, job_id, group[0] if len(group) == 1 else group)
 
 
-def run_chunk(job_id: str, chunk_id: str, *, settings: Settings, store: JobStore,
+def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, store: JobStore,
               send: Send) -> None:  # fmt: skip
-    """Compute one chunk, count it, and queue finalize if it was the last one."""
-    from model.inference import load_plan
+    """Compute one chunk (or several consecutive ones as one pipeline), count each as it lands,
+    and queue finalize after the last one of the job.
+
+    A redelivered task skips the chunks already counted, so a group cut short by a dead worker
+    resumes where it stopped.
+    """
+    from model.inference import load_plan, run_chunks
     from model.inference import run_chunk as compute
 
+    ids = [chunk_ids] if isinstance(chunk_ids, str) else list(chunk_ids)
     job = store.get(job_id)
     if job.state is not JobState.RUNNING:
         _stopped(store, settings, job_id)
         return
-    if chunk_id in store.done_chunks(job_id):  # redelivered after it was counted
+    done = store.done_chunks(job_id)
+    todo = [chunk_id for chunk_id in ids if chunk_id not in done]
+    if not todo:  # redelivered after it was counted
         if job.chunks_total and job.chunks_done >= job.chunks_total:
             send(TASK_FINALIZE_JOB, job_id)
         return
     start = time.perf_counter()
     with task_outcome(store, settings, job_id, send):
-        count_delivery(store, settings, job_id, f"chunk {chunk_id}")
+        count_delivery(store, settings, job_id,
+                       f"chunk {ids[0]}" if len(ids) == 1 else f"chunks {ids[0]}..{ids[-1]}")
         work = work_dir(settings, job_id)
         plan = load_plan(work)
         cached = model_cache.get_predictor(job.model, settings)
         predictor = _CancelAware(cached.predictor, lambda: _stop_if_not_running(store, job_id))
-        compute_start = time.perf_counter()
+        clock = {"since": time.perf_counter(), "load_s": cached.load_s}
+
+        def count(chunk_id: str) -> None:
+            now = time.perf_counter()
+            counted = store.complete_chunk(job_id, chunk_id, seconds=now - clock["since"],
+                                           load_s=clock["load_s"])
+            clock["since"], clock["load_s"] = now, 0.0  # the model was loaded once
+            if not counted.running:
+                raise JobStopped(job_id)
+            log.info("job %s chunk %s done (%d/%d), task %.1f s", job_id, chunk_id, counted.done,
+                     counted.total, now - start)  # fmt: skip
+            if counted.last:
+                send(TASK_FINALIZE_JOB, job_id)
+
         with _open(job, settings) as movie:
-            compute(movie, predictor, plan, chunk_id, work_dir=work)
-        seconds = time.perf_counter() - compute_start
-        count = store.complete_chunk(job_id, chunk_id, seconds=seconds, load_s=cached.load_s)
-        if not count.running:
-            raise JobStopped(job_id)
-        log.info("job %s chunk %s done (%d/%d) in %.1f s", job_id, chunk_id, count.done,
-                 count.total, time.perf_counter() - start)  # fmt: skip
-        if count.last:
-            send(TASK_FINALIZE_JOB, job_id)
+            if len(todo) == 1:
+                compute(movie, predictor, plan, todo[0], work_dir=work)
+                count(todo[0])
+            else:
+                run_chunks(movie, predictor, plan, todo, work_dir=work,
+                           read_ahead=settings.read_ahead, on_written=count)
 
 
 def requeue_unfinished(store: JobStore, settings: Settings, send: Send) -> int:

@@ -113,10 +113,11 @@ def register_tasks(app: Celery, *, settings: Settings, prefix: str = DEFAULT_PRE
                                                     send=sender))  # fmt: skip
 
     @app.task(name=TASK_RUN_CHUNK, bind=True, acks_late=True)
-    def run_chunk(self: Task, job_id: str, chunk_id: str) -> None:
-        """One chunk through the network (queue gpu); the last one queues finalize."""
+    def run_chunk(self: Task, job_id: str, chunk_ids: str | list[str]) -> None:
+        """One chunk, or consecutive chunks as one pipeline, through the network (queue gpu);
+        the last chunk of the job queues finalize."""
         store = store_for(self)
-        guarded(store, lambda: pipeline.run_chunk(job_id, chunk_id, settings=settings,
+        guarded(store, lambda: pipeline.run_chunk(job_id, chunk_ids, settings=settings,
                                                   store=store, send=sender))  # fmt: skip
 
     @app.task(name=TASK_FINALIZE_JOB, bind=True, acks_late=True)

@@ -1,8 +1,8 @@
 """Full field-of-view inference: plan, patches through the network, decide, stitch, write.
 
-``process_movie`` runs everything in one process; ``prepare``, ``run_chunk`` and ``finalize`` are
-the same steps for a queue of workers (one chunk per task). Nothing here imports TensorFlow: the
-network comes in as a predictor object.
+``process_movie`` runs everything in one process; ``prepare``, ``run_chunk`` (or ``run_chunks``,
+several chunks as one pipeline) and ``finalize`` are the same steps for a queue of workers.
+Nothing here imports TensorFlow: the network comes in as a predictor object.
 """
 
 from model.inference.engine import (
@@ -13,6 +13,7 @@ from model.inference.engine import (
     prepare,
     process_movie,
     run_chunk,
+    run_chunks,
 )
 from model.inference.params import InferenceParams
 from model.inference.plan import Plan
@@ -27,4 +28,5 @@ __all__ = [
     "prepare",
     "process_movie",
     "run_chunk",
+    "run_chunks",
 ]

@@ -234,12 +234,44 @@ def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
     if tuple(movie.shape) != plan.frames_shape:
         raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
                          f"{plan.frames_shape}")
-    ref_path = Path(work_dir) / REFERENCE_FILE
-    reference = np.load(ref_path) if plan.params.get("motion", {}).get("enabled") else None
-    if reference is None and plan.params.get("motion", {}).get("enabled"):
-        raise FileNotFoundError(f"motion reference missing: {ref_path}")
-    result = compute_chunk(movie, predictor, plan, chunk_id, reference=reference)
+    result = compute_chunk(movie, predictor, plan, chunk_id,
+                           reference=_motion_reference(plan, work_dir))
     return write_chunk(work_dir, result)
+
+
+def _motion_reference(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
+    """The plan's motion reference from ``work_dir`` (None when motion correction is off)."""
+    if not plan.params.get("motion", {}).get("enabled"):
+        return None
+    path = Path(work_dir) / REFERENCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"motion reference missing: {path}")
+    return np.load(path)
+
+
+def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str], *,
+               work_dir: str | Path, read_ahead: int | None = None,
+               on_written: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Compute chunks ``chunk_ids`` and write each partial result, as :func:`run_chunk` does, but
+    as one pipeline: chunks read ahead in threads, full network batches across chunk borders,
+    candidates on their own thread (what a GPU worker needs to keep its GPU busy).
+
+    ``on_written(chunk_id)`` is called in order as each chunk's result lands on disk; returns
+    where the network thread's time went (see ``ResultSummary.chunk_seconds``).
+    """
+    movie = as_movie(movie)
+    if tuple(movie.shape) != plan.frames_shape:
+        raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
+                         f"{plan.frames_shape}")
+    unknown = set(chunk_ids) - {c.id for c in plan.chunks}
+    if unknown:
+        raise KeyError(f"chunks not in the plan: {sorted(unknown)}")
+    params = InferenceParams.from_dict(plan.params)
+    return _run_chunks(movie, predictor, plan, Path(work_dir),
+                       reference=_motion_reference(plan, work_dir),
+                       read_ahead=params.read_ahead if read_ahead is None else read_ahead,
+                       batch_size=params.batch_size, progress=None, should_cancel=None,
+                       chunk_ids=list(chunk_ids), on_written=on_written)
 
 
 def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
@@ -349,11 +381,10 @@ def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, An
 POST_BACKLOG = 2
 
 
-def _read_ahead(movie: Any, plan: Plan, card: Any, *, reference: np.ndarray | None,
-                read_ahead: int) -> Iterator[ChunkInput]:
-    """The plan's chunks in order, read and motion-corrected ``read_ahead`` ahead in threads
-    (each chunk read ahead holds its block and patches in memory)."""
-    ids = [c.id for c in plan.chunks]
+def _read_ahead(movie: Any, plan: Plan, card: Any, ids: list[str], *,
+                reference: np.ndarray | None, read_ahead: int) -> Iterator[ChunkInput]:
+    """Chunks ``ids`` in order, read and motion-corrected ``read_ahead`` ahead in threads (each
+    chunk read ahead holds its block and patches in memory)."""
 
     def read(chunk_id: str) -> ChunkInput:
         return read_chunk_input(movie, plan, chunk_id, card, reference=reference)
@@ -427,32 +458,39 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 reference: np.ndarray | None, read_ahead: int, batch_size: int,
                 progress: Callable[[int, int], None] | None,
                 should_cancel: Callable[[], bool] | None,
-                stitcher: Stitcher | None = None) -> dict[str, float]:
+                stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
+                on_written: Callable[[str], None] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of three rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; this thread runs the network on full batches, across chunk borders; one more
     thread turns the outputs into candidates, writes each chunk's result as it completes and
-    hands it to ``stitcher``.
+    hands it to ``stitcher``. ``chunk_ids``: these chunks only (default: all); ``on_written``
+    is called with each chunk's id, in order, once its result is on disk.
 
     Returns where this thread's time went: ``network`` (inside ``predict``), ``waiting for
     reads`` (the next patches not read yet, plus cutting batches) and ``waiting for candidates``
     (the candidate thread behind by more than :data:`POST_BACKLOG` batches, and at the end).
     """
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
-    total = len(plan.chunks)
-    inputs = _read_ahead(movie, plan, predictor.card, reference=reference, read_ahead=read_ahead)
+    ids = [c.id for c in plan.chunks] if chunk_ids is None else list(chunk_ids)
+    total = len(ids)
+    inputs = _read_ahead(movie, plan, predictor.card, ids, reference=reference,
+                         read_ahead=read_ahead)
     written = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caimx-post") as post:
         batches: deque[list[Future[None]]] = deque()  # each batch's tasks, until settled
-        finishing: deque[Future[None]] = deque()  # chunk writes, for progress
+        finishing: deque[tuple[Future[None], str]] = deque()  # chunk writes, for progress
 
         def settle(backlog: int) -> None:
             nonlocal written
             while len(batches) > backlog:
                 for task in batches.popleft():
                     task.result()  # the first failure is raised, not a later consequence
-            while finishing and finishing[0].done():
-                finishing.popleft().result()
+            while finishing and finishing[0][0].done():
+                task, chunk_id = finishing.popleft()
+                task.result()
                 written += 1
+                if on_written is not None:
+                    on_written(chunk_id)
                 if progress is not None:
                     progress(written, total)
 
@@ -477,7 +515,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                     at += seg.count
                     if seg.ends_chunk:
                         tasks.append(post.submit(_finish_chunk, work, seg.assembler, stitcher))
-                        finishing.append(tasks[-1])
+                        finishing.append((tasks[-1], seg.assembler.chunk_id))
                 batches.append(tasks)
                 del out, batch
                 t0 = time.perf_counter()
@@ -487,7 +525,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
             settle(0)  # one thread runs the tasks in order: every chunk is written now
             clock["waiting for candidates"] += time.perf_counter() - t0
         finally:
-            for task in (*itertools.chain.from_iterable(batches), *finishing):
+            for task in (*itertools.chain.from_iterable(batches), *(f for f, _ in finishing)):
                 task.cancel()
             feed.close()
             inputs.close()

@@ -1,0 +1,76 @@
+"""Several consecutive chunks in one GPU task (``Settings.chunks_per_task``).
+
+Real Redis, the real SavedModel, a real movie on disk; the sender records what would go to the
+broker, and the test plays the broker by running each message's task function.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caimx.jobs import JobState, JobStore
+from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK
+from caimx.settings import Settings
+from model.inference.chunks import chunk_dir
+from worker import pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def _movie(path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    t, h, w = 120, 40, 40
+    yy, xx = np.mgrid[:h, :w]
+    movie = rng.poisson(200.0, (t, h, w)).astype(np.float64)
+    for cy, cx in ((12, 12), (26, 28)):
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
+        movie += (rng.random(t) < 0.06)[:, None, None] * 400.0 * disk + 100.0 * disk
+    np.save(path, np.clip(movie, 0, 65535).astype(np.uint16))
+    return path
+
+
+def test_chunk_groups_count_each_chunk_resume_and_finalize_once(
+    job_store: JobStore, settings: Settings, tmp_path: Path,
+) -> None:  # fmt: skip
+    settings = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 1,
+                                           "chunks_per_task": 3, "read_ahead": 2})
+    job_id = job_store.new_id()
+    movie = _movie(tmp_path / "m.npy")
+    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
+                     params={"motion": {"enabled": False}})
+    sent: list[tuple] = []
+    pipeline.prepare_job(job_id, settings=settings, store=job_store,
+                         send=lambda *message: sent.append(message))
+    job = job_store.get(job_id)
+    assert job.state is JobState.RUNNING and job.chunks_total == 8  # 4 tiles x 2 windows
+    groups = [message[2] for message in sent]
+    assert [message[0] for message in sent] == [TASK_RUN_CHUNK] * 3
+    in_order = [chunk_id for group in groups for chunk_id in group]
+    assert [len(g) for g in groups] == [3, 3, 2] and in_order == sorted(in_order)
+
+    def run(group: list[str]) -> list[tuple]:
+        messages: list[tuple] = []
+        pipeline.run_chunk(job_id, group, settings=settings, store=job_store,
+                           send=lambda *message: messages.append(message))
+        return messages
+
+    work = pipeline.work_dir(settings, job_id)
+    assert run(groups[0]) == [] and job_store.get(job_id).chunks_done == 3
+    # the second group's first chunk was counted before its worker died: the task redelivered
+    # computes the other two only
+    assert run([groups[1][0]]) == []
+    first = (chunk_dir(work, groups[1][0]) / "meta.json").stat().st_mtime_ns
+    time.sleep(0.01)
+    assert run(groups[1]) == [] and job_store.get(job_id).chunks_done == 6
+    assert (chunk_dir(work, groups[1][0]) / "meta.json").stat().st_mtime_ns == first
+    assert run(groups[2]) == [(TASK_FINALIZE_JOB, job_id)]  # after the job's last chunk only
+    assert job_store.get(job_id).chunks_done == 8
+    assert run(groups[2]) == [(TASK_FINALIZE_JOB, job_id)]  # redelivered: nothing recomputed
+
+    pipeline.finalize_job(job_id, settings=settings, store=job_store, send=lambda *m: None)
+    done = job_store.get(job_id)
+    assert done.state is JobState.SUCCEEDED, done.error
