@@ -20,6 +20,11 @@ NEURON_FIELDS = {
 }
 
 
+#: Footprints written or read at once (32 MB at 512 x 512): Zarr then handles a slab's chunks
+#: concurrently instead of one round trip per neuron.
+FOOTPRINT_SLAB = 32
+
+
 class ResultWriter:
     """Write a result group piece by piece (footprints one neuron at a time, memory stays small).
 

@@ -27,6 +27,7 @@ from scipy.sparse import csgraph
 from model.inference import motion
 from model.inference.params import MotionParams
 from model.inference.source import as_movie
+from model.results import FOOTPRINT_SLAB
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
     """Sparse ``(K, H*W)`` weights of each cell (its footprint, summing to 1) and of its neuropil
     ring (uniform over the ring, summing to 1; an empty row when no free pixel is near).
 
-    ``footprints`` ``(K, H, W)`` is read 32 neurons at a time (a Zarr array stays on disk), and each
-    ring is grown inside the neuron's bounding box plus its reach, so memory and time follow the
-    neurons' sizes, not K x H x W.
+    ``footprints`` ``(K, H, W)`` is read a slab of neurons at a time, once (a Zarr array stays on
+    disk), and each ring is grown inside the neuron's bounding box plus its reach, so memory and
+    time follow the neurons' sizes, not K x H x W.
     """
     k, height, width = footprints.shape
     occupied = np.zeros((height, width), bool)
@@ -87,11 +88,10 @@ def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
     return _csr(cell, shape), _csr(neuropil, shape)
 
 
-def _each_footprint(footprints: Any, slab: int = 32) -> Iterator[tuple[int, np.ndarray]]:
-    """``(k, footprint)`` float32, read ``slab`` neurons at a time (Zarr reads a slab's chunks
-    concurrently; one neuron at a time costs a round trip each)."""
-    for first in range(0, footprints.shape[0], slab):
-        block = np.asarray(footprints[first:first + slab], np.float32)
+def _each_footprint(footprints: Any) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, footprint)`` float32, read :data:`~model.results.FOOTPRINT_SLAB` at a time."""
+    for first in range(0, footprints.shape[0], FOOTPRINT_SLAB):
+        block = np.asarray(footprints[first:first + FOOTPRINT_SLAB], np.float32)
         yield from enumerate(block, start=first)
 
 

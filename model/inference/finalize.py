@@ -24,9 +24,7 @@ from model.inference.stitch import (
     merge_duplicates,
     merge_tiles,
 )
-from model.results import ResultWriter
-
-FOOTPRINT_SLAB = 32  # footprints written (and read) at once: 32 MB at 512 x 512
+from model.results import FOOTPRINT_SLAB, ResultWriter
 
 
 def _filter(cands: Candidates, params: DecideParams) -> Candidates:
