@@ -20,6 +20,7 @@ put two separate somata in one channel, and each becomes its own candidate. Afte
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,12 +97,24 @@ class Candidates:
 
 def transient_snr(trace: np.ndarray) -> float:
     """``(99th percentile - median) / noise`` of a 1-D trace (noise from frame differences)."""
-    trace = np.asarray(trace, dtype=np.float64)
-    if trace.size < 3:
-        return 0.0
-    noise = np.median(np.abs(np.diff(trace))) / (0.6745 * np.sqrt(2.0))
-    spread = np.percentile(trace, 99) - np.median(trace)
-    return float(spread / noise) if noise > 0 else (float("inf") if spread > 0 else 0.0)
+    return float(transient_snrs(np.asarray(trace)[None])[0])
+
+
+def transient_snrs(traces: np.ndarray) -> np.ndarray:
+    """:func:`transient_snr` of each row of ``traces`` ``(n, L)``, computed for all at once."""
+    traces = np.asarray(traces, dtype=np.float64)
+    if traces.shape[1] < 3:
+        return np.zeros(traces.shape[0])
+    noise = np.median(np.abs(np.diff(traces, axis=1)), axis=1) / (0.6745 * np.sqrt(2.0))
+    spread = np.percentile(traces, 99, axis=1) - np.median(traces, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = spread / noise
+    return np.where(noise > 0, ratio, np.where(spread > 0, np.inf, 0.0))
+
+
+#: 4-connected within each channel's mask, never across masks (labelling a stack of masks at once)
+_PLANAR_4 = np.stack([np.zeros((3, 3), bool), ndimage.generate_binary_structure(2, 1),
+                      np.zeros((3, 3), bool)])
 
 
 def mask_components(mask: np.ndarray, threshold: float,
@@ -114,22 +127,29 @@ def mask_components(mask: np.ndarray, threshold: float,
     ``mask > threshold`` with at least ``min_area`` pixels is returned as ``(y0, y1, x0, x1, on)``:
     its bounding box in patch coordinates and its boolean mask inside that box.
     """
-    labels, _ = ndimage.label(mask > threshold)
-    parts = []
+    return [(ys.start, ys.stop, xs.start, xs.stop, on)
+            for _, ys, xs, on in _components(np.asarray(mask)[None] > threshold, min_area)]
+
+
+def _components(on_stack: np.ndarray, min_area: int,
+                ) -> Iterator[tuple[int, slice, slice, np.ndarray]]:  # fmt: skip
+    """``(plane, ys, xs, on)`` of each 4-connected part (at least ``min_area`` pixels) of each
+    plane of the boolean stack ``(n, h, w)``, in plane then raster order; one labelling call."""
+    labels, _ = ndimage.label(on_stack, structure=_PLANAR_4)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        on = labels[box] == index
-        if on.sum() < min_area:
-            continue
-        parts.append((box[0].start, box[0].stop, box[1].start, box[1].stop, on))
-    return parts
+        plane, ys, xs = box
+        on = labels[plane.start, ys, xs] == index
+        if on.sum() >= max(min_area, 1):
+            yield plane.start, ys, xs, on
 
 
 def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *,
                      origin: tuple[int, int], frame_shape: tuple[int, int], span: np.ndarray,
                      offset: int, params: DecideParams) -> Candidates:
-    """Candidates from one batch of network outputs.
+    """Candidates from one batch of network outputs: each part :func:`mask_components` finds in
+    each channel (the whole batch labelled in one call, the SNRs computed together).
 
     Parameters
     ----------
@@ -150,25 +170,26 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
     """
     footprints = np.asarray(outputs.footprints, dtype=np.float32)
     traces = np.asarray(outputs.traces, dtype=np.float32)
+    n_patches, n_channels, size_y, size_x = footprints.shape
     length = traces.shape[-1]
-    rows = {k: [] for k in ("tile", "channel", "bbox", "masks", "traces", "snr")}
-    for b in range(footprints.shape[0]):
+    on_all = footprints > params.mask_threshold
+    for b in range(n_patches):  # nothing outside the real frame
         tile = tiles[first + b]
-        h = min(footprints.shape[2], frame_shape[0] - tile.y0)
-        w = min(footprints.shape[3], frame_shape[1] - tile.x0)
+        on_all[b, :, max(frame_shape[0] - tile.y0, 0):] = False
+        on_all[b, :, :, max(frame_shape[1] - tile.x0, 0):] = False
+    rows = {k: [] for k in ("tile", "channel", "bbox", "masks", "traces", "raw")}
+    for plane, ys, xs, on in _components(on_all.reshape(-1, size_y, size_x), params.min_area):
+        b, n = divmod(plane, n_channels)
+        tile = tiles[first + b]
         oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
-        for n in range(footprints.shape[1]):
-            mask = footprints[b, n, :h, :w]
-            for y0, y1, x0, x1, on in mask_components(mask, params.mask_threshold,
-                                                      max(params.min_area, 1)):
-                pixels = block_data[:, oy + y0:oy + y1, ox + x0:ox + x1][:, on]
-                raw = pixels.mean(axis=1)[offset:offset + length]
-                rows["tile"].append(tile.index)
-                rows["channel"].append(n)
-                rows["bbox"].append((tile.y0 + y0, tile.x0 + x0, y1 - y0, x1 - x0))
-                rows["masks"].append(np.where(on, mask[y0:y1, x0:x1], 0.0).ravel())
-                rows["traces"].append(traces[b, n] * span[first + b])
-                rows["snr"].append(transient_snr(raw))
+        pixels = block_data[:, oy + ys.start:oy + ys.stop, ox + xs.start:ox + xs.stop][:, on]
+        rows["raw"].append(pixels.mean(axis=1)[offset:offset + length])
+        rows["tile"].append(tile.index)
+        rows["channel"].append(n)
+        rows["bbox"].append((tile.y0 + ys.start, tile.x0 + xs.start, ys.stop - ys.start,
+                             xs.stop - xs.start))
+        rows["masks"].append(np.where(on, footprints[b, n, ys, xs], 0.0).ravel())
+        rows["traces"].append(traces[b, n] * span[first + b])
     if not rows["tile"]:
         return Candidates.empty(length)
     sizes = [m.size for m in rows["masks"]]
@@ -177,7 +198,8 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         bbox=np.asarray(rows["bbox"], np.int32),
         mask_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         masks=np.concatenate(rows["masks"]).astype(np.float32),
-        traces=np.asarray(rows["traces"], np.float32), snr=np.asarray(rows["snr"], np.float32),
+        traces=np.asarray(rows["traces"], np.float32),
+        snr=transient_snrs(np.asarray(rows["raw"])).astype(np.float32),
     )
 
 
