@@ -169,6 +169,9 @@ def run_process(args: argparse.Namespace) -> int:
     print(f"{summary.n_neurons} neurons in {movie.path.name} ({summary.movie_shape[0]} frames, "
           f"{summary.frames_per_s:.1f} frames/s) -> {args.output}")
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items()))
+    if summary.chunk_seconds:
+        print("  chunks: " + ", ".join(f"{k} {v:.1f} s"
+                                       for k, v in summary.chunk_seconds.items()))
     return 0
 
 

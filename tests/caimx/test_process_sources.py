@@ -45,7 +45,9 @@ def test_process_a_movie_behind_an_s3_url(remote_env, s3_put, make_movie, tmp_pa
     url = s3_put("offline/mouse4.tif", buffer.getvalue())
     out = tmp_path / "result.zarr"
     assert main(["process", url, "-o", str(out), *FAST]) == 0
-    assert "neurons in mouse4.tif (100 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "neurons in mouse4.tif (100 frames" in printed
+    assert "chunks: network " in printed and "waiting for reads " in printed
     result = read_result(out)
     assert result.traces.shape[1] == 100 and result.footprints.shape[1:] == (32, 32)
     assert result.attrs["input"]["name"] == "mouse4.tif"
