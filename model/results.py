@@ -26,7 +26,8 @@ FOOTPRINT_SLAB = 32
 
 
 class ResultWriter:
-    """Write a result group piece by piece (footprints one neuron at a time, memory stays small).
+    """Write a result group piece by piece (footprints a slab of neurons at a time, memory stays
+    small).
 
     Parameters
     ----------

@@ -1,11 +1,13 @@
-"""A job as many tasks: prepare (queue ``cpu``), one task per chunk (``gpu``), finalize (``cpu``).
+"""A job as many tasks: prepare (queue ``cpu``), one task per chunk or per group of consecutive
+chunks (``gpu``, ``Settings.chunks_per_task``), finalize (``cpu``).
 
 ``prepare_job`` reads the movie's range and motion reference, writes the plan next to the result
-and queues every chunk. ``run_chunk`` runs one chunk through the network and writes its partial
-result (re-running a chunk writes the same bytes), then counts it in the job's Redis hash, once per
-chunk id; the task that counts the last chunk queues ``finalize_job``, which stitches the partial
-results into the result group without reading the movie. A job canceled meanwhile is noticed
-before each chunk and before each batch of patches; its partial results are removed.
+and queues every chunk. ``run_chunk`` runs its chunks through the network as one pipeline and
+writes each partial result (re-running a chunk writes the same bytes), counting each in the job's
+Redis hash as it lands, once per chunk id; the task that counts the last chunk queues
+``finalize_job``, which stitches the partial results into the result group without reading the
+movie. A job canceled meanwhile is noticed before each chunk and before each batch of patches;
+its partial results are removed.
 """
 
 from __future__ import annotations
@@ -201,7 +203,6 @@ def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, st
     resumes where it stopped.
     """
     from model.inference import load_plan, run_chunks
-    from model.inference import run_chunk as compute
 
     ids = [chunk_ids] if isinstance(chunk_ids, str) else list(chunk_ids)
     job = store.get(job_id)
@@ -237,12 +238,8 @@ def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, st
                 send(TASK_FINALIZE_JOB, job_id)
 
         with _open(job, settings) as movie:
-            if len(todo) == 1:
-                compute(movie, predictor, plan, todo[0], work_dir=work)
-                count(todo[0])
-            else:
-                run_chunks(movie, predictor, plan, todo, work_dir=work,
-                           read_ahead=settings.read_ahead, on_written=count)
+            run_chunks(movie, predictor, plan, todo, work_dir=work,
+                       read_ahead=settings.read_ahead, on_written=count)
 
 
 def requeue_unfinished(store: JobStore, settings: Settings, send: Send) -> int:

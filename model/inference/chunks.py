@@ -92,10 +92,10 @@ def read_chunk(work_dir: str | Path, chunk_id: str) -> ChunkResult:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     cands = Candidates(**{name: np.load(folder / f"{name}.npy") for name in CANDIDATE_FIELDS})
     denoised = np.load(folder / "denoised.npy") if (folder / "denoised.npy").exists() else None
-    first, shifts = read_shifts(work_dir, chunk_id) or (0, None)
+    shifts = np.load(folder / SHIFTS_FILE) if (folder / SHIFTS_FILE).is_file() else None
     return ChunkResult(chunk_id=meta["chunk_id"], window=meta["window"], tiles=tuple(meta["tiles"]),
                        candidates=cands, images=np.load(folder / "images.npy"), denoised=denoised,
-                       first_frame=first, shifts=shifts)
+                       first_frame=int(meta.get("first_frame", 0)), shifts=shifts)
 
 
 def read_shifts(work_dir: str | Path, chunk_id: str) -> tuple[int, np.ndarray] | None:

@@ -95,13 +95,9 @@ class Candidates:
         )
 
 
-def transient_snr(trace: np.ndarray) -> float:
-    """``(99th percentile - median) / noise`` of a 1-D trace (noise from frame differences)."""
-    return float(transient_snrs(np.asarray(trace)[None])[0])
-
-
 def transient_snrs(traces: np.ndarray) -> np.ndarray:
-    """:func:`transient_snr` of each row of ``traces`` ``(n, L)``, computed for all at once."""
+    """``(99th percentile - median) / noise`` of each row of ``traces`` ``(n, L)`` (noise from
+    frame differences), computed for all rows at once."""
     traces = np.asarray(traces, dtype=np.float64)
     if traces.shape[1] < 3:
         return np.zeros(traces.shape[0])
