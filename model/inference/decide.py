@@ -13,7 +13,9 @@ put two separate somata in one channel, and each becomes its own candidate. Afte
   that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
 - it stands out as a soma: in the mean image its footprint is brighter than the bright part of
   its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its raw fluorescence shows
-  transients clear enough (SNR >= ``active_snr``) to keep a cell that is dim at rest;
+  transients clear enough (SNR >= ``active_snr``) to keep a cell that is dim at rest; a neuron
+  that fails only this test is measured again with the clear somata among the kept neurons
+  (contrast >= ``bright_neighbour_contrast``) left out of its ring (dense fields);
 - its raw fluorescence trace shows real transients: best candidate SNR >= ``min_snr``.
 """
 
@@ -261,6 +263,10 @@ def required_windows(total_windows: int, params: DecideParams) -> int:
     return max(params.min_windows, share)
 
 
+#: :func:`keep_neuron`'s reason when only the soma-contrast rule failed.
+TOO_DIM = "not brighter than its surroundings and no clear transient"
+
+
 def too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
     """The soma-contrast rule: under ``min_contrast`` without transients reaching ``active_snr``
     (``nan``, unknown contrast, passes)."""
@@ -288,7 +294,7 @@ def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
     if tile_evidence < params.min_tile_evidence:
         return False, "too few covering tiles agree"
     if too_dim(contrast, snr, params):
-        return False, "not brighter than its surroundings and no clear transient"
+        return False, TOO_DIM
     if snr < params.min_snr:
         return False, "no clear transient"
     return True, "kept"

@@ -11,10 +11,10 @@ import numpy as np
 
 from model.inference import resample
 from model.inference.chunks import ChunkResult
-from model.inference.decide import Candidates, keep_neuron, soma_contrast
+from model.inference.decide import TOO_DIM, Candidates, keep_neuron, soma_contrast
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
-from model.inference.refine import refine_neurons
+from model.inference.refine import occupied_mask, refine_neurons
 from model.inference.stitch import (
     Footprint,
     Neuron,
@@ -137,22 +137,59 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
     ``total_windows``: the movie's temporal windows (for ``min_window_fraction``);
     ``mean_image``: on the network's grid, for the soma contrast (without it, the contrast is
     unknown and that test passes)."""
-    passed, reasons = [], Counter()
+    passed, dim, reasons = [], [], Counter()
     for neuron in neurons:
         fp = neuron.footprint
         on = fp.values > params.mask_threshold
         contrast = (soma_contrast(mean_image, on, fp.y0, fp.x0)
                     if mean_image is not None and on.any() else float("nan"))
-        ok, reason = keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
-                                 tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
-                                 total_windows=total_windows, contrast=contrast,
-                                 split_later=params.split_distance is not None)
+        ok, reason = _keep(neuron, on, contrast, params, total_windows)
         reasons[reason] += 1
         if ok:
             passed.append((neuron, on, contrast))
+        elif reason == TOO_DIM:
+            dim.append((neuron, on))
+    if dim and params.bright_neighbour_contrast is not None and mean_image is not None:
+        passed += _dim_beside_somata(dim, passed, mean_image, params, total_windows, reasons)
     kept = refine_neurons(passed, mean_image, params, reasons)
     kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
     return kept, reasons
+
+
+def _keep(neuron: Neuron, on: np.ndarray, contrast: float, params: DecideParams,
+          total_windows: int) -> tuple[bool, str]:
+    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
+                       tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
+                       total_windows=total_windows, contrast=contrast,
+                       split_later=params.split_distance is not None)
+
+
+def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],
+                       passed: list[tuple[Neuron, np.ndarray, float]], mean_image: np.ndarray,
+                       params: DecideParams, total_windows: int, reasons: Counter,
+                       ) -> list[tuple[Neuron, np.ndarray, float]]:  # fmt: skip
+    """Neurons of ``dim`` (failed only the soma-contrast rule) that pass it once the bright somata
+    among ``passed`` (contrast >= ``bright_neighbour_contrast``) are left out of their ring.
+
+    In a dense field the ring of a cell holds its neighbours, and their bright pixels set the
+    ring's 90th percentile: the cell reads as no brighter than its surroundings although it is
+    brighter than the neuropil. Only clear somata are left out, never the other dim detections,
+    so that false detections along one vessel edge still see each other's pixels in their rings.
+    """
+    somata = [p for p in passed if p[2] >= params.bright_neighbour_contrast]
+    if not somata:
+        return []
+    occupied = occupied_mask(mean_image.shape, somata)
+    rescued = []
+    for neuron, on in dim:
+        fp = neuron.footprint
+        contrast = soma_contrast(mean_image, on, fp.y0, fp.x0, exclude=occupied)
+        if _keep(neuron, on, contrast, params, total_windows)[0]:
+            reasons[TOO_DIM] -= 1
+            reasons["kept"] += 1
+            reasons["kept once bright neighbours were left out of its ring"] += 1
+            rescued.append((neuron, on, contrast))
+    return rescued
 
 
 def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:

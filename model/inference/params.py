@@ -155,6 +155,14 @@ class DecideParams:
         "with its sibling pieces left out of its ring. None turns the rule off.",
         -1.0, 100.0,
     )
+    bright_neighbour_contrast: float | None = _p(
+        0.1,
+        "A neuron that failed min_contrast is measured again with the pixels of the kept neurons "
+        "whose contrast reaches this value (clear somata) left out of its ring, and kept if it "
+        "passes then: in dense fields a cell's ring holds its bright neighbours, which are not "
+        "neuropil (docs/benchmarks.md). None: every ring keeps all its pixels.",
+        -1.0, 100.0,
+    )
     active_snr: float = _p(
         8.0,
         "Transient SNR (as min_snr) at which a neuron is kept whatever its mean-image contrast: "

@@ -191,3 +191,43 @@ def test_a_split_piece_of_plain_neuropil_beside_a_vessel_is_dropped():
     kept, reasons = decide_all([_quiet(_neuron(footprint))], DecideParams(), mean_image=image)
     assert reasons["split piece not brighter than its surroundings"] >= 1  # the strip's pieces
     assert len(kept) == 1 and np.allclose(kept[0]["centroid"], (32, 20), atol=1.5)
+
+
+def _dim_cell_between_bright_ones() -> tuple[np.ndarray, list[np.ndarray]]:
+    """A mean image with a dim soma (+12 over the neuropil) whose ring holds two bright ones
+    (+60): the dim cell is brighter than the neuropil, not than the 90th percentile of its ring."""
+    image = _neuropil((64, 80))
+    masks = [disk(image.shape, (32, x), 6) for x in (22, 40, 58)]
+    for mask, gain in zip(masks, (60.0, 12.0, 60.0), strict=True):
+        image[mask] += gain
+    return image, masks
+
+
+def test_a_dim_cell_between_bright_neighbours_is_measured_without_them():
+    image, masks = _dim_cell_between_bright_ones()
+    dim = _on_at(masks[1])
+    assert soma_contrast(image, *dim) < 0  # the ring's bright part is the neighbours
+    neurons = [_quiet(_neuron(mask)) for mask in masks]
+    kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
+    assert len(kept) == 3
+    assert reasons["kept once bright neighbours were left out of its ring"] == 1
+    middle = min(kept, key=lambda r: abs(r["centroid"][1] - 40))
+    assert abs(middle["centroid"][1] - 40) < 1.5 and middle["contrast"] > 0.05
+    # switched off, the ring keeps every pixel and the dim cell fails the contrast rule
+    kept, reasons = decide_all([_quiet(_neuron(mask)) for mask in masks],
+                               DecideParams(bright_neighbour_contrast=None), mean_image=image)
+    assert len(kept) == 2 and reasons["not brighter than its surroundings and no clear transient"]
+
+
+def test_strips_along_a_vessel_do_not_rescue_each_other():
+    # two false detections on the two edges of one vessel: neither is a clear soma, so neither
+    # is left out of the other's ring, and both stay dropped
+    image = _neuropil((64, 80))
+    image[:, 36:44] = 60.0  # a dark vessel
+    strips = [np.zeros(image.shape, bool) for _ in range(2)]
+    strips[0][14:50, 30:36] = True
+    strips[1][14:50, 44:50] = True
+    kept, reasons = decide_all([_quiet(_neuron(s)) for s in strips], DecideParams(),
+                               mean_image=image)
+    assert kept == []
+    assert reasons["not brighter than its surroundings and no clear transient"] == 2
