@@ -7,6 +7,11 @@ mean; mean IoU is averaged over the matches. The Pearson r of the traces is aver
 matches whose true trace varies: the true dF/F of a silent cell is constant, so no correlation is
 defined for it (counting it as 0 would punish finding silent cells, which a footprint-based method
 should). A found trace that is constant against a varying true one counts as r = 0.
+
+True cells can be marked *ignored* (e.g. cells mostly outside the frame, of which only a sliver
+of a few pixels is visible): they take part in the matching, but a found neuron matched to one
+counts neither as a match nor as a false detection, and an ignored cell left unmatched is not a
+miss (the "don't care" regions of detection benchmarks).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Score:
     trace_r: float
     matches: list[tuple[int, int]]
     n_trace_pairs: int = 0
+    n_ignored_true: int = 0
+    n_ignored_found: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -70,7 +77,8 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
              found_traces: np.ndarray | None = None, true_traces: np.ndarray | None = None,
-             threshold: float = 0.0, true_threshold: float = 0.5, min_iou: float = 0.5) -> Score:
+             threshold: float = 0.0, true_threshold: float = 0.5, min_iou: float = 0.5,
+             ignore: np.ndarray | None = None) -> Score:
     """Match found neurons to true ones and score them.
 
     Parameters
@@ -84,6 +92,10 @@ def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
         trace is not constant (``n_trace_pairs`` of them; NaN when there are none).
     min_iou : float
         Smallest IoU of a match.
+    ignore : ndarray, shape (J,), bool, optional
+        True cells that are neither to be found nor a false detection when found
+        (``n_ignored_true`` of them; ``n_ignored_found`` found neurons matched them and are left
+        out of ``n_found``).
     """
     if found_footprints.shape[1:] != true_footprints.shape[1:]:
         raise ValueError(f"frame sizes differ: {found_footprints.shape[1:]} vs "
@@ -96,7 +108,17 @@ def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
     if iou.size:
         rows, cols = linear_sum_assignment(-iou)
         pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
-    k, j, m = found.shape[0], true.shape[0], len(pairs)
+    k, j = found.shape[0], true.shape[0]
+    n_ignored_true = n_ignored_found = 0
+    if ignore is not None:
+        ignore = np.asarray(ignore, bool)
+        if ignore.shape != (j,):
+            raise ValueError(f"ignore has shape {ignore.shape}, expected ({j},)")
+        n_ignored_true = int(ignore.sum())
+        n_ignored_found = sum(1 for _, b in pairs if ignore[b])
+        pairs = [(a, b) for a, b in pairs if not ignore[b]]
+        k, j = k - n_ignored_found, j - n_ignored_true
+    m = len(pairs)
     precision = m / k if k else (1.0 if j == 0 else 0.0)
     recall = m / j if j else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
@@ -107,4 +129,5 @@ def evaluate(found_footprints: np.ndarray, true_footprints: np.ndarray, *,
               if np.ptp(np.asarray(true_traces[b])) > 0]
         trace_r = float(np.mean(rs)) if rs else float("nan")
     return Score(n_found=k, n_true=j, n_matched=m, precision=precision, recall=recall, f1=f1,
-                 mean_iou=mean_iou, trace_r=trace_r, matches=pairs, n_trace_pairs=len(rs))
+                 mean_iou=mean_iou, trace_r=trace_r, matches=pairs, n_trace_pairs=len(rs),
+                 n_ignored_true=n_ignored_true, n_ignored_found=n_ignored_found)

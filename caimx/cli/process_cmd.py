@@ -76,6 +76,11 @@ def register(subparsers) -> None:
                         "with overlapping cells demixed by their footprints, or its "
                         "OASIS-denoised 'calcium'; auto (default): calcium, else "
                         "fluorescence, else network, whichever the result has first")  # fmt: skip
+    e.add_argument("--min-visible", type=float, default=None, metavar="FRACTION",
+                   help="leave out true cells whose visible share (the ground truth's "
+                        "'visible_fraction') is under FRACTION, e.g. 0.5 for cells mostly "
+                        "outside the frame: finding one is neither a match nor a false "
+                        "detection (default: every cell counts)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_evaluate)
 
@@ -175,7 +180,9 @@ def run_process(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_truth(path: Path):
+def _load_truth(path: Path, min_visible: float | None = None):
+    """``(masks, traces, ignore)`` of the ground truth at ``path``; ``ignore`` marks the cells
+    whose visible share of the soma is under ``min_visible`` (None without it)."""
     import numpy as np
 
     from model.results import read_result
@@ -186,9 +193,17 @@ def _load_truth(path: Path):
             if key not in data:
                 raise ValueError(f"{path} holds neither 'masks' nor 'footprints'")
             traces = data.get("traces", None)
-            return data[key], traces
+            ignore = None
+            if min_visible is not None:
+                if "visible_fraction" not in data:
+                    raise ValueError(f"{path} has no 'visible_fraction' per cell, which "
+                                     "--min-visible needs (`caimx simulate` writes it)")
+                ignore = data["visible_fraction"] < min_visible
+            return data[key], traces, ignore
+    if min_visible is not None:
+        raise ValueError("--min-visible needs a ground-truth .npz with 'visible_fraction'")
     result = read_result(path)
-    return result.footprints > 0, result.traces
+    return result.footprints > 0, result.traces, None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -198,7 +213,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     try:
         result = read_result(args.result)
-        masks, traces = _load_truth(args.gt)
+        masks, traces, ignore = _load_truth(args.gt, args.min_visible)
         kind = args.traces
         if kind == "auto":
             kind = ("calcium" if result.calcium is not None else
@@ -211,13 +226,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
                              "read from the movie, or without oasis-deconv for calcium); use "
                              "--traces network")  # fmt: skip
         score = evaluate(result.footprints, masks, found_traces=found,
-                         true_traces=traces, min_iou=args.min_iou)
+                         true_traces=traces, min_iou=args.min_iou, ignore=ignore)
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from exc
     if args.json:
         print(json.dumps({**score.to_dict(), "traces": kind}))
         return 0
     print(f"found {score.n_found}, true {score.n_true}, matched {score.n_matched}")
+    if ignore is not None:
+        print(f"ignored: {score.n_ignored_true} true cells under {args.min_visible:g} visible, "
+              f"{score.n_ignored_found} found neurons matched to them")
     print(f"precision {score.precision:.3f}  recall {score.recall:.3f}  F1 {score.f1:.3f}")
     print(f"mean IoU {score.mean_iou:.3f}  trace r {score.trace_r:.3f} "
           f"({kind} traces, over {score.n_trace_pairs} matched cells that fire)")

@@ -86,6 +86,22 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert evaluate("--traces", "calcium")["trace_r"] >= 0.9
     assert evaluate("--traces", "network")["traces"] == "network"
 
+    # a cell mostly outside the frame (a 3-pixel sliver) in the truth: a miss, unless left out
+    sliver = np.zeros((1, *masks.shape[1:]), bool)
+    sliver[0, 0, 30:33] = True
+    np.savez(tmp_path / "gt.npz", masks=np.concatenate([masks, sliver]),
+             traces=np.concatenate([traces, traces[:1]]), visible_fraction=[1.0] * 6 + [0.05])
+    with_sliver = evaluate()
+    assert with_sliver["n_true"] == 7 and with_sliver["recall"] < score["recall"]
+    left_out = evaluate("--min-visible", "0.5")
+    assert left_out["n_true"] == 6 and left_out["n_ignored_true"] == 1
+    assert left_out["f1"] == score["f1"]
+    np.savez(tmp_path / "gt.npz", masks=masks)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"),
+                 "--min-visible", "0.5"]) != 0
+    assert "visible_fraction" in capsys.readouterr().err
+
 
 def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
     from model.inference import prepare, run_chunk

@@ -56,3 +56,18 @@ def test_empty_inputs():
     empty = np.zeros((0, 16, 16), np.float32)
     assert evaluate(empty, empty.astype(bool)).f1 == 1.0
     assert evaluate(empty, _disks([(8, 8)], shape=(16, 16), radius=3)).recall == 0.0
+
+
+def test_ignored_cells_are_neither_misses_nor_false_detections():
+    true = _disks([(10, 10), (30, 12), (20, 35), (2, 45)])  # the last: a sliver at the edge
+    found = _disks([(10, 11), (2, 45), (40, 40)])  # a match, the sliver, a false positive
+    ignore = np.array([False, False, False, True])
+    score = evaluate(found.astype(np.float32), true, ignore=ignore)
+    assert (score.n_found, score.n_true, score.n_matched) == (2, 3, 1)
+    assert (score.n_ignored_true, score.n_ignored_found) == (1, 1)
+    assert score.precision == 0.5 and abs(score.recall - 1 / 3) < 1e-12
+    # unfound, an ignored cell is simply not counted
+    missed = evaluate(found[[0, 2]].astype(np.float32), true, ignore=ignore)
+    assert (missed.n_found, missed.n_true, missed.n_ignored_found) == (2, 3, 0)
+    everything = evaluate(found.astype(np.float32), true)
+    assert (everything.n_found, everything.n_true, everything.n_matched) == (3, 4, 2)
