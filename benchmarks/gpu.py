@@ -216,16 +216,17 @@ def _load_variant(path: Path, batch: int, dtype: str, ista: str) -> Any:
     """
     from model.keras_serving import KerasPredictor, card_network
     from model.network import build_network
+    from model.registry import ModelCard
 
-    standard = KerasPredictor.load(path, batch_size=batch)
     if (dtype, ista) == ("float32", "conv3d"):
-        return standard
-    reference = build_network(card_network(standard.card))
+        return KerasPredictor.load(path, batch_size=batch)
+    card = ModelCard.read(path)
+    reference = build_network(card_network(card))
     reference.load_weights(path / "model.weights.h5")
     with network_variant(dtype, ista):
-        variant = build_network(card_network(standard.card))
+        variant = build_network(card_network(card))
     variant.set_weights(reference.get_weights())
-    return KerasPredictor(path, standard.card, variant, batch_size=batch)
+    return KerasPredictor(path, card, variant, batch_size=batch)
 
 
 def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: str = "float32",
