@@ -29,6 +29,7 @@ from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
+from model.inference.prefetch import Prefetched
 from model.inference.run import (
     Predictor,
     card_geometry,
@@ -460,15 +461,17 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 should_cancel: Callable[[], bool] | None,
                 stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
                 on_written: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Every chunk, as a pipeline of three rooms: ``read_ahead`` threads read and motion-correct
-    the next chunks; this thread runs the network on full batches, across chunk borders; one more
-    thread turns the outputs into candidates, writes each chunk's result as it completes and
-    hands it to ``stitcher``. ``chunk_ids``: these chunks only (default: all); ``on_written``
-    is called with each chunk's id, in order, once its result is on disk.
+    """Every chunk, as a pipeline of four rooms: ``read_ahead`` threads read and motion-correct
+    the next chunks; one thread cuts them into full batches, across chunk borders, one batch
+    ahead; this thread runs the network; one more thread turns the outputs into candidates,
+    writes each chunk's result as it completes and hands it to ``stitcher``. ``chunk_ids``:
+    these chunks only (default: all); ``on_written`` is called with each chunk's id, in order,
+    once its result is on disk.
 
     Returns where this thread's time went: ``network`` (inside ``predict``), ``waiting for
-    reads`` (the next patches not read yet, plus cutting batches) and ``waiting for candidates``
-    (the candidate thread behind by more than :data:`POST_BACKLOG` batches, and at the end).
+    reads`` (the next batch not cut yet: its chunks not read, or the cutting not done) and
+    ``waiting for candidates`` (the candidate thread behind by more than :data:`POST_BACKLOG`
+    batches, and at the end).
     """
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
     ids = [c.id for c in plan.chunks] if chunk_ids is None else list(chunk_ids)
@@ -494,7 +497,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 if progress is not None:
                     progress(written, total)
 
-        feed = _full_batches(inputs, plan, batch_size)
+        feed = Prefetched(_full_batches(inputs, plan, batch_size), name="caimx-batches")
         try:
             while True:
                 t0 = time.perf_counter()
