@@ -147,7 +147,10 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
                      origin: tuple[int, int], frame_shape: tuple[int, int], span: np.ndarray,
                      offset: int, params: DecideParams) -> Candidates:
     """Candidates from one batch of network outputs: each part :func:`mask_components` finds in
-    each channel (the whole batch labelled in one call, the SNRs computed together).
+    each channel (the whole batch labelled in one call, the SNRs computed together). A
+    candidate's SNR is :func:`transient_snrs` of its mean raw fluorescence minus
+    ``params.snr_neuropil_coefficient`` times the mean of its ring in the block (the neuropil:
+    its slow fluctuations are not transients).
 
     Parameters
     ----------
@@ -181,7 +184,12 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         tile = tiles[first + b]
         oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
         pixels = block_data[:, oy + ys.start:oy + ys.stop, ox + xs.start:ox + xs.stop][:, on]
-        rows["raw"].append(pixels.mean(axis=1)[offset:offset + length])
+        raw = pixels.mean(axis=1)
+        if params.snr_neuropil_coefficient:
+            found = ring_values(block_data, on, oy + ys.start, ox + xs.start)
+            if found is not None:
+                raw = raw - params.snr_neuropil_coefficient * found[1].mean(axis=-1)
+        rows["raw"].append(raw[offset:offset + length])
         rows["tile"].append(tile.index)
         rows["channel"].append(n)
         rows["bbox"].append((tile.y0 + ys.start, tile.x0 + xs.start, ys.stop - ys.start,
@@ -211,9 +219,10 @@ def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
                  ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:  # fmt: skip
     """The image's values under ``on`` (placed at ``(y0, x0)``) and in its ring (without the
     pixels of ``exclude``, an image-sized mask, unless that leaves none), and the slices of ``on``
-    inside the image; ``None`` when either has no pixel in the image."""
+    inside the image; ``None`` when either has no pixel in the image. ``image`` may be a stack
+    ``(..., H, W)`` (a block of frames): the values then keep the leading axes."""
     reach = RING_GAP + RING_WIDTH
-    h, w = image.shape
+    h, w = image.shape[-2:]
     ys0, xs0 = y0 - reach, x0 - reach
     padded = np.pad(on, reach)
     grown = ndimage.binary_dilation(padded, iterations=reach)
@@ -223,11 +232,11 @@ def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
     if ya >= yb or xa >= xb:
         return None
     local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
-    values = image[ya:yb, xa:xb]
+    values = image[..., ya:yb, xa:xb]
     ring = ring[local]
     if exclude is not None and (ring & ~exclude[ya:yb, xa:xb]).any():
         ring = ring & ~exclude[ya:yb, xa:xb]
-    inside, around = values[padded[local]], values[ring]
+    inside, around = values[..., padded[local]], values[..., ring]
     if not inside.size or not around.size:
         return None
     inner = (slice(max(y0, 0) - y0, min(y0 + on.shape[0], h) - y0),

@@ -161,8 +161,10 @@ class ChunkAssembler:
         self.attention = np.zeros((len(self.tiles), size, size), np.float32)
         self.denoised = (np.zeros((len(self.tiles), n_owned, size, size), np.float32)
                          if params.write_denoised else None)
-        self._collect = DecideParams(mask_threshold=params.decide.mask_threshold, min_area=1,
-                                     max_area=params.decide.max_area)
+        self._collect = DecideParams(
+            mask_threshold=params.decide.mask_threshold, min_area=1,
+            max_area=params.decide.max_area,
+            snr_neuropil_coefficient=params.decide.snr_neuropil_coefficient)
         self._parts: dict[int, Candidates] = {}
         self.received = 0
 

@@ -186,10 +186,20 @@ class DecideParams:
         "commonest miss). None: no split.",
         1.0, 100.0,
     )
+    snr_neuropil_coefficient: float = _p(
+        1.0,
+        "Transient SNRs (min_snr, active_snr) are measured on the candidate's mean raw "
+        "fluorescence minus this times the mean of its ring (2-10 pixels out): slow neuropil "
+        "fluctuations, far above the frame-to-frame noise at high photon counts, are not a "
+        "cell's transients, and a spot of neuropil kept for them is a false neuron "
+        "(docs/benchmarks.md). 0: the raw fluorescence. Applies when chunks run.",
+        0.0, 1.0,
+    )
     min_snr: float = _p(
         0.0,
-        "Transient SNR of the raw fluorescence under the footprint: (99th percentile - median) / "
-        "noise, noise from the median absolute frame-to-frame difference. Off (0) by default: "
+        "Transient SNR of the neuropil-corrected fluorescence under the footprint "
+        "(snr_neuropil_coefficient): (99th percentile - median) / noise, noise from the median "
+        "absolute frame-to-frame difference. Off (0) by default: "
         "on simulated movies every threshold tried (3, 5) lost more true cells than false ones "
         "(docs/benchmarks.md).",
         0.0, 1000.0,

@@ -231,3 +231,37 @@ def test_strips_along_a_vessel_do_not_rescue_each_other():
                                mean_image=image)
     assert kept == []
     assert reasons["not brighter than its surroundings and no clear transient"] == 2
+
+
+def test_slow_neuropil_fluctuations_are_not_a_candidates_transients():
+    # a 40 x 40 block of 100 frames: neuropil everywhere rises and falls slowly (far above the
+    # frame-to-frame noise), one soma also fires; the network outlined both the soma and a
+    # patch of plain neuropil. Only the soma has transients once the ring's light is removed.
+    from types import SimpleNamespace
+
+    from model.inference.decide import patch_candidates
+    from model.inference.plan import Tile
+
+    rng = np.random.default_rng(0)
+    frames, size = 100, 40
+    t = np.arange(frames)
+    neuropil = 100 + 20 * np.sin(2 * np.pi * t / 60)  # slow, 60 frames per cycle
+    block = neuropil[:, None, None] + rng.normal(0, 0.5, (frames, size, size))
+    soma, patch = disk((size, size), (10, 10), 4), disk((size, size), (28, 28), 4)
+    spikes = np.zeros(frames)
+    spikes[[20, 55, 80]] = 30.0
+    block[:, soma] += np.convolve(spikes, np.exp(-np.arange(30) / 8.0))[:frames, None]
+    footprints = np.stack([soma, patch]).astype(np.float32)[None]  # (1 patch, 2 channels, S, S)
+    outputs = SimpleNamespace(footprints=footprints, traces=np.zeros((1, 2, frames), np.float32))
+    tile = Tile(index=0, y0=0, x0=0, own_y=(0, size), own_x=(0, size))
+
+    def snrs(coefficient: float) -> np.ndarray:
+        return patch_candidates(
+            outputs, 0, [tile], block.astype(np.float32), origin=(0, 0),
+            frame_shape=(size, size), span=np.ones(1, np.float32), offset=0,
+            params=DecideParams(snr_neuropil_coefficient=coefficient)).snr
+
+    _, patch_raw = snrs(0.0)
+    assert patch_raw > DecideParams().active_snr  # the raw trace's swing reads as transients
+    soma_snr, patch_snr = snrs(DecideParams().snr_neuropil_coefficient)
+    assert patch_snr < 3 < DecideParams().active_snr < soma_snr
