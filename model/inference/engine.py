@@ -238,11 +238,11 @@ def run_chunk(movie: Any, predictor: Predictor, plan: Plan, chunk_id: str, *,
         raise ValueError(f"movie shape {tuple(movie.shape)} does not match the plan "
                          f"{plan.frames_shape}")
     result = compute_chunk(movie, predictor, plan, chunk_id,
-                           reference=_motion_reference(plan, work_dir))
+                           reference=motion_reference(plan, work_dir))
     return write_chunk(work_dir, result)
 
 
-def _motion_reference(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
+def motion_reference(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
     """The plan's motion reference from ``work_dir`` (None when motion correction is off)."""
     if not plan.params.get("motion", {}).get("enabled"):
         return None
@@ -271,7 +271,7 @@ def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str
         raise KeyError(f"chunks not in the plan: {sorted(unknown)}")
     params = InferenceParams.from_dict(plan.params)
     return _run_chunks(movie, predictor, plan, Path(work_dir),
-                       reference=_motion_reference(plan, work_dir),
+                       reference=motion_reference(plan, work_dir),
                        read_ahead=params.read_ahead if read_ahead is None else read_ahead,
                        batch_size=params.batch_size, progress=None, should_cancel=None,
                        chunk_ids=list(chunk_ids), on_written=on_written)
