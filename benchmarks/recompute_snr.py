@@ -21,7 +21,7 @@ import numpy as np
 
 from model.inference import patches, resample
 from model.inference.chunks import read_chunk, write_chunk
-from model.inference.decide import ring_values, transient_snrs
+from model.inference.decide import corrected_trace, transient_snrs
 from model.inference.engine import load_plan, motion_reference
 from model.inference.params import InferenceParams
 from model.inference.source import as_movie
@@ -36,12 +36,7 @@ def candidate_snrs(block: patches.Block, candidates, coefficient: float, offset:
         y, x, h, w = (int(v) for v in candidates.bbox[i])
         start, stop = candidates.mask_offsets[i], candidates.mask_offsets[i + 1]
         on = candidates.masks[start:stop].reshape(h, w) > 0
-        oy, ox = y - block.y0, x - block.x0
-        trace = block.data[:, oy:oy + h, ox:ox + w][:, on].mean(axis=1)
-        if coefficient:
-            found = ring_values(block.data, on, oy, ox)
-            if found is not None:
-                trace = trace - coefficient * found[1].mean(axis=-1)
+        trace = corrected_trace(block.data, on, y - block.y0, x - block.x0, coefficient)
         traces.append(trace[offset:offset + length])
     return transient_snrs(np.asarray(traces)).astype(np.float32)
 

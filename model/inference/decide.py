@@ -183,13 +183,9 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         b, n = divmod(plane, n_channels)
         tile = tiles[first + b]
         oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
-        pixels = block_data[:, oy + ys.start:oy + ys.stop, ox + xs.start:ox + xs.stop][:, on]
-        raw = pixels.mean(axis=1)
-        if params.snr_neuropil_coefficient:
-            found = ring_values(block_data, on, oy + ys.start, ox + xs.start)
-            if found is not None:
-                raw = raw - params.snr_neuropil_coefficient * found[1].mean(axis=-1)
-        rows["raw"].append(raw[offset:offset + length])
+        trace = corrected_trace(block_data, on, oy + ys.start, ox + xs.start,
+                                params.snr_neuropil_coefficient)
+        rows["raw"].append(trace[offset:offset + length])
         rows["tile"].append(tile.index)
         rows["channel"].append(n)
         rows["bbox"].append((tile.y0 + ys.start, tile.x0 + xs.start, ys.stop - ys.start,
@@ -214,15 +210,36 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
 RING_GAP, RING_WIDTH = 2, 8
 
 
+def corrected_trace(block: np.ndarray, on: np.ndarray, y0: int, x0: int,
+                    coefficient: float) -> np.ndarray:
+    """Mean of ``block`` ``(T, h, w)`` over ``on`` (placed at ``(y0, x0)``, inside the block)
+    minus ``coefficient`` times the mean over its ring (:data:`RING_GAP` to :data:`RING_GAP` +
+    :data:`RING_WIDTH` pixels out, clipped to the block; no ring pixel: no correction)."""
+    h, w = on.shape
+    trace = block[:, y0:y0 + h, x0:x0 + w][:, on].mean(axis=1)
+    if not coefficient:
+        return trace
+    reach = RING_GAP + RING_WIDTH
+    distance = ndimage.distance_transform_cdt(~np.pad(on, reach), metric="taxicab")
+    ring = (distance > RING_GAP) & (distance <= reach)  # as ring_values' dilations, one pass
+    ya, xa = max(y0 - reach, 0), max(x0 - reach, 0)
+    yb, xb = min(y0 + h + reach, block.shape[1]), min(x0 + w + reach, block.shape[2])
+    ring = ring[ya - (y0 - reach):yb - (y0 - reach), xa - (x0 - reach):xb - (x0 - reach)]
+    count = int(ring.sum())
+    if not count:
+        return trace
+    around = np.tensordot(block[:, ya:yb, xa:xb], ring.astype(block.dtype), axes=2) / count
+    return trace - coefficient * around
+
+
 def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
                  exclude: np.ndarray | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:  # fmt: skip
     """The image's values under ``on`` (placed at ``(y0, x0)``) and in its ring (without the
     pixels of ``exclude``, an image-sized mask, unless that leaves none), and the slices of ``on``
-    inside the image; ``None`` when either has no pixel in the image. ``image`` may be a stack
-    ``(..., H, W)`` (a block of frames): the values then keep the leading axes."""
+    inside the image; ``None`` when either has no pixel in the image."""
     reach = RING_GAP + RING_WIDTH
-    h, w = image.shape[-2:]
+    h, w = image.shape
     ys0, xs0 = y0 - reach, x0 - reach
     padded = np.pad(on, reach)
     grown = ndimage.binary_dilation(padded, iterations=reach)
@@ -232,11 +249,11 @@ def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
     if ya >= yb or xa >= xb:
         return None
     local = (slice(ya - ys0, yb - ys0), slice(xa - xs0, xb - xs0))
-    values = image[..., ya:yb, xa:xb]
+    values = image[ya:yb, xa:xb]
     ring = ring[local]
     if exclude is not None and (ring & ~exclude[ya:yb, xa:xb]).any():
         ring = ring & ~exclude[ya:yb, xa:xb]
-    inside, around = values[..., padded[local]], values[..., ring]
+    inside, around = values[padded[local]], values[ring]
     if not inside.size or not around.size:
         return None
     inner = (slice(max(y0, 0) - y0, min(y0 + on.shape[0], h) - y0),
