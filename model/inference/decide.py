@@ -12,11 +12,12 @@ put two separate somata in one channel, and each becomes its own candidate. Afte
 - tile evidence: in the windows where it was detected, at least ``min_tile_evidence`` of the tiles
   that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
 - it stands out as a soma: in the mean image its footprint is brighter than the bright part of
-  its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its raw fluorescence shows
-  transients clear enough (SNR >= ``active_snr``) to keep a cell that is dim at rest; a neuron
-  that fails only this test is measured again with the clear somata among the kept neurons
-  (contrast >= ``bright_neighbour_contrast``) left out of its ring (dense fields);
-- its raw fluorescence trace shows real transients: best candidate SNR >= ``min_snr``.
+  its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its fluorescence shows
+  transients clear enough (SNR >= ``active_snr``, measured on its fluorescence less its ring's,
+  ``snr_neuropil_coefficient``) to keep a cell that is dim at rest; a neuron that fails only
+  this test is measured again with the clear somata among the kept neurons (contrast >=
+  ``bright_neighbour_contrast``) left out of its ring (dense fields);
+- its fluorescence shows real transients: best candidate SNR >= ``min_snr``.
 """
 
 from __future__ import annotations
@@ -210,6 +211,15 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
 RING_GAP, RING_WIDTH = 2, 8
 
 
+def _ring(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``on`` padded by the ring's reach, and its ring there: the pixels :data:`RING_GAP` + 1 to
+    :data:`RING_GAP` + :data:`RING_WIDTH` steps away (4-connected steps, one distance transform)."""
+    reach = RING_GAP + RING_WIDTH
+    padded = np.pad(on, reach)
+    distance = ndimage.distance_transform_cdt(~padded, metric="taxicab")
+    return padded, (distance > RING_GAP) & (distance <= reach)
+
+
 def corrected_trace(block: np.ndarray, on: np.ndarray, y0: int, x0: int,
                     coefficient: float) -> np.ndarray:
     """Mean of ``block`` ``(T, h, w)`` over ``on`` (placed at ``(y0, x0)``, inside the block)
@@ -220,8 +230,7 @@ def corrected_trace(block: np.ndarray, on: np.ndarray, y0: int, x0: int,
     if not coefficient:
         return trace
     reach = RING_GAP + RING_WIDTH
-    distance = ndimage.distance_transform_cdt(~np.pad(on, reach), metric="taxicab")
-    ring = (distance > RING_GAP) & (distance <= reach)  # as ring_values' dilations, one pass
+    _, ring = _ring(on)
     ya, xa = max(y0 - reach, 0), max(x0 - reach, 0)
     yb, xb = min(y0 + h + reach, block.shape[1]), min(x0 + w + reach, block.shape[2])
     ring = ring[ya - (y0 - reach):yb - (y0 - reach), xa - (x0 - reach):xb - (x0 - reach)]
@@ -241,9 +250,7 @@ def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
     reach = RING_GAP + RING_WIDTH
     h, w = image.shape
     ys0, xs0 = y0 - reach, x0 - reach
-    padded = np.pad(on, reach)
-    grown = ndimage.binary_dilation(padded, iterations=reach)
-    ring = grown & ~ndimage.binary_dilation(padded, iterations=RING_GAP)
+    padded, ring = _ring(on)
     ya, yb = max(ys0, 0), min(ys0 + padded.shape[0], h)
     xa, xb = max(xs0, 0), min(xs0 + padded.shape[1], w)
     if ya >= yb or xa >= xb:
