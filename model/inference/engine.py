@@ -27,7 +27,7 @@ from model.inference.chunks import ChunkResult, chunk_done, read_chunk, read_shi
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
-from model.inference.params import DecideParams, InferenceParams
+from model.inference.params import InferenceParams
 from model.inference.plan import Plan, check_movie, make_plan
 from model.inference.prefetch import Prefetched
 from model.inference.run import (
@@ -161,10 +161,8 @@ class ChunkAssembler:
         self.attention = np.zeros((len(self.tiles), size, size), np.float32)
         self.denoised = (np.zeros((len(self.tiles), n_owned, size, size), np.float32)
                          if params.write_denoised else None)
-        self._collect = DecideParams(
-            mask_threshold=params.decide.mask_threshold, min_area=1,
-            max_area=params.decide.max_area,
-            snr_neuropil_coefficient=params.decide.snr_neuropil_coefficient)
+        # every part of a channel is collected; min_area applies to the stitched neurons
+        self._collect = dataclasses.replace(params.decide, min_area=1)
         self._parts: dict[int, Candidates] = {}
         self.received = 0
 
@@ -321,11 +319,9 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
 
     group = zarr.open_group(str(output), mode="r")
     footprints = group["footprints"]  # read one neuron at a time
-    reference = None
-    if params.motion.enabled:
-        reference = np.load(Path(work_dir) / REFERENCE_FILE)
-        if reference.shape != tuple(plan.frames_shape[1:]):  # made on rescaled frames
-            reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))
+    reference = motion_reference(plan, work_dir)
+    if reference is not None and reference.shape != tuple(plan.frames_shape[1:]):
+        reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))  # rescaled
     ring = NeuropilRing()
     fluorescence, neuropil = extract_fluorescence(
         movie, footprints, reference=reference, motion_params=params.motion, ring=ring,
@@ -570,7 +566,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     plan = prepare(movie, predictor.card, work_dir=work, params=params)
-    reference = np.load(work / REFERENCE_FILE) if params.motion.enabled else None
+    reference = motion_reference(plan, work)
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
