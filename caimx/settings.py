@@ -62,6 +62,13 @@ class Settings(BaseSettings):
                     "when one process runs a whole movie or a task runs several chunks "
                     "(a GPU needs several).",
     )
+    malloc_arena_max: int = Field(
+        default=2, ge=0, le=64,
+        description="glibc malloc arenas of a process that runs the engine (caimx process, "
+                    "workers); 2 keeps the memory freed by the engine's threads from piling up "
+                    "per thread (peak RSS); 0 leaves glibc's default (8 per core). "
+                    "MALLOC_ARENA_MAX in the environment wins.",
+    )
     worker_concurrency: int = Field(
         default=1, gt=0, description="Celery worker processes per host."
     )

@@ -137,6 +137,9 @@ def run_process(args: argparse.Namespace) -> int:
     from caimx.settings import get_settings
 
     settings = get_settings()
+    from caimx.memory import limit_malloc_arenas
+
+    limit_malloc_arenas(settings.malloc_arena_max)  # before the engine's threads start
     from tqdm import tqdm
 
     from model.inference import process_movie

@@ -71,8 +71,11 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.redis_url:
         raise CliError("caimx worker needs CAIMX_REDIS_URL, the Redis that the API uses")
+    from caimx.memory import limit_malloc_arenas
     from caimx.telemetry import instrument_worker
     from worker.celery_app import create_celery
+
+    limit_malloc_arenas(settings.malloc_arena_max)  # the task processes fork from this one
 
     instrument_worker(settings)
     from caimx.queue import QUEUES
