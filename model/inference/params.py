@@ -178,6 +178,20 @@ class DecideParams:
         "not brighter than their ring stay as they are. None keeps the network's footprints.",
         0.0, 1.0,
     )
+    grow_below: float | None = _p(
+        0.6,
+        "After refining, a footprint smaller than this fraction of the median area of the "
+        "movie's neurons (5 or more) is grown to the soma the mean image shows around it: the "
+        "pixels brighter than ring median + grow_level x (footprint peak - ring median), "
+        "connected to it, within 1.6 typical radii of its centre, outside other neurons, up to "
+        "1.6 typical areas (the network often outlines only the bright core of a dim cell: a "
+        "false detection and a miss at once). Needs refine_level. None: no growing.",
+        0.0, 1.0,
+    )
+    grow_level: float = _p(
+        0.5, "Brightness level of a grown footprint's edge between its ring and its peak "
+        "(grow_below).", 0.0, 1.0,
+    )
     split_distance: float | None = _p(
         4.0,
         "Before refining, a network footprint whose shape has two or more centres at least this "

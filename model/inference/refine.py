@@ -7,7 +7,9 @@ footprint between the somata its shape holds (:func:`split_touching`: the networ
 union of touching cells well, the mean image less so), then cuts each piece to the bright part of
 the mean image inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
 drops parts over ``max_area`` and split pieces that fail the soma-contrast rule on their own
-(:func:`piece_contrasts`), and keeps one of two footprints that end up on the same soma.
+(:func:`piece_contrasts`), grows footprints far smaller than the movie's typical neuron to the
+soma around them (:func:`grow_small`: the network often outlines only the core of a dim cell),
+and keeps one of two footprints that end up on the same soma.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from model.inference.stitch import Footprint, Neuron, centroid
 REFINE_PERCENTILE = 90
 #: Percentile of the footprint taken as its peak by :func:`refine_footprint`.
 PEAK_PERCENTILE = 95
+#: Fewest neurons whose median area stands for the movie's typical soma (:func:`grow_small`).
+GROW_MIN_NEURONS = 5
+#: A grown footprint stays within this many typical radii of its centre, and under this many
+#: typical areas (:func:`grow_footprint`): it may fill its soma, not reach into the next one.
+GROW_REACH, GROW_MAX_AREA = 1.6, 1.6
 
 
 def refine_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, level: float,
@@ -136,7 +143,99 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
                 "centroid": centroid(refined, params.mask_threshold), "area": int(part.sum()),
                 "contrast": part_contrast,
             })
+    if refine and params.grow_below is not None:
+        kept = grow_small(kept, mean_image, params, reasons)
     return drop_repeats(kept, reasons)
+
+
+def grow_small(kept: list[dict[str, Any]], image: np.ndarray, params: DecideParams,
+               reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
+    """Grow each footprint under ``params.grow_below`` x the median area of ``kept`` to the soma
+    the mean image shows around it (:func:`grow_footprint`).
+
+    The network often outlines only the bright core of a dim cell (a third to a half of it, IoU
+    < 0.5: a false detection and a miss at once), or two small pieces of one cell. Other
+    neurons' pixels are left out of a growing footprint, except those of the other small ones:
+    two pieces of one cell both grow to it, and :func:`drop_repeats` keeps one.
+    """
+    if len(kept) < GROW_MIN_NEURONS:
+        return kept
+    areas = np.array([rec["area"] for rec in kept])
+    typical = float(np.median(areas))
+    small = areas < params.grow_below * typical
+    occupied = np.zeros(image.shape, bool)
+    for rec in (rec for rec, is_small in zip(kept, small, strict=True) if not is_small):
+        paint(occupied, rec["footprint"] > 0, rec["y0"], rec["x0"])
+    radius = float(np.sqrt(typical / np.pi))
+    max_area = min(params.max_area, int(GROW_MAX_AREA * typical))
+    for rec in (rec for rec, is_small in zip(kept, small, strict=True) if is_small):
+        on = rec["footprint"] > 0
+        grown = grow_footprint(image, on, rec["y0"], rec["x0"], radius=radius,
+                               occupied=occupied, level=params.grow_level, max_area=max_area)
+        if grown is None:
+            continue
+        part, y0, x0 = grown
+        values = np.zeros(part.shape, np.float32)
+        values[part] = float(np.median(rec["footprint"][on]))
+        paint_values(values, rec["footprint"], rec["y0"] - y0, rec["x0"] - x0)
+        rec.update(footprint=values, y0=y0, x0=x0, area=int(part.sum()),
+                   centroid=centroid(Footprint(y0, x0, values), params.mask_threshold))
+        reasons["grown to its soma"] += 1
+    return kept
+
+
+def grow_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, radius: float,
+                   occupied: np.ndarray, level: float, max_area: int,
+                   ) -> tuple[np.ndarray, int, int] | None:  # fmt: skip
+    """The soma around a small footprint ``on`` (boolean, at ``(y0, x0)``), from the mean image.
+
+    The pixels brighter than ``ring + level x (peak - ring)`` (``ring``: the median of the pixels
+    2 to 1.5 ``radius`` out, other neurons' ``occupied`` pixels left out; ``peak``: the
+    footprint's 90th percentile), within ``GROW_REACH x radius`` of its centre and not
+    ``occupied``, connected to it, opened, holes filled: ``(mask, y0, x0)``. ``None`` when the
+    footprint is not brighter than its ring, or the soma is no larger than the footprint or
+    larger than ``max_area``.
+    """
+    cy, cx = (float(c) for c in ndimage.center_of_mass(on))
+    cy, cx = cy + y0, cx + x0
+    reach = int(np.ceil(2.5 * radius))
+    wy0, wx0 = max(int(cy) - reach, 0), max(int(cx) - reach, 0)
+    wy1 = min(int(cy) + reach + 1, image.shape[0])
+    wx1 = min(int(cx) + reach + 1, image.shape[1])
+    window = image[wy0:wy1, wx0:wx1]
+    own = paint(np.zeros(window.shape, bool), on, y0 - wy0, x0 - wx0)
+    others = occupied[wy0:wy1, wx0:wx1] & ~own
+    distance = ndimage.distance_transform_edt(~own)
+    ring = (distance >= RING_GAP) & (distance <= 1.5 * radius) & ~others
+    if not own.any() or ring.sum() < 10:
+        return None
+    reference = float(np.median(window[ring]))
+    peak = float(np.percentile(window[own], 90))
+    if peak <= reference:
+        return None
+    yy, xx = np.ogrid[wy0:wy1, wx0:wx1]
+    near = (yy - cy) ** 2 + (xx - cx) ** 2 <= (GROW_REACH * radius) ** 2
+    bright = ((window > reference + level * (peak - reference)) & near & ~others) | own
+    labels, _ = ndimage.label(bright)
+    touching = np.unique(labels[own])
+    region = np.isin(labels, touching[touching > 0])
+    region = ndimage.binary_fill_holes(ndimage.binary_opening(region) | own)
+    area = int(region.sum())
+    if area <= int(own.sum()) or area > max_area:
+        return None
+    box = ndimage.find_objects(region.astype(np.int32))[0]
+    return region[box], wy0 + box[0].start, wx0 + box[1].start
+
+
+def paint_values(canvas: np.ndarray, values: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """Copy the non-zero ``values``, placed at ``(y0, x0)`` of ``canvas``, onto it (clipped)."""
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + values.shape[0], canvas.shape[0]), min(x0 + values.shape[1], canvas.shape[1])
+    if ya < yb and xa < xb:
+        src = values[ya - y0:yb - y0, xa - x0:xb - x0]
+        dst = canvas[ya:yb, xa:xb]
+        dst[src > 0] = src[src > 0]
+    return canvas
 
 
 def piece_contrasts(image: np.ndarray, parts: list[tuple[np.ndarray, int, int]]) -> list[float]:

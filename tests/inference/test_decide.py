@@ -265,3 +265,43 @@ def test_slow_neuropil_fluctuations_are_not_a_candidates_transients():
     assert patch_raw > DecideParams().active_snr  # the raw trace's swing reads as transients
     soma_snr, patch_snr = snrs(DecideParams().snr_neuropil_coefficient)
     assert patch_snr < 3 < DecideParams().active_snr < soma_snr
+
+
+def _dim_cell_outlined_by_its_core() -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Six bright somata (radius 6) and a dim one beside the first; the network outlined the
+    bright ones whole and only the core (radius 3) of the dim one."""
+    image = _neuropil((96, 96))
+    bright = [disk(image.shape, c, 6) for c in ((20, 20), (20, 60), (50, 80), (80, 20),
+                                                 (80, 50), (80, 80))]
+    for mask in bright:
+        image[mask] += 40.0
+    dim = disk(image.shape, (20, 33), 6)  # 1 pixel from the first bright soma
+    image[dim] += 12.0
+    return image, bright, dim
+
+
+def test_a_dim_cell_outlined_by_its_core_grows_to_its_soma():
+    image, bright, dim = _dim_cell_outlined_by_its_core()
+    core = disk(image.shape, (20, 33), 3)
+    neurons = [_neuron(mask) for mask in (*bright, core)]
+    kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
+    assert len(kept) == 7 and reasons["grown to its soma"] == 1
+    grown = min(kept, key=lambda r: abs(r["centroid"][1] - 33) + abs(r["centroid"][0] - 20))
+    placed = np.zeros(image.shape, bool)
+    h, w = grown["footprint"].shape
+    placed[grown["y0"]:grown["y0"] + h, grown["x0"]:grown["x0"] + w] = grown["footprint"] > 0
+    assert (placed & dim).sum() / (placed | dim).sum() > 0.8
+    assert not (placed & bright[0]).any()  # the bright neighbour's pixels stay its own
+    assert grown["area"] == int(placed.sum())
+    # switched off, the core stays as the network drew it
+    kept, reasons = decide_all([_neuron(mask) for mask in (*bright, core)],
+                               DecideParams(grow_below=None), mean_image=image)
+    assert reasons["grown to its soma"] == 0
+    assert min(r["area"] for r in kept) <= core.sum()
+
+
+def test_footprints_of_typical_size_are_not_grown():
+    image, bright, dim = _dim_cell_outlined_by_its_core()
+    neurons = [_neuron(mask) for mask in (*bright, dim)]
+    kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
+    assert len(kept) == 7 and reasons["grown to its soma"] == 0
