@@ -229,12 +229,10 @@ def grow_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, radiu
 
 def paint_values(canvas: np.ndarray, values: np.ndarray, y0: int, x0: int) -> np.ndarray:
     """Copy the non-zero ``values``, placed at ``(y0, x0)`` of ``canvas``, onto it (clipped)."""
-    ya, xa = max(y0, 0), max(x0, 0)
-    yb, xb = min(y0 + values.shape[0], canvas.shape[0]), min(x0 + values.shape[1], canvas.shape[1])
-    if ya < yb and xa < xb:
-        src = values[ya - y0:yb - y0, xa - x0:xb - x0]
-        dst = canvas[ya:yb, xa:xb]
-        dst[src > 0] = src[src > 0]
+    boxes = _overlap(canvas.shape, values.shape, y0, x0)
+    if boxes is not None:
+        source, target = values[boxes[1]], canvas[boxes[0]]
+        target[source > 0] = source[source > 0]
     return canvas
 
 
@@ -254,11 +252,21 @@ def piece_contrasts(image: np.ndarray, parts: list[tuple[np.ndarray, int, int]])
 def paint(canvas: np.ndarray, on: np.ndarray, y0: int, x0: int) -> np.ndarray:
     """Set ``canvas`` where the boolean ``on``, placed at ``(y0, x0)``, is true (clipped to the
     canvas); returns ``canvas``."""
-    ya, xa = max(y0, 0), max(x0, 0)
-    yb, xb = min(y0 + on.shape[0], canvas.shape[0]), min(x0 + on.shape[1], canvas.shape[1])
-    if ya < yb and xa < xb:
-        canvas[ya:yb, xa:xb] |= on[ya - y0:yb - y0, xa - x0:xb - x0]
+    boxes = _overlap(canvas.shape, on.shape, y0, x0)
+    if boxes is not None:
+        canvas[boxes[0]] |= on[boxes[1]]
     return canvas
+
+
+def _overlap(canvas: tuple[int, ...], shape: tuple[int, ...], y0: int, x0: int,
+             ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:  # fmt: skip
+    """The boxes of ``canvas`` and of an array of ``shape`` placed at ``(y0, x0)`` on it that
+    overlap (``None`` when nothing does)."""
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + shape[0], canvas[0]), min(x0 + shape[1], canvas[1])
+    if ya >= yb or xa >= xb:
+        return None
+    return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
 
 
 def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray, float]],
