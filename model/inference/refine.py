@@ -196,6 +196,8 @@ def grow_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, radiu
     footprint is not brighter than its ring, or the soma is no larger than the footprint or
     larger than ``max_area``.
     """
+    if not on.any():
+        return None
     cy, cx = (float(c) for c in ndimage.center_of_mass(on))
     cy, cx = cy + y0, cx + x0
     reach = int(np.ceil(2.5 * radius))
@@ -207,7 +209,7 @@ def grow_footprint(image: np.ndarray, on: np.ndarray, y0: int, x0: int, *, radiu
     others = occupied[wy0:wy1, wx0:wx1] & ~own
     distance = ndimage.distance_transform_edt(~own)
     ring = (distance >= RING_GAP) & (distance <= 1.5 * radius) & ~others
-    if not own.any() or ring.sum() < 10:
+    if not own.any() or ring.sum() < 10:  # own: nothing of it inside the image
         return None
     reference = float(np.median(window[ring]))
     peak = float(np.percentile(window[own], 90))
