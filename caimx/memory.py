@@ -11,7 +11,6 @@ before the threads start, has the same effect from inside the process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 
@@ -29,9 +28,8 @@ def limit_malloc_arenas(arenas: int) -> bool:
     """
     if arenas <= 0 or os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+    try:  # the symbols the process already has: no library search (find_library forks)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         mallopt = None
     if mallopt is None:
