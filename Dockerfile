@@ -39,9 +39,5 @@ FROM base AS worker
 USER root
 # oasis-deconv (GPL-3.0, optional extra "deconvolution"): denoised calcium and spikes
 RUN pip install "tensorflow[and-cuda]>=2.21,<2.22" "oasis-deconv>=0.3.2"
-# The engine's threads (readers, batch cutter, network, candidates) each get a glibc malloc
-# arena by default, and memory freed in one is not given back: 2 arenas held the peak resident
-# memory of a dense movie 10 % lower (docs/operations.md, "Worker memory").
-ENV MALLOC_ARENA_MAX=2
 USER caimx
 CMD ["caimx", "worker", "--name", "gpu@%h"]
