@@ -15,7 +15,6 @@ server's ``Retry-After``). Errors are :class:`ApiError` carrying the server's pr
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 
 from caimx.remote import is_url
+from model.registry import sha256_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -49,11 +49,6 @@ class ApiError(RuntimeError):
 
 def _job_id(job: str | dict) -> str:
     return job["id"] if isinstance(job, dict) else str(job)
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def client_config() -> dict[str, str]:
@@ -246,7 +241,7 @@ class Client:
         size = path.stat().st_size
         if upload_id is None:
             meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
-                            for k, v in (("filename", path.name), ("sha256", _sha256(path))))
+                            for k, v in (("filename", path.name), ("sha256", sha256_file(path))))
             created = self.request("POST", "/v1/uploads", ok=(201,), headers={
                 **TUS, "Upload-Length": str(size), "Upload-Metadata": meta})  # fmt: skip
             upload_id = created.json()["id"]

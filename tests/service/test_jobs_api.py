@@ -153,11 +153,11 @@ def test_app_needs_a_redis_url(tmp_path: Path) -> None:
         create_app(Settings(data_dir=tmp_path, redis_url=None))
 
 
-def test_service_never_imports_tensorflow(tmp_path: Path) -> None:
+def test_service_and_client_never_import_tensorflow(tmp_path: Path) -> None:
     code = (
         "import sys; from caimx.settings import Settings; from service.app import create_app;"
         f"create_app(Settings(data_dir={str(tmp_path)!r}, redis_url='redis://127.0.0.1:1'));"
-        "import service.api.v1.jobs, service.submission, service.uploads;"
+        "import service.api.v1.jobs, service.submission, service.uploads, caimx.client;"
         "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
