@@ -25,3 +25,17 @@ def test_simulate_command_rejects_bad_values(tmp_path, capsys) -> None:
     rc = main(["simulate", "-o", str(tmp_path / "x.tif"), "--silent-fraction", "2"])
     assert rc == 2
     assert "silent_fraction" in capsys.readouterr().err
+
+
+def test_simulate_command_defaults_are_the_simulators() -> None:
+    """Without options the command simulates with SimulationParams' own defaults (only the file
+    dtype differs: a microscope writes uint16), so the two never drift apart."""
+    import dataclasses
+
+    from caimx.cli import build_parser
+    from caimx.cli.simulate_cmd import INDICATOR_CHOICES, params_from_args
+    from model.simulate import INDICATORS, SimulationParams
+
+    args = build_parser().parse_args(["simulate", "-o", "movie.tif"])
+    assert params_from_args(args) == dataclasses.replace(SimulationParams(), dtype="uint16")
+    assert set(INDICATOR_CHOICES) == set(INDICATORS)
