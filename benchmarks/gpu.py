@@ -89,44 +89,16 @@ class TimedPredictor:
         return out
 
 
-def _frame_conv_class() -> type:
-    """A ``(1, k, k)`` Conv3D computed as one 2-D convolution over all frames (same weights)."""
-    from keras import layers, ops
-
-    class FrameConv3D(layers.Conv3D):
-        def call(self, inputs: Any) -> Any:
-            _, t, h, w, c = inputs.shape
-            x = ops.reshape(inputs, (-1, h, w, c))
-            y = ops.conv(x, self.kernel[0], padding="same")
-            if self.use_bias:
-                y = y + self.bias
-            y = ops.reshape(y, (-1, t, h, w, self.filters))
-            return self.activation(y) if self.activation is not None else y
-
-    return FrameConv3D
-
-
 @contextlib.contextmanager
-def network_variant(dtype: str, ista: str) -> Iterator[None]:
-    """Networks built inside run under ``dtype``, their ISTA convolutions as Conv3D or 2-D.
-
-    ``frame2d`` gives the same weights and the same outputs (to float32 round-off); bfloat16
-    (Keras ``mixed_bfloat16``) changes the outputs.
-    """
+def dtype_policy(dtype: str) -> Iterator[None]:
+    """Networks built inside run under ``dtype`` (Keras ``mixed_bfloat16`` for bfloat16, which
+    changes the outputs)."""
     import keras
 
-    import model.network as net
-
     keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
-    original = net._ista_conv
-    if ista == "frame2d":
-        frame_conv = _frame_conv_class()
-        net._ista_conv = lambda name, filters, activation=None: frame_conv(
-            filters, (1, 3, 3), padding="same", activation=activation, name=name)
     try:
         yield
     finally:
-        net._ista_conv = original
         keras.config.set_dtype_policy("float32")
 
 
@@ -147,8 +119,9 @@ def network(args: argparse.Namespace) -> None:
         keras.utils.set_random_seed(0)
         per_frame = patches_per_frame((config.T, config.H, config.W))
         for batch in args.batches:
-            with network_variant(dtype, ista):
-                predictor = KerasPredictor(Path("."), card, build_network(config),
+            with dtype_policy(dtype):
+                predictor = KerasPredictor(Path("."), card,
+                                           build_network(config, ista_convs=ista),
                                            batch_size=batch)
             x = np.random.default_rng(0).random((batch, config.T, config.H, config.W),
                                                 np.float32)
@@ -209,24 +182,11 @@ def _simulate(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
 
 
 def _load_variant(path: Path, batch: int, dtype: str, ista: str) -> Any:
-    """The model folder's network, rebuilt as ``network_variant(dtype, ista)``.
+    """The model folder's network built under ``dtype`` with its ISTA convolutions as ``ista``."""
+    from model.keras_serving import KerasPredictor
 
-    The weights go over by position: Keras names a ``.weights.h5`` entry after the layer's
-    class, so a subclassed layer cannot read the file directly.
-    """
-    from model.keras_serving import KerasPredictor, card_network
-    from model.network import build_network
-    from model.registry import ModelCard
-
-    if (dtype, ista) == ("float32", "conv3d"):
-        return KerasPredictor.load(path, batch_size=batch)
-    card = ModelCard.read(path)
-    reference = build_network(card_network(card))
-    reference.load_weights(path / "model.weights.h5")
-    with network_variant(dtype, ista):
-        variant = build_network(card_network(card))
-    variant.set_weights(reference.get_weights())
-    return KerasPredictor(path, card, variant, batch_size=batch)
+    with dtype_policy(dtype):
+        return KerasPredictor.load(path, batch_size=batch, ista_convs=ista)
 
 
 def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: str = "float32",
@@ -301,8 +261,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
                     help="network, engine: compute dtype (bfloat16 = Keras mixed_bfloat16)")
-    ap.add_argument("--ista", nargs="+", default=["conv3d"], choices=("conv3d", "frame2d"),
-                    help="network, engine: ISTA (1,3,3) convolutions as Conv3D or per-frame 2-D")
+    ap.add_argument("--ista", nargs="+", default=["auto"], choices=("auto", "conv3d", "frame2d"),
+                    help="network, engine: ISTA (1,3,3) convolutions as Conv3D or per-frame 2-D "
+                         "(auto: what the Keras runner picks on this machine)")
     ap.add_argument("--upto", nargs="+", default=["denoised", "convlstm", "attention_relu"],
                     help="layers stage: cut the network after each of these layers")
     ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")
@@ -320,6 +281,11 @@ def main() -> None:
     ap.add_argument("--shifted-tiling", action="store_true",
                     help="engine: a second grid of tiles half a stride off (PlanParams)")
     args = ap.parse_args()
+    if "auto" in args.ista:
+        from model.keras_serving import preferred_ista_convs
+
+        args.ista = list(dict.fromkeys(preferred_ista_convs() if i == "auto" else i
+                                       for i in args.ista))
     if args.stage == "machine":
         _emit(args.out, _machine())
     else:

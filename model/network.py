@@ -36,6 +36,7 @@ from model.layers import (
     AbsTanh,
     DataConsistency,
     DropChannel,
+    FrameConv3D,
     MaskedTraces,
     MorphologicalOpening,
     ScaledChannelMean,
@@ -121,12 +122,18 @@ def weighted_layer_names(config: NetworkConfig) -> dict[str, list[str]]:
     }
 
 
-def _ista_conv(name: str, filters: int, activation: str | None = None) -> layers.Conv3D:
-    return layers.Conv3D(filters, (1, 3, 3), padding="same", activation=activation, name=name)
+#: How the ISTA's (1, 3, 3) convolutions are computed: ``conv3d`` (the published layers, whose
+#: weights load from ``.weights.h5``) or ``frame2d`` (:class:`~model.layers.FrameConv3D`).
+ISTA_CONVS = ("conv3d", "frame2d")
 
 
-def _ista(x0: Any, config: NetworkConfig) -> tuple[Any, Any, Any]:
+def _ista(x0: Any, config: NetworkConfig, convs: str = "conv3d") -> tuple[Any, Any, Any]:
     """Unrolled ISTA. Returns (denoised, last thresholded code, symmetry sum), all 5-D."""
+    conv_class = FrameConv3D if convs == "frame2d" else layers.Conv3D
+
+    def _ista_conv(name: str, filters: int, activation: str | None = None) -> layers.Conv3D:
+        return conv_class(filters, (1, 3, 3), padding="same", activation=activation, name=name)
+
     n = config.N
     x = x0
     y = code = None
@@ -217,16 +224,21 @@ def _traces(code: Any, attention: Any, masks: Any, config: NetworkConfig) -> Any
     return layers.Conv1D(config.N, 1, activation="relu", use_bias=False, name="trace_conv3")(x)
 
 
-def build_network(config: NetworkConfig | str = "mini") -> keras.Model:
+def build_network(config: NetworkConfig | str = "mini", *, ista_convs: str = "conv3d",
+                  ) -> keras.Model:  # fmt: skip
     """Build the network for ``config`` (a :class:`NetworkConfig` or a preset name).
 
     Input ``movie``: ``(B, T, H, W, 1)`` float32, min-max scaled to [0, 1] per patch.
-    Outputs: a dict, see the module docstring.
+    Outputs: a dict, see the module docstring. ``ista_convs``: one of :data:`ISTA_CONVS`; a
+    ``frame2d`` build has the same weights in the same order (``set_weights`` from a ``conv3d``
+    build) but cannot read a ``.weights.h5`` file itself.
     """
     if isinstance(config, str):
         config = PRESETS[config]
+    if ista_convs not in ISTA_CONVS:
+        raise ValueError(f"ista_convs must be one of {ISTA_CONVS}, got {ista_convs!r}")
     movie = keras.Input((config.T, config.H, config.W, 1), name="movie")
-    denoised, code, symmetry = _ista(movie, config)
+    denoised, code, symmetry = _ista(movie, config, ista_convs)
     sparse = AbsTanh(name="sparse_code")(code)
     symmetry = ScaledChannelMean(config.ista_blocks, name="symmetry_mean")(symmetry)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caimx.settings import REPO_MODELS_DIR
-from model.keras_serving import KerasPredictor, card_network
+from model.keras_serving import KerasPredictor, card_network, preferred_ista_convs
 from model.registry import ModelCard, ModelCardError
 from model.runtimes import load_predictor
 
@@ -37,6 +37,17 @@ def test_keras_runner_matches_the_saved_model(patches):
         a, b = getattr(saved, key), getattr(keras_out, key)
         assert a.shape == b.shape and b.dtype == np.float32, key
         np.testing.assert_allclose(b, a, atol=1e-4, err_msg=key)
+
+
+def test_per_frame_ista_convolutions_give_the_same_outputs(patches):
+    """The GPU form of the ISTA convolutions (``frame2d``) runs the same weights to the same
+    outputs; ``auto`` keeps the Conv3D layers off a GPU."""
+    reference = KerasPredictor.load(MODEL, batch_size=8, ista_convs="conv3d").predict(patches)
+    frame2d = KerasPredictor.load(MODEL, batch_size=8, ista_convs="frame2d").predict(patches)
+    for key in ("denoised", "attention", "traces", "footprints"):
+        np.testing.assert_allclose(getattr(frame2d, key), getattr(reference, key), atol=1e-3,
+                                   err_msg=key)
+    assert preferred_ista_convs() == "conv3d"  # TensorFlow on a CPU here
 
 
 def test_padding_does_not_change_results(patches):

@@ -17,7 +17,7 @@ from conftest_network import (
 )
 
 from model import losses
-from model.layers import MorphologicalOpening, keras2_hard_sigmoid
+from model.layers import FrameConv3D, MorphologicalOpening, keras2_hard_sigmoid
 from model.network import PRESETS, NetworkConfig, build_network, count_parameters
 from model.weights_import import WeightImportError, load_published_weights
 
@@ -54,6 +54,29 @@ def test_output_shapes():
         "opened_masks": (None, 4, 32, 32),
         "traces": (None, 96, 4),
     }
+
+
+def test_frame_conv_equals_conv3d():
+    """FrameConv3D (per-frame 2-D convolutions) computes the Conv3D of the same weights."""
+    import keras
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 12, 12, 3)).astype(np.float32)
+    conv = keras.layers.Conv3D(4, (1, 3, 3), padding="same", activation="relu")
+    frame = FrameConv3D(4, (1, 3, 3), padding="same", activation="relu")
+    reference = np.asarray(conv(x))
+    frame.build(x.shape)
+    frame.set_weights([w + 0.0 for w in conv.get_weights()])
+    np.testing.assert_allclose(np.asarray(frame(x)), reference, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(1, k, k\) kernels"):
+        FrameConv3D(4, (3, 3, 3))
+
+
+def test_frame2d_build_has_the_same_weights():
+    conv3d, frame2d = build_network("mini"), build_network("mini", ista_convs="frame2d")
+    assert [w.shape for w in frame2d.get_weights()] == [w.shape for w in conv3d.get_weights()]
+    assert count_parameters(frame2d) == MINI_PARAMETERS
+    with pytest.raises(ValueError, match="ista_convs must be one of"):
+        build_network("mini", ista_convs="fft")
 
 
 def test_config_validation():
