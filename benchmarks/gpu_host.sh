@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GPU benchmarks on a host that has JAX (with CUDA) and Python 3.12 but neither TensorFlow nor
+# Keras, and no network access (docs/benchmarks.md, "GPU").
+#
+#   bash benchmarks/gpu_host.sh wheels    # here: pure-Python / manylinux wheels into vendor-wheels/
+#   bash benchmarks/gpu_host.sh run OUT   # there, with vendor-wheels/ copied beside the tree:
+#                                         # bare network, then the engine on 1000 and 10000 frames
+#
+# Rows (JSON lines) go to OUT/rows.jsonl; every stage prints as it goes, so a run stopped by a
+# time limit still leaves what it measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(keras==3.15.1 namex==0.1.0 optree==0.20.0 zarr==3.1.6 numcodecs==0.16.6
+        donfig==0.8.1.post1 google-crc32c==1.9.0 oasis-deconv==0.3.2)
+
+case "${1:-}" in
+  wheels)
+    mkdir -p vendor-wheels
+    for spec in "${WHEELS[@]}"; do
+      .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux_2_28_x86_64 --platform any -d vendor-wheels "$spec"
+    done
+    ls vendor-wheels
+    ;;
+  run)
+    out="${2:?usage: gpu_host.sh run OUT}"
+    mkdir -p "$out"
+    export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
+    python3 -m pip install -q --no-index --no-deps --target /tmp/caimx-site vendor-wheels/*.whl
+    export PYTHONPATH="/tmp/caimx-site:$PWD"
+    rows="$out/rows.jsonl"
+    python3 benchmarks/gpu.py machine --out "$rows"
+    python3 benchmarks/gpu.py network --presets mini --batches 256 --ista conv3d frame2d \
+      --out "$rows"
+    python3 benchmarks/gpu.py engine --size 512 --frames 1000 --seed 11 --photons 4 \
+      --density 800 --batch 256 --read-ahead 6 --ista conv3d frame2d --work /tmp/caimx-gpu \
+      --out "$rows"
+    python3 -c "
+import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path
+from long_movie import cycle_movie
+from model.io import open_movie
+with open_movie(next(Path('/tmp/caimx-gpu').glob('*.tif'))) as src:
+    cycle_movie(src, Path('/tmp/caimx-gpu/long10000.npy'), 10000)"
+    python3 benchmarks/gpu.py engine --movie /tmp/caimx-gpu/long10000.npy --batch 256 \
+      --read-ahead 6 --work /tmp/caimx-gpu --out "$rows"
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_host.sh wheels | run OUT" >&2
+    exit 2
+    ;;
+esac
