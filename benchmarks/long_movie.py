@@ -3,7 +3,7 @@
 The movie is a simulated one cycled forwards and backwards (no frame jumps) into a uint16 ``.npy``
 of the requested length, then processed with the engine's defaults (motion correction on).
 
-``--network real`` runs the SavedModel on every patch (on 2 CPU cores about 2.5 hours for
+``--network real`` runs the SavedModel on every patch (on 2 CPU cores 91 minutes for
 512 x 512 x 20000). ``--network replay`` runs the SavedModel on the first batch only and then
 returns those real outputs for every later batch: the model is loaded and its activations are in
 memory as in a real run, and every other stage (reading, motion correction, candidates, chunk
