@@ -11,13 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(keras==3.15.1 namex==0.1.0 optree==0.20.0 zarr==3.1.6 numcodecs==0.16.6
-        donfig==0.8.1.post1 google-crc32c==1.9.0 oasis-deconv==0.3.2)
+# what the GPU host's image lacks; each at the version this checkout's .venv runs
+WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv)
 
 case "${1:-}" in
   wheels)
     mkdir -p vendor-wheels
-    for spec in "${WHEELS[@]}"; do
+    for name in "${WHEELS[@]}"; do
+      spec="$name==$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))")"
       .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux_2_28_x86_64 --platform any -d vendor-wheels "$spec"

@@ -53,7 +53,8 @@ class FrameConv3D(keras.layers.Conv3D):
         super().__init__(filters, kernel_size, **kwargs)
         if self.kernel_size[0] != 1 or self.dilation_rate != (1, 1, 1) or self.strides != (1, 1, 1):
             raise ValueError("FrameConv3D computes (1, k, k) kernels with unit strides and "
-                             f"dilation only, got {self.kernel_size}")
+                             f"dilation only, got kernel {self.kernel_size}, strides "
+                             f"{self.strides}, dilation {self.dilation_rate}")
 
     def call(self, inputs: Any) -> Any:
         _, t, h, w, c = inputs.shape

@@ -65,7 +65,7 @@ def test_frame_conv_equals_conv3d():
     frame = FrameConv3D(4, (1, 3, 3), padding="same", activation="relu")
     reference = np.asarray(conv(x))
     frame.build(x.shape)
-    frame.set_weights([w + 0.0 for w in conv.get_weights()])
+    frame.set_weights(conv.get_weights())
     np.testing.assert_allclose(np.asarray(frame(x)), reference, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(1, k, k\) kernels"):
         FrameConv3D(4, (3, 3, 3))
