@@ -7,18 +7,31 @@ the same :class:`~model.outputs.PatchOutputs`.
 
 >>> predictor = KerasPredictor.load("model/zoo/caimx-mini")
 >>> out = predictor.predict(patches)        # patches: float32 (B, T, H, W)
+
+On JAX the network call is dispatched asynchronously: :meth:`KerasPredictor.start` returns at
+once and the device computes while the caller prepares the next batch or handles the previous
+one's outputs; the engine keeps one batch in flight this way, so a GPU does not idle while the
+host copies inputs and outputs or cuts the next batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
 from model.network import PRESETS, NetworkConfig, build_network
-from model.outputs import SERVING_OUTPUTS, PatchOutputs, as_patch_batch, serving_outputs
+from model.outputs import (
+    OPTIONAL_OUTPUTS,
+    SERVING_OUTPUTS,
+    PatchOutputs,
+    as_patch_batch,
+    serving_outputs,
+)
 from model.registry import WEIGHTS_FILE, ModelCard, ModelCardError, sha256_file
 
 DEFAULT_BATCH = 64
@@ -54,12 +67,48 @@ def preferred_ista_convs() -> str:
     return "frame2d" if jax.default_backend() == "gpu" else "conv3d"
 
 
+Fetch = Callable[[], list[np.ndarray]]
+"""Waits for one network call and returns its outputs as numpy arrays."""
+
+
+def _dispatcher(model: keras.Model) -> Callable[[np.ndarray], Fetch]:
+    """A function that starts ``model`` on one input batch and returns its :data:`Fetch`.
+
+    Under JAX the call is one jitted, stateless function (``Model.stateless_call``): it returns
+    device arrays before they are computed, and the fetch blocks. Other backends compute in
+    ``predict_on_batch`` and the fetch hands the result over.
+    """
+    if keras.backend.backend() != "jax":
+        def start_eagerly(x: np.ndarray) -> Fetch:
+            values = model.predict_on_batch(x)
+            return lambda: list(values)
+
+        return start_eagerly
+
+    import jax
+
+    def call(trainable: list[Any], non_trainable: list[Any], x: Any) -> list[Any]:
+        values, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        return values
+
+    compiled = jax.jit(call)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def start_async(x: np.ndarray) -> Fetch:
+        values = compiled(trainable, non_trainable, x)  # queued on the device; returns at once
+        return lambda: [np.asarray(v) for v in values]
+
+    return start_async
+
+
 class KerasPredictor:
     """A network built from a model card, with the folder's Keras weights loaded.
 
     ``batch_size`` patches go to the backend at once; a smaller batch is padded to that size, so
     a compiling backend (JAX, XLA) compiles one shape, once (tens of seconds on a GPU), rather
-    than one per batch size.
+    than one per batch size. Each output set (with or without ``denoised``) is its own model,
+    built and compiled when first asked for.
     """
 
     def __init__(self, path: Path, card: ModelCard, network: keras.Model,
@@ -69,9 +118,8 @@ class KerasPredictor:
         self.path = path
         self.card = card
         self.batch_size = batch_size
-        outputs = serving_outputs(network.output)
-        self._serving = keras.Model(network.inputs, [outputs[k] for k in SERVING_OUTPUTS],
-                                    name="serving")
+        self._network = network
+        self._runners: dict[tuple[str, ...], Callable[[np.ndarray], Fetch]] = {}
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = DEFAULT_BATCH,
@@ -104,21 +152,57 @@ class KerasPredictor:
     def patch_shape(self) -> tuple[int, int, int]:
         return self.card.patch_shape
 
-    def predict(self, patches: np.ndarray, batch_size: int | None = None) -> PatchOutputs:
-        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``)."""
+    def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
+                denoised: bool = True) -> PatchOutputs:
+        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
+
+        ``denoised=False`` skips the denoised movie (its field is None): the network then stops
+        short of the last ISTA block's synthesis, and nothing of that size is copied back.
+        """
+        return self.start(patches, batch_size, denoised=denoised)()
+
+    def start(self, patches: np.ndarray, batch_size: int | None = None, *,
+              denoised: bool = True) -> Callable[[], PatchOutputs]:
+        """Start the network on ``patches`` and return a function that waits for the outputs.
+
+        On JAX the call returns before the device has finished (see the module docstring);
+        elsewhere the work is done by the time it returns.
+        """
         patches = as_patch_batch(patches, self.card.patch_shape)
         step = batch_size or self.batch_size
-        parts = [self._run(patches[start:start + step])
-                 for start in range(0, len(patches), step)]
-        return PatchOutputs.concat(parts) if parts else PatchOutputs.empty(self.card)
+        keys = SERVING_OUTPUTS if denoised else tuple(k for k in SERVING_OUTPUTS
+                                                      if k not in OPTIONAL_OUTPUTS)
+        run = self._runner(keys)
+        pending = [(len(part), run(self._padded(part)))
+                   for part in (patches[s:s + step] for s in range(0, len(patches), step))]
 
-    def _run(self, batch: np.ndarray) -> PatchOutputs:
-        n = len(batch)
-        if n >= self.batch_size:  # a full batch goes as it is (a view: no 100 MB copy)
-            x = np.ascontiguousarray(batch, np.float32)[..., None]
-        else:
-            x = np.zeros((self.batch_size, *batch.shape[1:], 1), np.float32)
-            x[:n, ..., 0] = batch
-        values = self._serving.predict_on_batch(x)
-        return PatchOutputs(**{key: np.asarray(v[:n], dtype=np.float32)
-                               for key, v in zip(SERVING_OUTPUTS, values, strict=True)})
+        def result() -> PatchOutputs:
+            parts = [self._named(keys, fetch(), n) for n, fetch in pending]
+            if parts:
+                return PatchOutputs.concat(parts)
+            empty = PatchOutputs.empty(self.card)
+            return empty if denoised else dataclasses.replace(empty, denoised=None)
+
+        return result
+
+    def _runner(self, keys: tuple[str, ...]) -> Callable[[np.ndarray], Fetch]:
+        if keys not in self._runners:
+            outputs = serving_outputs(self._network.output, keys)
+            model = keras.Model(self._network.inputs, [outputs[k] for k in keys],
+                                name="serving")
+            self._runners[keys] = _dispatcher(model)
+        return self._runners[keys]
+
+    def _padded(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` with a channel axis, padded with zero patches to ``batch_size``."""
+        if len(batch) >= self.batch_size:  # a full batch goes as it is (a view: no 100 MB copy)
+            return np.ascontiguousarray(batch, np.float32)[..., None]
+        x = np.zeros((self.batch_size, *batch.shape[1:], 1), np.float32)
+        x[:len(batch), ..., 0] = batch
+        return x
+
+    @staticmethod
+    def _named(keys: tuple[str, ...], values: list[np.ndarray], n: int) -> PatchOutputs:
+        got = dict(zip(keys, values, strict=True))
+        return PatchOutputs(**{key: np.asarray(got[key][:n], dtype=np.float32)
+                               if key in got else None for key in SERVING_OUTPUTS})

@@ -15,6 +15,10 @@ import numpy as np
 SERVING_OUTPUTS = ("denoised", "attention", "footprints", "raw_footprints", "traces")
 """Output names of the serving signature, in the order of :class:`PatchOutputs`' fields."""
 
+OPTIONAL_OUTPUTS = ("denoised",)
+"""Outputs a runner may skip when the caller does not want them (the engine needs the denoised
+movie only when it writes it): less work on the device and less to copy back to the host."""
+
 NETWORK_OUTPUT_OF = {"denoised": "denoised", "attention": "attention",
                      "footprints": "opened_masks", "raw_footprints": "raw_masks",
                      "traces": "traces"}
@@ -27,10 +31,11 @@ class PatchOutputs:
 
     ``denoised``, ``attention``: ``(B, T, H, W)``; ``footprints`` (opened masks, all-zero for
     an empty channel) and ``raw_footprints``: ``(B, N, H, W)``; ``traces``: ``(B, N, T - 4)``,
-    trace frame ``i`` being input frame ``i + card.trace_offset``.
+    trace frame ``i`` being input frame ``i + card.trace_offset``. ``denoised`` is None when
+    the caller did not ask for it (:data:`OPTIONAL_OUTPUTS`).
     """
 
-    denoised: np.ndarray
+    denoised: np.ndarray | None
     attention: np.ndarray
     footprints: np.ndarray
     raw_footprints: np.ndarray
@@ -41,12 +46,14 @@ class PatchOutputs:
         """One batch from consecutive batches."""
         if len(parts) == 1:
             return parts[0]
-        return cls(**{key: np.concatenate([getattr(p, key) for p in parts])
+        return cls(**{key: None if getattr(parts[0], key) is None
+                      else np.concatenate([getattr(p, key) for p in parts])
                       for key in SERVING_OUTPUTS})
 
     def take(self, start: int, stop: int) -> PatchOutputs:
         """Outputs of patches ``start .. stop`` of this batch (views, no copy)."""
-        return type(self)(**{key: getattr(self, key)[start:stop] for key in SERVING_OUTPUTS})
+        return type(self)(**{key: None if getattr(self, key) is None
+                             else getattr(self, key)[start:stop] for key in SERVING_OUTPUTS})
 
     @classmethod
     def empty(cls, card: Any) -> PatchOutputs:
@@ -69,10 +76,13 @@ def as_patch_batch(patches: Any, patch_shape: tuple[int, int, int]) -> np.ndarra
     return patches
 
 
-def serving_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    """Network outputs renamed and laid out as the serving contract says (``keras.ops``)."""
+def serving_outputs(outputs: dict[str, Any],
+                    keys: tuple[str, ...] = SERVING_OUTPUTS) -> dict[str, Any]:
+    """Network outputs renamed and laid out as the serving contract says (``keras.ops``);
+    ``keys``: these serving outputs only."""
     from keras import ops
 
-    named = {key: outputs[NETWORK_OUTPUT_OF[key]] for key in SERVING_OUTPUTS}
-    named["traces"] = ops.transpose(named["traces"], (0, 2, 1))
+    named = {key: outputs[NETWORK_OUTPUT_OF[key]] for key in keys}
+    if "traces" in named:
+        named["traces"] = ops.transpose(named["traces"], (0, 2, 1))
     return named

@@ -27,6 +27,7 @@ from kombu.exceptions import OperationalError
 from caimx.jobs import InvalidTransitionError, Job, JobState, JobStore
 from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK, TASK_WEBHOOK
 from caimx.settings import Settings
+from model.inference.run import start_predict
 from model.registry import sha256_file
 from worker import model_cache
 from worker.runner import (
@@ -97,6 +98,10 @@ class _CancelAware:
     def predict(self, patches: Any) -> Any:
         self._check()
         return self._predictor.predict(patches)
+
+    def start(self, patches: Any, *, denoised: bool = True) -> Callable[[], Any]:
+        self._check()
+        return start_predict(self._predictor, patches, denoised=denoised)
 
 
 def _disk_full(exc: BaseException, folder: Path) -> BaseException:

@@ -36,6 +36,7 @@ from model.inference.run import (
     card_input_scaling,
     checked_outputs,
     predict_batches,
+    start_predict,
 )
 from model.inference.scaling import movie_range
 from model.inference.source import as_movie, movie_name, movie_sha256
@@ -213,7 +214,8 @@ def run_chunk_input(chunk: ChunkInput, predictor: Predictor, plan: Plan) -> Chun
     """Run a chunk's patches through the network and extract its candidates."""
     params = InferenceParams.from_dict(plan.params)
     assembler = ChunkAssembler(chunk, plan)
-    for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size):
+    for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size,
+                                      denoised=params.write_denoised):
         assembler.add(first, out)
     return assembler.result()
 
@@ -461,17 +463,21 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 on_written: Callable[[str], None] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of four rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
-    ahead; this thread runs the network; one more thread turns the outputs into candidates,
+    ahead; this thread runs the network, starting each batch before it collects the previous
+    one's outputs (a predictor that computes asynchronously, the Keras runner on JAX, keeps the
+    device busy meanwhile); one more thread turns the outputs into candidates,
     writes each chunk's result as it completes and hands it to ``stitcher``. ``chunk_ids``:
     these chunks only (default: all); ``on_written`` is called with each chunk's id, in order,
     once its result is on disk.
 
-    Returns where this thread's time went: ``network`` (inside ``predict``), ``waiting for
-    reads`` (the next batch not cut yet: its chunks not read, or the cutting not done) and
+    Returns where this thread's time went: ``network`` (starting batches and waiting for their
+    outputs), ``waiting for reads`` (the next batch not cut yet: its chunks not read, or the
+    cutting not done) and
     ``waiting for candidates`` (the candidate thread behind by more than :data:`POST_BACKLOG`
     batches, and at the end).
     """
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
+    denoised = InferenceParams.from_dict(plan.params).write_denoised
     ids = [c.id for c in plan.chunks] if chunk_ids is None else list(chunk_ids)
     total = len(ids)
     inputs = _read_ahead(movie, plan, predictor.card, ids, reference=reference,
@@ -495,7 +501,26 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 if progress is not None:
                     progress(written, total)
 
+        def hand_over(fetch: Callable[[], Any], n: int, segments: list[_Segment]) -> None:
+            """Wait for one batch's outputs and queue its candidates and chunk writes."""
+            t0 = time.perf_counter()
+            out = checked_outputs(fetch(), n, denoised=denoised)
+            clock["network"] += time.perf_counter() - t0
+            tasks, at = [], 0
+            for seg in segments:
+                tasks.append(post.submit(seg.assembler.add, seg.first,
+                                         out.take(at, at + seg.count)))
+                at += seg.count
+                if seg.ends_chunk:
+                    tasks.append(post.submit(_finish_chunk, work, seg.assembler, stitcher))
+                    finishing.append((tasks[-1], seg.assembler.chunk_id))
+            batches.append(tasks)
+            t0 = time.perf_counter()
+            settle(POST_BACKLOG)
+            clock["waiting for candidates"] += time.perf_counter() - t0
+
         feed = Prefetched(_full_batches(inputs, plan, batch_size), name="caimx-batches")
+        in_flight: tuple[Callable[[], Any], int, list[_Segment]] | None = None
         try:
             while True:
                 t0 = time.perf_counter()
@@ -504,24 +529,21 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 if batch is None:
                     break
                 if should_cancel is not None and should_cancel():
+                    if in_flight is not None:
+                        hand_over(*in_flight)
                     settle(0)  # what the network computed is written (and counted)
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
                 t0 = time.perf_counter()
-                out = checked_outputs(predictor.predict(batch), len(batch))
+                started = (start_predict(predictor, batch, denoised=denoised), len(batch),
+                           segments)
                 clock["network"] += time.perf_counter() - t0
-                tasks, at = [], 0
-                for seg in segments:
-                    tasks.append(post.submit(seg.assembler.add, seg.first,
-                                             out.take(at, at + seg.count)))
-                    at += seg.count
-                    if seg.ends_chunk:
-                        tasks.append(post.submit(_finish_chunk, work, seg.assembler, stitcher))
-                        finishing.append((tasks[-1], seg.assembler.chunk_id))
-                batches.append(tasks)
-                del out, batch
-                t0 = time.perf_counter()
-                settle(POST_BACKLOG)
-                clock["waiting for candidates"] += time.perf_counter() - t0
+                del batch
+                if in_flight is not None:  # while the device runs the batch just started
+                    hand_over(*in_flight)
+                in_flight = started
+            if in_flight is not None:
+                hand_over(*in_flight)
+                in_flight = None
             t0 = time.perf_counter()
             settle(0)  # one thread runs the tasks in order: every chunk is written now
             clock["waiting for candidates"] += time.perf_counter() - t0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
 from model.inference.scaling import check_input_scaling
-from model.outputs import SERVING_OUTPUTS, PatchOutputs
+from model.outputs import OPTIONAL_OUTPUTS, SERVING_OUTPUTS, PatchOutputs
 
 
 class Predictor(Protocol):
@@ -18,11 +18,29 @@ class Predictor(Protocol):
     ``input_scaling`` says) and returns an
     object with numpy fields ``denoised`` and ``attention`` ``(B, T, H, W)``, ``footprints`` (opened
     masks) and ``raw_footprints`` ``(B, N, H, W)``, and ``traces`` ``(B, N, T - 4)``.
+
+    A predictor may also have ``start(patches, *, denoised)``, returning a function that waits
+    for those outputs (see :func:`start_predict`).
     """
 
     card: Any
 
     def predict(self, patches: np.ndarray) -> Any: ...
+
+
+def start_predict(predictor: Predictor, patches: np.ndarray, *,
+                  denoised: bool = True) -> Callable[[], Any]:
+    """Start the network on one batch; the returned function waits for its outputs.
+
+    A predictor with ``start`` (the Keras runner, asynchronous under JAX) may still be computing
+    when this returns, so the caller can prepare the next batch meanwhile; any other predictor
+    runs ``predict`` now. ``denoised=False``: the caller does not need the denoised movie.
+    """
+    start = getattr(predictor, "start", None)
+    if start is not None:
+        return start(patches, denoised=denoised)
+    outputs = predictor.predict(patches)
+    return lambda: outputs
 
 
 def card_geometry(card: Any) -> tuple[tuple[int, int, int], int, int]:
@@ -39,8 +57,8 @@ def card_input_scaling(card: Any) -> str:
     return check_input_scaling(get("input_scaling") or "minmax-per-patch")
 
 
-def predict_batches(predictor: Predictor, patches: np.ndarray, *,
-                    batch_size: int) -> Iterator[tuple[int, Any]]:
+def predict_batches(predictor: Predictor, patches: np.ndarray, *, batch_size: int,
+                    denoised: bool = True) -> Iterator[tuple[int, Any]]:
     """Run ``patches`` ``(B, T, H, W)`` through the predictor ``batch_size`` at a time.
 
     Yields
@@ -52,13 +70,15 @@ def predict_batches(predictor: Predictor, patches: np.ndarray, *,
         raise ValueError(f"patches must be (B, T, H, W), got shape {patches.shape}")
     for first in range(0, patches.shape[0], batch_size):
         batch = np.ascontiguousarray(patches[first:first + batch_size], dtype=np.float32)
-        yield first, checked_outputs(predictor.predict(batch), batch.shape[0])
+        outputs = start_predict(predictor, batch, denoised=denoised)()
+        yield first, checked_outputs(outputs, batch.shape[0], denoised=denoised)
 
 
-def checked_outputs(outputs: Any, n_patches: int) -> PatchOutputs:
-    """A predictor's outputs as numpy :class:`PatchOutputs`; ``RuntimeError`` unless they hold
-    ``n_patches`` results."""
-    arrays = {key: np.asarray(getattr(outputs, key)) for key in SERVING_OUTPUTS}
+def checked_outputs(outputs: Any, n_patches: int, *, denoised: bool = True) -> PatchOutputs:
+    """A predictor's outputs as numpy :class:`PatchOutputs` (without ``denoised`` unless asked
+    for); ``RuntimeError`` unless they hold ``n_patches`` results."""
+    arrays = {key: None if key in OPTIONAL_OUTPUTS and not denoised
+              else np.asarray(getattr(outputs, key)) for key in SERVING_OUTPUTS}
     if arrays["traces"].shape[0] != n_patches:
         raise RuntimeError(f"the model returned {arrays['traces'].shape[0]} results for "
                            f"{n_patches} patches")

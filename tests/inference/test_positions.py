@@ -164,8 +164,58 @@ def test_batches_span_chunks_and_change_no_byte(tmp_path):
     assert _chunk_files(tmp_path / "one") == files[1]
 
 
-def test_cancel_while_chunks_are_read_ahead(tmp_path):
-    """Cancelling is checked before each network call; chunks already computed are written."""
+class InFlightPredictor(PeakPredictor):
+    """:class:`PeakPredictor` with ``start``, as an asynchronous runtime has: the outputs are
+    computed when fetched, and every start and fetch is logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, int]] = []
+        self.asked_denoised: set[bool] = set()
+
+    def start(self, patches: np.ndarray, *, denoised: bool = True):
+        call = sum(1 for event, _ in self.log if event == "start")
+        self.log.append(("start", call))
+        self.asked_denoised.add(denoised)
+
+        def fetch():
+            self.log.append(("fetch", call))
+            out = super(InFlightPredictor, self).predict(patches)
+            return out if denoised else SimpleNamespace(**{**vars(out), "denoised": None})
+
+        return fetch
+
+
+def test_the_next_batch_starts_before_the_last_is_collected(tmp_path):
+    """With a predictor that has ``start``, batch k + 1 is started before batch k's outputs are
+    fetched (the device is never left waiting on the host); the chunk results are the same bytes
+    as with ``predict`` alone, and the denoised movie is asked for only when it is written."""
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
+    files = {}
+    for name, predictor in (("plain", PeakPredictor()), ("in flight", InFlightPredictor())):
+        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
+                                            "read_ahead": 2})
+        process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
+                      work_dir=tmp_path / name)
+        files[name] = _chunk_files(tmp_path / name)
+    assert files["in flight"] == files["plain"]
+    log = predictor.log
+    calls = sum(1 for event, _ in log if event == "start")
+    assert calls >= 3 and predictor.asked_denoised == {False}
+    assert log == [("start", 0)] + [e for k in range(1, calls)
+                                    for e in (("start", k), ("fetch", k - 1))] + [
+        ("fetch", calls - 1)]
+
+    predictor = InFlightPredictor()
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "write_denoised": True})
+    result = process_movie(movie, predictor, output=tmp_path / "d.zarr", params=params)
+    assert predictor.asked_denoised == {True} and result.n_neurons >= 1
+
+
+@pytest.mark.parametrize("predictor_class", [PeakPredictor, InFlightPredictor])
+def test_cancel_while_chunks_are_read_ahead(tmp_path, predictor_class):
+    """Cancelling is checked before each network call; chunks already computed are written
+    (with a batch in flight, its outputs are collected first)."""
     from model.inference import InferenceCancelled
 
     movie, _ = disk_movie([(5.0, 5.0)], shape=(120, 40, 40))
@@ -179,7 +229,7 @@ def test_cancel_while_chunks_are_read_ahead(tmp_path):
     params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "read_ahead": 2,
                                         "batch_size": 16})
     with pytest.raises(InferenceCancelled, match="cancelled after 3 of"):
-        process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
+        process_movie(movie, predictor_class(), output=tmp_path / "r.zarr", params=params,
                       should_cancel=should_cancel, work_dir=tmp_path / "w")
     assert len(list((tmp_path / "w" / "chunks").glob("*/meta.json"))) == 3
 
