@@ -124,8 +124,8 @@ def network(args: argparse.Namespace) -> None:
     from model.network import PRESETS, build_network
     from model.registry import ModelCard
 
-    for preset, dtype, ista in [(p, d, i) for p in args.presets for d in args.dtypes
-                                for i in args.ista]:
+    for preset, dtype, ista, head in [(p, d, i, h) for p in args.presets for d in args.dtypes
+                                      for i in args.ista for h in args.head]:
         config = PRESETS[preset]
         card = ModelCard(name=preset, version="0", preset=preset, T=config.T, H=config.H,
                          W=config.W, N=config.N, trace_offset=2, input_scaling="movie-range",
@@ -136,7 +136,8 @@ def network(args: argparse.Namespace) -> None:
         for batch in args.batches:
             with dtype_policy(dtype):
                 predictor = KerasPredictor(Path("."), card,
-                                           build_network(config, ista_convs=ista),
+                                           build_network(config, ista_convs=ista,
+                                                         head_convs=head),
                                            batch_size=batch)
             x = np.random.default_rng(0).random((batch, config.T, config.H, config.W),
                                                 np.float32)
@@ -152,7 +153,7 @@ def network(args: argparse.Namespace) -> None:
             rate = batch / min(times)
             pipelined = _pipelined_rate(predictor, x, args.repeats, denoised)
             _emit(args.out, {"stage": "network", "preset": preset, "batch": batch,
-                             "dtype": dtype, "ista": ista, "denoised": denoised,
+                             "dtype": dtype, "ista": ista, "head": head, "denoised": denoised,
                              "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
                              "patches_per_s": round(rate, 1),
                              "pipelined_patches_per_s": round(pipelined, 1),
@@ -213,22 +214,23 @@ def _simulate(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return movie, truth
 
 
-def _load_variant(path: Path, batch: int, dtype: str, ista: str) -> Any:
-    """The model folder's network built under ``dtype`` with its ISTA convolutions as ``ista``."""
+def _load_variant(path: Path, batch: int, dtype: str, ista: str, head: str) -> Any:
+    """The model folder's network built under ``dtype`` with its ISTA and segmentation-head
+    convolutions computed as ``ista`` and ``head``."""
     from model.keras_serving import KerasPredictor
 
     with dtype_policy(dtype):
-        return KerasPredictor.load(path, batch_size=batch, ista_convs=ista)
+        return KerasPredictor.load(path, batch_size=batch, ista_convs=ista, head_convs=head)
 
 
 def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: str = "float32",
-             ista: str = "conv3d") -> dict[str, Any]:
+             ista: str = "conv3d", head: str = "conv3d") -> dict[str, Any]:
     import dataclasses
 
     from model.inference import InferenceParams
     from model.inference.params import MotionParams, PlanParams
 
-    predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista))
+    predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista, head))
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
                                  motion=MotionParams(enabled=not args.no_motion),
@@ -239,7 +241,8 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: st
     compile_s = time.perf_counter() - t0
     predictor.seconds, predictor.patches = 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
-    return {"batch": args.batch, "dtype": dtype, "ista": ista, "read_ahead": args.read_ahead,
+    return {"batch": args.batch, "dtype": dtype, "ista": ista, "head": head,
+            "read_ahead": args.read_ahead,
             "motion": not args.no_motion, "shifted_tiling": args.shifted_tiling,
             "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
@@ -252,10 +255,11 @@ def engine(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     movie, truth_path = (Path(args.movie), None) if args.movie else _simulate(args, work)
-    for dtype, ista in [(d, i) for d in args.dtypes for i in args.ista]:
-        output = work / f"result_{dtype}_{ista}.zarr"
+    for dtype, ista, head in [(d, i, h) for d in args.dtypes for i in args.ista
+                              for h in args.head]:
+        output = work / f"result_{dtype}_{ista}_{head}.zarr"
         row = {"stage": "engine", "movie": movie.name,
-               **_process(movie, args, output, dtype, ista)}
+               **_process(movie, args, output, dtype, ista, head)}
         if truth_path is not None:
             row.update(_score(output, truth_path))
         _emit(args.out, row)
@@ -297,6 +301,10 @@ def main() -> None:
     ap.add_argument("--ista", nargs="+", default=["auto"], choices=("auto", "conv3d", "frame2d"),
                     help="network, engine: ISTA (1,3,3) convolutions as Conv3D or per-frame 2-D "
                          "(auto: what the Keras runner picks on this machine)")
+    ap.add_argument("--head", nargs="+", default=["auto"], choices=("auto", "conv3d", "frame2d"),
+                    help="network, engine: segmentation-head convolutions as Conv3D or as 2-D "
+                         "convolutions over frames stacked with their time neighbours (auto: "
+                         "what the Keras runner picks on this machine)")
     ap.add_argument("--denoised", action="store_true",
                     help="network: also return the denoised movie (the engine asks for it only "
                          "when it writes it; off by default)")
@@ -317,11 +325,11 @@ def main() -> None:
     ap.add_argument("--shifted-tiling", action="store_true",
                     help="engine: a second grid of tiles half a stride off (PlanParams)")
     args = ap.parse_args()
-    if "auto" in args.ista:
-        from model.keras_serving import preferred_ista_convs
+    from model.keras_serving import preferred_convs
 
-        args.ista = list(dict.fromkeys(preferred_ista_convs() if i == "auto" else i
-                                       for i in args.ista))
+    preferred = preferred_convs()
+    args.ista = list(dict.fromkeys(preferred["ista"] if i == "auto" else i for i in args.ista))
+    args.head = list(dict.fromkeys(preferred["head"] if h == "auto" else h for h in args.head))
     if args.stage == "machine":
         _emit(args.out, _machine())
     else:

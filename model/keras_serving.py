@@ -57,14 +57,20 @@ def card_network(card: ModelCard) -> NetworkConfig:
     return config
 
 
-def preferred_ista_convs() -> str:
-    """``frame2d`` where it was measured faster (JAX on a GPU: +11 % patches/s for the mini
-    network on an H100), else ``conv3d`` (TensorFlow on a CPU runs the Conv3D faster)."""
+def preferred_convs() -> dict[str, str]:
+    """How the ISTA's and the segmentation head's convolutions run best here, as measured.
+
+    TensorFlow on a CPU: both as Conv3D. JAX: the ISTA per frame (``frame2d``; +11 % patches/s
+    for the mini network on an H100, 2x on a CPU); the head per frame on a CPU (3.4x for the
+    whole mini network, XLA's CPU Conv3D being slow) but as Conv3D on a GPU, where the per-frame
+    form is not measured yet. Keys: ``ista``, ``head``.
+    """
     if keras.backend.backend() != "jax":
-        return "conv3d"
+        return {"ista": "conv3d", "head": "conv3d"}
     import jax
 
-    return "frame2d" if jax.default_backend() == "gpu" else "conv3d"
+    on_gpu = jax.default_backend() == "gpu"
+    return {"ista": "frame2d", "head": "conv3d" if on_gpu else "frame2d"}
 
 
 Fetch = Callable[[], list[np.ndarray]]
@@ -123,12 +129,14 @@ class KerasPredictor:
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = DEFAULT_BATCH,
-             verify: bool = True, ista_convs: str = "auto") -> KerasPredictor:
+             verify: bool = True, ista_convs: str = "auto",
+             head_convs: str = "auto") -> KerasPredictor:
         """Load from a model folder holding ``model_card.json`` and ``model.weights.h5``.
 
         With ``verify``, the weights' SHA-256 must match the card's ``weights_sha256``.
-        ``ista_convs``: ``conv3d``, ``frame2d`` (:class:`~model.layers.FrameConv3D`: the same
-        outputs, faster on a GPU) or ``auto`` (:func:`preferred_ista_convs`).
+        ``ista_convs``, ``head_convs``: how the ISTA's and the segmentation head's convolutions
+        are computed: ``conv3d``, ``frame2d`` (:class:`~model.layers.FrameConv3D`: the same
+        outputs to float32 round-off) or ``auto`` (:func:`preferred_convs`).
         """
         path = Path(path)
         card = ModelCard.read(path)
@@ -140,10 +148,13 @@ class KerasPredictor:
                                  "(a damaged or replaced file)")
         network = build_network(card_network(card))
         network.load_weights(weights)
-        if ista_convs == "auto":
-            ista_convs = preferred_ista_convs()
-        if ista_convs != "conv3d":  # same weights, by position (the file names Conv3D layers)
-            variant = build_network(card_network(card), ista_convs=ista_convs)
+        preferred = preferred_convs()
+        ista_convs = preferred["ista"] if ista_convs == "auto" else ista_convs
+        head_convs = preferred["head"] if head_convs == "auto" else head_convs
+        if (ista_convs, head_convs) != ("conv3d", "conv3d"):
+            # same weights, by position (the file names Conv3D layers)
+            variant = build_network(card_network(card), ista_convs=ista_convs,
+                                    head_convs=head_convs)
             variant.set_weights(network.get_weights())
             network = variant
         return cls(path, card, network, batch_size)

@@ -41,28 +41,45 @@ class SoftThreshold(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FrameConv3D(keras.layers.Conv3D):
-    """A ``(1, k, k)`` Conv3D computed as one 2-D convolution over all ``B x T`` frames.
+    """A Conv3D computed as one 2-D convolution over all ``B x T`` frames.
+
+    A ``(1, k, k)`` kernel is a 2-D convolution of every frame. A ``(kt, k, k)`` kernel (odd
+    ``kt``, ``same`` padding) first stacks each frame with its ``kt - 1`` neighbours in time
+    along the channel axis (zeros beyond the ends, as ``same`` pads), so the same sum is one
+    2-D convolution with ``kt x C`` input channels. Spatial dilation is kept.
 
     Same weights and, to float32 round-off, the same outputs as the Conv3D; on a GPU under
-    XLA the 2-D form is faster (docs/benchmarks.md, "GPU"). Keras names ``.weights.h5`` entries
-    after the layer class, so a network built with it takes its weights from a Conv3D build by
-    position (:func:`model.network.build_network`'s ``ista_convs``), not from the file.
+    XLA the 2-D form of the ISTA's ``(1, 3, 3)`` layers is faster (docs/benchmarks.md, "GPU").
+    Keras names ``.weights.h5`` entries after the layer class, so a network built with it takes
+    its weights from a Conv3D build by position (:func:`model.network.build_network`'s
+    ``ista_convs`` and ``head_convs``), not from the file.
     """
 
     def __init__(self, filters: int, kernel_size: Any, **kwargs: Any) -> None:
         super().__init__(filters, kernel_size, **kwargs)
-        if self.kernel_size[0] != 1 or self.dilation_rate != (1, 1, 1) or self.strides != (1, 1, 1):
-            raise ValueError("FrameConv3D computes (1, k, k) kernels with unit strides and "
-                             f"dilation only, got kernel {self.kernel_size}, strides "
-                             f"{self.strides}, dilation {self.dilation_rate}")
+        kt = self.kernel_size[0]
+        if (self.strides != (1, 1, 1) or self.dilation_rate[0] != 1 or kt % 2 == 0
+                or (kt > 1 and self.padding != "same")):
+            raise ValueError("FrameConv3D computes kernels of odd length in time (longer than 1 "
+                             "only with 'same' padding) with unit strides and no dilation in "
+                             f"time, got kernel {self.kernel_size}, strides {self.strides}, "
+                             f"dilation {self.dilation_rate}, padding {self.padding!r}")
 
     def call(self, inputs: Any) -> Any:
         _, t, h, w, c = inputs.shape
-        x = ops.reshape(inputs, (-1, h, w, c))
-        y = ops.conv(x, self.kernel[0], padding=self.padding)
+        kt, kh, kw = self.kernel_size
+        x, kernel = inputs, self.kernel[0]
+        if kt > 1:
+            half = kt // 2
+            padded = ops.pad(inputs, [(0, 0), (half, half), (0, 0), (0, 0), (0, 0)])
+            x = ops.concatenate([padded[:, i:i + t] for i in range(kt)], axis=-1)
+            kernel = ops.reshape(ops.transpose(self.kernel, (1, 2, 0, 3, 4)),
+                                 (kh, kw, kt * c, self.filters))
+        x = ops.reshape(x, (-1, h, w, kt * c))
+        y = ops.conv(x, kernel, padding=self.padding, dilation_rate=self.dilation_rate[1:])
         if self.use_bias:
             y = y + self.bias
-        y = ops.reshape(y, (-1, t, h, w, self.filters))
+        y = ops.reshape(y, (-1, t, y.shape[1], y.shape[2], self.filters))
         return self.activation(y) if self.activation is not None else y
 
 

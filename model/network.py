@@ -122,17 +122,18 @@ def weighted_layer_names(config: NetworkConfig) -> dict[str, list[str]]:
     }
 
 
-#: How the ISTA's (1, 3, 3) convolutions are computed: ``conv3d`` (the published layers, whose
-#: weights load from ``.weights.h5``) or ``frame2d`` (:class:`~model.layers.FrameConv3D`).
-ISTA_CONVS = ("conv3d", "frame2d")
+#: How a group of the network's convolutions is computed: ``conv3d`` (the published layers,
+#: whose weights load from ``.weights.h5``) or ``frame2d`` (:class:`~model.layers.FrameConv3D`:
+#: 2-D convolutions over all frames, time neighbours stacked as channels).
+CONVS = ("conv3d", "frame2d")
 
 
 def _ista(x0: Any, config: NetworkConfig, convs: str = "conv3d") -> tuple[Any, Any, Any]:
     """Unrolled ISTA. Returns (denoised, last thresholded code, symmetry sum), all 5-D."""
-    conv_class = FrameConv3D if convs == "frame2d" else layers.Conv3D
 
     def _ista_conv(name: str, filters: int, activation: str | None = None) -> layers.Conv3D:
-        return conv_class(filters, (1, 3, 3), padding="same", activation=activation, name=name)
+        return _conv_class(convs)(filters, (1, 3, 3), padding="same", activation=activation,
+                                  name=name)
 
     n = config.N
     x = x0
@@ -156,51 +157,57 @@ def _ista(x0: Any, config: NetworkConfig, convs: str = "conv3d") -> tuple[Any, A
     return y, code, symmetry
 
 
+def _conv_class(convs: str) -> type[layers.Conv3D]:
+    return FrameConv3D if convs == "frame2d" else layers.Conv3D
+
+
 def _conv_bn_relu(x: Any, name: str, filters: int, kernel: tuple[int, int, int] = (3, 3, 3),
-                  dilation: tuple[int, int, int] = (1, 1, 1), use_bias: bool = False) -> Any:
-    x = layers.Conv3D(filters, kernel, padding="same", dilation_rate=dilation,
-                      use_bias=use_bias, name=name)(x)
+                  dilation: tuple[int, int, int] = (1, 1, 1), use_bias: bool = False,
+                  convs: str = "conv3d") -> Any:
+    x = _conv_class(convs)(filters, kernel, padding="same", dilation_rate=dilation,
+                           use_bias=use_bias, name=name)(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual_group(x: Any, prefix: str, filters: int) -> Any:
-    first = _conv_bn_relu(x, f"{prefix}_conv1", filters)
-    second = _conv_bn_relu(first, f"{prefix}_conv2", filters)
-    third = _conv_bn_relu(second, f"{prefix}_conv3", filters)
+def _residual_group(x: Any, prefix: str, filters: int, convs: str) -> Any:
+    first = _conv_bn_relu(x, f"{prefix}_conv1", filters, convs=convs)
+    second = _conv_bn_relu(first, f"{prefix}_conv2", filters, convs=convs)
+    third = _conv_bn_relu(second, f"{prefix}_conv3", filters, convs=convs)
     added = layers.Add(name=f"{prefix}_add")([third, first])
     return layers.ReLU(name=f"{prefix}_out")(added)
 
 
-def _segmentation_head(x: Any, config: NetworkConfig) -> Any:
+def _segmentation_head(x: Any, config: NetworkConfig, convs: str = "conv3d") -> Any:
     """ResNet-like encoder, dilated pyramid, decoder. ``(B,T,H,W,N) -> (B,T,H,W,1)``."""
     n = config.N
-    enc1 = _residual_group(x, "enc1", 2 * n)
+    enc1 = _residual_group(x, "enc1", 2 * n, convs)
     pooled = layers.MaxPooling3D((1, 2, 2), name="enc_maxpool")(enc1)
-    enc2 = _residual_group(pooled, "enc2", 4 * n)
-    enc3 = _residual_group(enc2, "enc3", 4 * n)
+    enc2 = _residual_group(pooled, "enc2", 4 * n, convs)
+    enc3 = _residual_group(enc2, "enc3", 4 * n, convs)
     low = layers.AveragePooling3D((1, 2, 2), name="enc_avgpool")(enc3)
 
     branch = layers.AveragePooling3D((1, 8, 8), name="pyramid_avgpool")(low)
-    branch = _conv_bn_relu(branch, "pyramid_pool", 8 * n, (1, 1, 1), use_bias=True)
+    branch = _conv_bn_relu(branch, "pyramid_pool", 8 * n, (1, 1, 1), use_bias=True,
+                           convs=convs)
     branch = layers.UpSampling3D((1, 8, 8), name="pyramid_upsample")(branch)
     pyramid = [
         branch,
-        _conv_bn_relu(low, "pyramid_1x1", 8 * n, (1, 1, 1)),
-        _conv_bn_relu(low, "pyramid_dil3", 8 * n, dilation=(1, 3, 3)),
-        _conv_bn_relu(low, "pyramid_dil6", 8 * n, dilation=(1, 6, 6)),
-        _conv_bn_relu(low, "pyramid_dil9", 8 * n, dilation=(1, 9, 9)),
+        _conv_bn_relu(low, "pyramid_1x1", 8 * n, (1, 1, 1), convs=convs),
+        _conv_bn_relu(low, "pyramid_dil3", 8 * n, dilation=(1, 3, 3), convs=convs),
+        _conv_bn_relu(low, "pyramid_dil6", 8 * n, dilation=(1, 6, 6), convs=convs),
+        _conv_bn_relu(low, "pyramid_dil9", 8 * n, dilation=(1, 9, 9), convs=convs),
     ]
     fused = layers.Concatenate(axis=-1, name="pyramid_concat")(pyramid)
-    fused = _conv_bn_relu(fused, "dec_fuse", 8 * n, (1, 1, 1))
+    fused = _conv_bn_relu(fused, "dec_fuse", 8 * n, (1, 1, 1), convs=convs)
     fused = layers.UpSampling3D((1, 2, 2), name="dec_upsample1")(fused)
-    skip = _conv_bn_relu(pooled, "dec_skip", 4 * n, (1, 1, 1))
+    skip = _conv_bn_relu(pooled, "dec_skip", 4 * n, (1, 1, 1), convs=convs)
     x = layers.Concatenate(axis=-1, name="dec_concat")([fused, skip])
-    x = _conv_bn_relu(x, "dec_conv1", 4 * n)
-    x = _conv_bn_relu(x, "dec_conv2", 2 * n)
+    x = _conv_bn_relu(x, "dec_conv1", 4 * n, convs=convs)
+    x = _conv_bn_relu(x, "dec_conv2", 2 * n, convs=convs)
     x = layers.UpSampling3D((1, 2, 2), name="dec_upsample2")(x)
-    x = _conv_bn_relu(x, "dec_conv3", n)
-    x = layers.Conv3D(1, (1, 1, 1), activation="tanh", name=ATTENTION_CONV)(x)
+    x = _conv_bn_relu(x, "dec_conv3", n, convs=convs)
+    x = _conv_class(convs)(1, (1, 1, 1), activation="tanh", name=ATTENTION_CONV)(x)
     return layers.ReLU(name="attention_relu")(x)
 
 
@@ -225,18 +232,20 @@ def _traces(code: Any, attention: Any, masks: Any, config: NetworkConfig) -> Any
 
 
 def build_network(config: NetworkConfig | str = "mini", *, ista_convs: str = "conv3d",
-                  ) -> keras.Model:  # fmt: skip
+                  head_convs: str = "conv3d") -> keras.Model:
     """Build the network for ``config`` (a :class:`NetworkConfig` or a preset name).
 
     Input ``movie``: ``(B, T, H, W, 1)`` float32, min-max scaled to [0, 1] per patch.
-    Outputs: a dict, see the module docstring. ``ista_convs``: one of :data:`ISTA_CONVS`; a
-    ``frame2d`` build has the same weights in the same order (``set_weights`` from a ``conv3d``
-    build) but cannot read a ``.weights.h5`` file itself.
+    Outputs: a dict, see the module docstring. ``ista_convs``, ``head_convs``: how the ISTA's
+    and the segmentation head's convolutions are computed, each one of :data:`CONVS`; a build
+    with any ``frame2d`` has the same weights in the same order (``set_weights`` from a
+    ``conv3d`` build) but cannot read a ``.weights.h5`` file itself.
     """
     if isinstance(config, str):
         config = PRESETS[config]
-    if ista_convs not in ISTA_CONVS:
-        raise ValueError(f"ista_convs must be one of {ISTA_CONVS}, got {ista_convs!r}")
+    for name, value in (("ista_convs", ista_convs), ("head_convs", head_convs)):
+        if value not in CONVS:
+            raise ValueError(f"{name} must be one of {CONVS}, got {value!r}")
     movie = keras.Input((config.T, config.H, config.W, 1), name="movie")
     denoised, code, symmetry = _ista(movie, config, ista_convs)
     sparse = AbsTanh(name="sparse_code")(code)
@@ -246,7 +255,7 @@ def build_network(config: NetworkConfig | str = "mini", *, ista_convs: str = "co
         config.N, config.lstm_kernel, padding="same", activation="tanh",
         recurrent_activation=keras2_hard_sigmoid, return_sequences=True, name=LSTM_NAME,
     )(sparse)
-    attention = _segmentation_head(recurrent, config)
+    attention = _segmentation_head(recurrent, config, head_convs)
     masks = _footprints(attention, config)
     opened = MorphologicalOpening(config.opening_size, name="opening")(masks)
     traces = _traces(sparse, attention, masks, config)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caimx.settings import REPO_MODELS_DIR
-from model.keras_serving import KerasPredictor, card_network, preferred_ista_convs
+from model.keras_serving import KerasPredictor, card_network, preferred_convs
 from model.registry import ModelCard, ModelCardError
 from model.runtimes import load_predictor
 
@@ -39,15 +39,19 @@ def test_keras_runner_matches_the_saved_model(patches):
         np.testing.assert_allclose(b, a, atol=1e-4, err_msg=key)
 
 
-def test_per_frame_ista_convolutions_give_the_same_outputs(patches):
-    """The GPU form of the ISTA convolutions (``frame2d``) runs the same weights to the same
-    outputs; ``auto`` keeps the Conv3D layers off a GPU."""
-    reference = KerasPredictor.load(MODEL, batch_size=8, ista_convs="conv3d").predict(patches)
-    frame2d = KerasPredictor.load(MODEL, batch_size=8, ista_convs="frame2d").predict(patches)
+@pytest.mark.parametrize(("ista", "head"), [("frame2d", "conv3d"), ("conv3d", "frame2d"),
+                                           ("frame2d", "frame2d")])
+def test_per_frame_convolutions_give_the_same_outputs(patches, ista, head):
+    """The per-frame forms of the ISTA's and the head's convolutions (``frame2d``) run the same
+    weights to the same outputs; ``auto`` keeps the Conv3D layers under TensorFlow."""
+    reference = KerasPredictor.load(MODEL, batch_size=8, ista_convs="conv3d",
+                                    head_convs="conv3d").predict(patches)
+    frame2d = KerasPredictor.load(MODEL, batch_size=8, ista_convs=ista,
+                                  head_convs=head).predict(patches)
     for key in ("denoised", "attention", "traces", "footprints"):
         np.testing.assert_allclose(getattr(frame2d, key), getattr(reference, key), atol=1e-3,
                                    err_msg=key)
-    assert preferred_ista_convs() == "conv3d"  # TensorFlow on a CPU here
+    assert preferred_convs() == {"ista": "conv3d", "head": "conv3d"}  # TensorFlow here
 
 
 def test_padding_does_not_change_results(patches):

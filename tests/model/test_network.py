@@ -56,27 +56,49 @@ def test_output_shapes():
     }
 
 
-def test_frame_conv_equals_conv3d():
-    """FrameConv3D (per-frame 2-D convolutions) computes the Conv3D of the same weights."""
+@pytest.mark.parametrize(("kernel", "dilation", "padding"), [
+    ((1, 3, 3), (1, 1, 1), "same"),     # the ISTA's layers
+    ((3, 3, 3), (1, 1, 1), "same"),     # the segmentation head's
+    ((3, 3, 3), (1, 3, 3), "same"),     # its dilated pyramid
+    ((1, 1, 1), (1, 1, 1), "same"),
+    ((5, 3, 3), (1, 2, 2), "same"),
+    ((1, 3, 3), (1, 1, 1), "valid"),
+])
+def test_frame_conv_equals_conv3d(kernel, dilation, padding):
+    """FrameConv3D (2-D convolutions over frames stacked with their time neighbours) computes
+    the Conv3D of the same weights, first and last frames (zero-padded in time) included."""
     import keras
 
-    x = np.random.default_rng(0).normal(size=(2, 5, 12, 12, 3)).astype(np.float32)
-    conv = keras.layers.Conv3D(4, (1, 3, 3), padding="same", activation="relu")
-    frame = FrameConv3D(4, (1, 3, 3), padding="same", activation="relu")
+    x = np.random.default_rng(0).normal(size=(2, 6, 12, 12, 3)).astype(np.float32)
+    conv = keras.layers.Conv3D(4, kernel, padding=padding, dilation_rate=dilation,
+                               activation="relu")
+    frame = FrameConv3D(4, kernel, padding=padding, dilation_rate=dilation, activation="relu")
     reference = np.asarray(conv(x))
     frame.build(x.shape)
     frame.set_weights(conv.get_weights())
     np.testing.assert_allclose(np.asarray(frame(x)), reference, atol=1e-5)
-    with pytest.raises(ValueError, match=r"\(1, k, k\) kernels"):
-        FrameConv3D(4, (3, 3, 3))
+
+
+def test_frame_conv_refuses_what_it_cannot_compute():
+    for kwargs in ({"kernel_size": (2, 3, 3), "padding": "same"},
+                   {"kernel_size": (3, 3, 3), "padding": "valid"},
+                   {"kernel_size": (3, 3, 3), "padding": "same", "dilation_rate": (2, 1, 1)},
+                   {"kernel_size": (1, 3, 3), "strides": (1, 2, 2)}):
+        with pytest.raises(ValueError, match="FrameConv3D computes kernels of odd length"):
+            FrameConv3D(4, **kwargs)
 
 
 def test_frame2d_build_has_the_same_weights():
-    conv3d, frame2d = build_network("mini"), build_network("mini", ista_convs="frame2d")
-    assert [w.shape for w in frame2d.get_weights()] == [w.shape for w in conv3d.get_weights()]
-    assert count_parameters(frame2d) == MINI_PARAMETERS
+    conv3d = build_network("mini")
+    for kwargs in ({"ista_convs": "frame2d"}, {"head_convs": "frame2d"},
+                   {"ista_convs": "frame2d", "head_convs": "frame2d"}):
+        frame2d = build_network("mini", **kwargs)
+        assert [w.shape for w in frame2d.get_weights()] == [w.shape for w in conv3d.get_weights()]
+        assert count_parameters(frame2d) == MINI_PARAMETERS
     with pytest.raises(ValueError, match="ista_convs must be one of"):
         build_network("mini", ista_convs="fft")
+    with pytest.raises(ValueError, match="head_convs must be one of"):
+        build_network("mini", head_convs="fft")
 
 
 def test_config_validation():
