@@ -127,6 +127,8 @@ def network(args: argparse.Namespace) -> None:
     for preset, dtype, ista, head in [(p, d, i, h) for p in args.presets for d in args.dtypes
                                       for i in args.ista for h in args.head]:
         config = PRESETS[preset]
+        if args.tile:  # the same weights on larger (or smaller) square patches
+            config = config.with_(H=args.tile, W=args.tile)
         card = ModelCard(name=preset, version="0", preset=preset, T=config.T, H=config.H,
                          W=config.W, N=config.N, trace_offset=2, input_scaling="movie-range",
                          training_data="", weights_sha256="", parameters=0, license="",
@@ -153,7 +155,8 @@ def network(args: argparse.Namespace) -> None:
             rate = batch / min(times)
             pipelined = _pipelined_rate(predictor, x, args.repeats, denoised)
             _emit(args.out, {"stage": "network", "preset": preset, "batch": batch,
-                             "dtype": dtype, "ista": ista, "head": head, "denoised": denoised,
+                             "tile": config.H, "dtype": dtype, "ista": ista, "head": head,
+                             "denoised": denoised,
                              "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
                              "patches_per_s": round(rate, 1),
                              "pipelined_patches_per_s": round(pipelined, 1),
@@ -295,6 +298,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append JSON rows to this file")
     ap.add_argument("--presets", nargs="+", default=["mini", "full"])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--tile", type=int, default=None,
+                    help="network: square patch edge in pixels (a multiple of 32; default: the "
+                         "preset's own); the engine's plan then cuts tiles of this size")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
                     help="network, engine: compute dtype (bfloat16 = Keras mixed_bfloat16)")

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest_network import blinking_disk_movie
 
 from caimx.settings import REPO_MODELS_DIR
 from model.runtimes import load_predictor
@@ -74,12 +75,7 @@ def test_caimx_process_on_jax_finds_the_saved_models_neurons(tmp_path):
     traces of the SavedModel run."""
     from model.results import read_result
 
-    movie = np.clip(np.random.default_rng(1).normal(300, 20, (120, 40, 40)), 0, None)
-    yy, xx = np.mgrid[:40, :40]
-    spikes = np.convolve((np.random.default_rng(2).random(120) < 0.06) * 1.0,
-                         np.exp(-np.arange(30) / 6))[:120]
-    movie += (200 + 600 * spikes)[:, None, None] * (((yy - 20) ** 2 + (xx - 18) ** 2) <= 25)
-    np.save(tmp_path / "movie.npy", movie.astype(np.uint16))
+    blinking_disk_movie(tmp_path / "movie.npy")
     results = {}
     for runtime, env in (("savedmodel", os.environ), ("keras", _jax_env())):
         out = tmp_path / f"{runtime}.zarr"
