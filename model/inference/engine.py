@@ -465,16 +465,15 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
     ahead; this thread runs the network, starting each batch before it collects the previous
     one's outputs (a predictor that computes asynchronously, the Keras runner on JAX, keeps the
-    device busy meanwhile); one more thread turns the outputs into candidates,
-    writes each chunk's result as it completes and hands it to ``stitcher``. ``chunk_ids``:
-    these chunks only (default: all); ``on_written`` is called with each chunk's id, in order,
-    once its result is on disk.
+    device busy meanwhile); one more thread turns the outputs into candidates, writes each
+    chunk's result as it completes and hands it to ``stitcher``. ``chunk_ids``: these chunks
+    only (default: all); ``on_written`` is called with each chunk's id, in order, once its
+    result is on disk.
 
     Returns where this thread's time went: ``network`` (starting batches and waiting for their
     outputs), ``waiting for reads`` (the next batch not cut yet: its chunks not read, or the
-    cutting not done) and
-    ``waiting for candidates`` (the candidate thread behind by more than :data:`POST_BACKLOG`
-    batches, and at the end).
+    cutting not done) and ``waiting for candidates`` (the candidate thread behind by more than
+    :data:`POST_BACKLOG` batches, and at the end).
     """
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
     denoised = InferenceParams.from_dict(plan.params).write_denoised
