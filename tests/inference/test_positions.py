@@ -180,7 +180,7 @@ class InFlightPredictor(PeakPredictor):
 
         def fetch():
             self.log.append(("fetch", call))
-            out = super(InFlightPredictor, self).predict(patches)
+            out = PeakPredictor.predict(self, patches)
             return out if denoised else SimpleNamespace(**{**vars(out), "denoised": None})
 
         return fetch

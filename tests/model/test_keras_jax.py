@@ -16,6 +16,7 @@ import pytest
 from conftest_network import blinking_disk_movie
 
 from caimx.settings import REPO_MODELS_DIR
+from model.outputs import SERVING_OUTPUTS
 from model.runtimes import load_predictor
 
 MODEL = REPO_MODELS_DIR / "caimx-mini"
@@ -27,6 +28,7 @@ RUNNER = textwrap.dedent("""
     import keras
     import numpy as np
     from model.keras_serving import KerasPredictor
+    from model.outputs import SERVING_OUTPUTS
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
     model, patches_file, out_file = sys.argv[1:]
@@ -37,8 +39,7 @@ RUNNER = textwrap.dedent("""
     second = predictor.start(patches[2:], denoised=False)
     a, b = first(), second()
     assert b.denoised is None, "denoised was not asked for"
-    np.savez(out_file, **{key: getattr(whole, key) for key in
-                          ("denoised", "attention", "footprints", "raw_footprints", "traces")},
+    np.savez(out_file, **{key: getattr(whole, key) for key in SERVING_OUTPUTS},
              started_traces=np.concatenate([a.traces, b.traces]),
              started_footprints=np.concatenate([a.footprints, b.footprints]))
 """)
@@ -64,7 +65,7 @@ def test_the_jax_runner_matches_the_saved_model(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     jax_out = np.load(out)
     saved = load_predictor(MODEL, "savedmodel").predict(patches)
-    for key in ("denoised", "attention", "footprints", "raw_footprints", "traces"):
+    for key in SERVING_OUTPUTS:
         np.testing.assert_allclose(jax_out[key], getattr(saved, key), atol=1e-3, err_msg=key)
     np.testing.assert_allclose(jax_out["started_traces"], jax_out["traces"], atol=1e-6)
     np.testing.assert_allclose(jax_out["started_footprints"], jax_out["footprints"], atol=1e-6)
