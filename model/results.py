@@ -13,7 +13,7 @@ import numpy as np
 import zarr
 
 SCHEMA_VERSION = "1"
-IMAGE_NAMES = ("mean_image", "attention_mean", "max_projection")
+IMAGE_NAMES = ("mean_image", "attention_mean", "max_projection", "correlation_image")
 NEURON_FIELDS = {
     "centroid": np.float32, "area": np.int32, "snr": np.float32, "first_window": np.int32,
     "n_windows": np.int32, "tile_evidence": np.float32, "contrast": np.float32,
@@ -200,7 +200,8 @@ def read_result(path: str | Path) -> Result:
     return Result(
         footprints=group["footprints"][...],
         traces=group["traces"][...],
-        images={name: group[name][...] for name in IMAGE_NAMES},
+        images={name: group[name][...] for name in IMAGE_NAMES
+                if name in group},  # results older than an image lack it
         neurons={name: group["neurons"][name][...] for name in NEURON_FIELDS
                  if name in group["neurons"]},  # results older than a field lack it
         attrs=attrs,

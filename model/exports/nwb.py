@@ -9,7 +9,7 @@ Layout of the file written by :func:`write_nwb`::
         Fluorescence/RoiResponseSeries           data (T, K), rate fs, starting_time 0
         Fluorescence/{RawFluorescence,Neuropil}  data (T, K): read from the movie, when the
                                                  result has them
-        SummaryImages/{mean,max_projection,attention}   GrayscaleImage (W, H)
+        SummaryImages/{mean,max_projection,attention,correlation}   GrayscaleImage (W, H)
         Denoised                                 TwoPhotonSeries data (T, W, H), when the result
                                                  has the denoised movie
 
@@ -208,7 +208,10 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
               for name, key, text in (
                   ("mean", "mean_image", "mean frame, raw intensity units"),
                   ("max_projection", "max_projection", "per-pixel maximum, raw intensity units"),
-                  ("attention", "attention_mean", "network attention averaged over time"))]
+                  ("attention", "attention_mean", "network attention averaged over time"),
+                  ("correlation", "correlation_image", "correlation of each pixel with its "
+                   "neighbourhood over time (binned frames, -1 to 1)"))
+              if key in result.images]  # results made before the correlation image lack it
     ophys.add(Images(name="SummaryImages", images=images,
                      description="summary images of the movie"))
     if result.denoised is not None:

@@ -15,7 +15,8 @@ What each file holds (K neurons, T frames, H x W pixels):
   zeros for results without it (made without ``oasis-deconv``), since the GUI needs the file.
 - ``iscell.npy``: ``(K, 2)``: 1 (every neuron caimx keeps is a cell) and the tile evidence (0..1).
 - ``ops.npy``: a dict with ``Ly``, ``Lx``, ``nframes``, ``fs``, ``tau``, ``meanImg``,
-  ``meanImgE``, ``max_proj``, ``xrange``, ``yrange`` and the caimx result attributes (``caimx``).
+  ``meanImgE``, ``max_proj``, ``Vcorr`` (the result's ``correlation_image``, the GUI's
+  "correlation map"), ``xrange``, ``yrange`` and the caimx result attributes (``caimx``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def write_suite2p(source: ExportSource, folder: str | Path) -> Path:
         "save_path": str(plane), "data_path": [], "filelist": [source.input_name],
         "caimx": {"fs_known": source.fs_known, **result.attrs},
     }
+    if "correlation_image" in result.images:  # results made before it lack it
+        ops["Vcorr"] = result.images["correlation_image"].astype(np.float32)
     np.save(plane / "stat.npy", stat_array, allow_pickle=True)
     if result.fluorescence is not None and result.neuropil is not None:
         np.save(plane / "F.npy", result.fluorescence.astype(np.float32))

@@ -2,6 +2,8 @@
 
 - ``footprints.tif``: ImageJ hyperstack, one float32 slice per neuron ``(K, H, W)``.
 - ``mean_image.tif``: the mean frame ``(H, W)`` float32, raw intensity units.
+- ``correlation_image.tif``: each pixel's correlation with its neighbourhood ``(H, W)`` float32
+  (results made before it was computed have none).
 - ``traces.csv``: one row per frame: ``frame``, ``time_s``, then ``neuron_0 .. neuron_{K-1}``.
 - ``neurons.csv``: one row per neuron: ``neuron``, ``centroid_y``, ``centroid_x``, ``area``,
   ``snr``, ``tile_evidence``.
@@ -28,8 +30,10 @@ def write_tiff(source: ExportSource, folder: str | Path) -> Path:
     stack = footprints if len(footprints) else np.zeros((1, height, width), np.float32)
     tifffile.imwrite(folder / "footprints.tif", stack, imagej=True,
                      metadata={"axes": "ZYX", "Labels": [f"neuron_{k}" for k in range(len(stack))]})
-    tifffile.imwrite(folder / "mean_image.tif", result.images["mean_image"].astype(np.float32),
-                     imagej=True)
+    for name in ("mean_image", "correlation_image"):
+        if name in result.images:
+            tifffile.imwrite(folder / f"{name}.tif", result.images[name].astype(np.float32),
+                             imagej=True)
     n_frames = result.traces.shape[1]
     with (folder / "traces.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -20,6 +20,10 @@ from model.inference.decide import Candidates
 
 SHIFTS_FILE = "shifts.npy"
 CANDIDATE_FIELDS = ("tile", "channel", "bbox", "mask_offsets", "masks", "traces", "snr")
+IMAGE_PLANES = ("movie_sum", "movie_max", "attention_sum",
+                "correlation_pixel_power", "correlation_cross", "correlation_neighbourhood_power")
+"""The planes of :attr:`ChunkResult.images`, per tile; chunks written before the correlation
+image have the first three only."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,10 @@ class ChunkResult:
     window : int
     tiles : tuple of int
     candidates : Candidates
-    images : ndarray, shape (n_tiles, 3, S, S), float32
-        Per tile, sums over the window's owned frames of: the movie (movie-range units), then the
-        per-frame maximum (not a sum), then the network attention.
+    images : ndarray, shape (n_tiles, 6, S, S), float32
+        Per tile (:data:`IMAGE_PLANES`), over the window's owned frames: the movie's sum
+        (movie-range units), its per-frame maximum, the network attention's sum, and the three
+        moments of the correlation image (:func:`model.inference.correlation.window_moments`).
     denoised : ndarray or None, shape (n_tiles, n_owned_frames, S, S), float32
     shifts : ndarray or None, shape (t, 2), float64
         Motion shifts of movie frames ``first_frame .. first_frame + t`` (the window's frames),

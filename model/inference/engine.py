@@ -22,8 +22,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from model.inference import motion, patches, resample
-from model.inference.chunks import ChunkResult, chunk_done, read_chunk, read_shifts, write_chunk
+from model.inference import correlation, motion, patches, resample
+from model.inference.chunks import (
+    IMAGE_PLANES,
+    ChunkResult,
+    chunk_done,
+    read_chunk,
+    read_shifts,
+    write_chunk,
+)
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
@@ -197,15 +204,21 @@ class ChunkAssembler:
                            images=self._tile_images(), denoised=self.denoised)
 
     def _tile_images(self) -> np.ndarray:
-        """Per tile: sum and maximum of the owned frames of the movie, and the attention sum."""
+        """Per tile (:data:`~model.inference.chunks.IMAGE_PLANES`): sum and maximum of the owned
+        frames of the movie, the attention sum, and the correlation image's moments."""
         block, size = self.block, self.plan.patch[1]
         owned = block.data[self._owned]
-        whole = (owned.sum(axis=0), owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))
-        out = np.zeros((len(self.tiles), 3, size, size), np.float32)
+        images = InferenceParams.from_dict(self.plan.params).images
+        whole = np.concatenate([
+            owned.sum(axis=0)[None],
+            (owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))[None],
+            correlation.window_moments(owned, bin_frames=images.correlation_bin,
+                                       size=images.correlation_size)])
+        out = np.zeros((len(self.tiles), len(IMAGE_PLANES), size, size), np.float32)
         for i, t in enumerate(self.tiles):
             oy, ox = t.y0 - block.y0, t.x0 - block.x0
-            out[i, 0] = whole[0][oy:oy + size, ox:ox + size]
-            out[i, 1] = whole[1][oy:oy + size, ox:ox + size]
+            out[i, :2] = whole[:2, oy:oy + size, ox:ox + size]
+            out[i, 3:] = whole[2:, oy:oy + size, ox:ox + size]
         out[:, 2] = self.attention
         return out
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from model.inference import resample
-from model.inference.chunks import ChunkResult
+from model.inference import correlation, resample
+from model.inference.chunks import IMAGE_PLANES, ChunkResult
 from model.inference.decide import TOO_DIM, Candidates, keep_neuron, soma_contrast
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
@@ -45,7 +45,8 @@ def _filter(cands: Candidates, params: DecideParams) -> Candidates:
 
 
 class _Images:
-    """Running sums of the mean image, max projection and attention over tile-owned regions."""
+    """Running sums of the summary images over tile-owned regions (planes of
+    :data:`~model.inference.chunks.IMAGE_PLANES`)."""
 
     def __init__(self, plan: Plan) -> None:
         _, height, width = plan.movie_shape
@@ -53,8 +54,12 @@ class _Images:
         self.mean = np.zeros((height, width), np.float64)
         self.max = np.full((height, width), -np.inf, np.float64)
         self.attention = np.zeros((height, width), np.float64)
+        # chunks written before the correlation image lack its moments: the image then comes
+        # from the other windows alone (zero where no window has them)
+        self.moments = np.zeros((len(correlation.MOMENTS), height, width), np.float64)
 
     def add(self, chunk: ChunkResult) -> None:
+        with_moments = chunk.images.shape[1] == len(IMAGE_PLANES)
         for i, index in enumerate(chunk.tiles):
             tile = self.plan.tiles[index]
             (ya, yb), (xa, xb) = tile.own_y, tile.own_x
@@ -62,6 +67,8 @@ class _Images:
             self.mean[ya:yb, xa:xb] += chunk.images[i, 0][local]
             self.max[ya:yb, xa:xb] = np.maximum(self.max[ya:yb, xa:xb], chunk.images[i, 1][local])
             self.attention[ya:yb, xa:xb] += chunk.images[i, 2][local]
+            if with_moments:
+                self.moments[:, ya:yb, xa:xb] += chunk.images[i, 3:][(slice(None), *local)]
 
     def finish(self) -> dict[str, np.ndarray]:
         n_frames = self.plan.movie_shape[0]
@@ -71,6 +78,7 @@ class _Images:
             "max_projection": (np.where(np.isfinite(self.max), self.max, 0) * span + low)
             .astype(np.float32),
             "attention_mean": (self.attention / n_frames).astype(np.float32),
+            "correlation_image": correlation.correlation_image(self.moments),
         }
 
 

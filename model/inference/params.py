@@ -290,6 +290,24 @@ class ResampleParams:
 
 
 @dataclass(frozen=True)
+class ImageParams:
+    """The summary images besides the mean and the maximum (``docs/results.md``)."""
+
+    correlation_bin: int = _p(
+        4, "Frames (on the network's time axis) averaged into one sample of the correlation "
+        "image: photon noise shrinks, transients lasting several frames stay.", 1, 1000)
+    correlation_size: int = _p(
+        5, "Edge in pixels of the neighbourhood each pixel is correlated with (odd; the pixel "
+        "itself left out).", 3, 63)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self)
+        if self.correlation_size % 2 == 0:
+            raise ValueError("ImageParams.correlation_size must be odd, got "
+                             f"{self.correlation_size}")
+
+
+@dataclass(frozen=True)
 class InferenceParams:
     """All parameters of :func:`model.inference.process_movie`."""
 
@@ -299,6 +317,7 @@ class InferenceParams:
     decide: DecideParams = field(default_factory=DecideParams)
     stitch: StitchParams = field(default_factory=StitchParams)
     resample: ResampleParams = field(default_factory=ResampleParams)
+    images: ImageParams = field(default_factory=ImageParams)
     batch_size: int = _p(16, "Patches per network call.", 1, 65_536)
     write_denoised: bool = _p(False, "Also store the denoised movie (T, H, W) in the result.")
     read_ahead: int = _p(1, "Chunks read and motion-corrected in threads while the network runs "
@@ -318,6 +337,7 @@ class InferenceParams:
         stages = {
             "scaling": ScalingParams, "motion": MotionParams, "plan": PlanParams,
             "decide": DecideParams, "stitch": StitchParams, "resample": ResampleParams,
+            "images": ImageParams,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

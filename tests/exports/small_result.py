@@ -43,6 +43,7 @@ def write_small_result(path: Path, *, fps: float | None = 30.0, k: int = 3, t: i
     writer.put_image("mean_image", mean)
     writer.put_image("max_projection", mean * 1.5)
     writer.put_image("attention_mean", rng.random((h, w)))
+    writer.put_image("correlation_image", rng.uniform(-0.2, 1.0, (h, w)))
     writer.put_neurons({
         "centroid": np.array(centres, np.float32).reshape(k, 2), "area": np.full(k, 29),
         "snr": np.linspace(4, 8, k), "first_window": np.zeros(k), "n_windows": np.ones(k),

@@ -34,8 +34,9 @@ def test_nwb_validates_and_reads_back(small_result: Path, tmp_path: Path) -> Non
         assert list(series.rois.data[:]) == [0, 1, 2]
         assert planes["snr"].data[:].tolist() == pytest.approx([4, 6, 8])
         assert nwb.imaging_planes["imaging_plane"].imaging_rate == 30.0
-        mean = ophys["SummaryImages"]["mean"].data[:]  # NWB: (x, y)
-        np.testing.assert_allclose(mean, expected.images["mean_image"].T)
+        for name, key in (("mean", "mean_image"), ("correlation", "correlation_image")):
+            image = ophys["SummaryImages"][name].data[:]  # NWB: (x, y)
+            np.testing.assert_allclose(image, expected.images[key].T)
         assert "Denoised" not in ophys.data_interfaces
 
 
@@ -116,6 +117,8 @@ def test_suite2p_folder_loads_as_the_gui_loads_it(small_result: Path, tmp_path: 
     assert not Fneu.any() and iscell.all() and probcell.tolist() == pytest.approx([0.5, 0.75, 1])
     assert (ops["Ly"], ops["Lx"], ops["nframes"], ops["fs"]) == (40, 36, 50, 30.0)
     assert ops["meanImg"].shape == ops["meanImgE"].shape == ops["max_proj"].shape == (40, 36)
+    np.testing.assert_array_equal(ops["Vcorr"], read_result(small_result).images[
+        "correlation_image"])  # the GUI's "correlation map" (full frame: x/yrange below)
     assert ops["tau"] > 0 and ops["xrange"] == [0, 36] and ops["yrange"] == [0, 40]
     for k, entry in enumerate(stat):
         mask = np.zeros((40, 36))
@@ -186,6 +189,28 @@ def test_tiff_and_csv(small_result: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(values, expected.traces.T, rtol=1e-5)
     neurons = (folder / "neurons.csv").read_text().splitlines()
     assert neurons[0].startswith("neuron,centroid_y") and len(neurons) == 4
+    for name in ("mean_image", "correlation_image"):
+        np.testing.assert_array_equal(tifffile.imread(folder / f"{name}.tif"),
+                                      expected.images[name])
+
+
+def test_results_made_before_the_correlation_image_still_export(tmp_path: Path) -> None:
+    """A result written before ``correlation_image`` existed lacks the array: it reads, and every
+    export leaves that one image out instead of failing."""
+    import shutil
+
+    from pynwb import NWBHDF5IO
+
+    result = write_small_result(tmp_path / "old.zarr")
+    shutil.rmtree(result / "correlation_image")
+    assert "correlation_image" not in read_result(result).images
+    plane = export_result(result, tmp_path / "s2p", format="suite2p")
+    assert "Vcorr" not in np.load(plane / "ops.npy", allow_pickle=True).item()
+    with NWBHDF5IO(str(export_result(result, tmp_path / "nwb", format="nwb")), mode="r") as io:
+        assert set(io.read().processing["ophys"]["SummaryImages"].images) == {
+            "mean", "max_projection", "attention"}
+    assert not (export_result(result, tmp_path / "tif", format="tiff")
+                / "correlation_image.tif").exists()
 
 
 def test_no_neurons(tmp_path: Path) -> None:

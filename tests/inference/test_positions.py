@@ -15,7 +15,7 @@ import pytest
 
 from model.inference import InferenceParams, process_movie
 from model.inference.decide import mask_components
-from model.results import read_result
+from model.results import IMAGE_NAMES, read_result
 
 CARD = {"name": "peaks", "version": "0", "T": 20, "H": 16, "W": 16, "N": 2, "trace_offset": 2,
         "input_scaling": "movie-range"}
@@ -279,7 +279,7 @@ def test_stitching_while_the_network_runs_equals_finalizing_from_disk(tmp_path):
     live, disk = read_result(tmp_path / "live.zarr"), read_result(tmp_path / "disk.zarr")
     for name in ("footprints", "traces", "fluorescence", "neuropil"):
         np.testing.assert_array_equal(getattr(live, name), getattr(disk, name), err_msg=name)
-    assert live.images.keys() == disk.images.keys() and len(live.images) == 3
+    assert live.images.keys() == disk.images.keys() and len(live.images) == len(IMAGE_NAMES)
     for name, image in live.images.items():
         np.testing.assert_array_equal(image, disk.images[name], err_msg=name)
     for name, values in live.neurons.items():

@@ -66,6 +66,9 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert result.attrs["input"]["name"] == "movie.npy"
     assert len(result.attrs["input"]["sha256"]) == 64
     assert result.attrs["model"]["name"] == "caimx-mini"  # the default
+    correlation = result.images["correlation_image"]  # active cells stand out of the background
+    cells, background = masks.any(axis=0), ~masks.any(axis=0)
+    assert correlation[cells].mean() > correlation[background].mean() + 0.1  # 1.00 vs 0.72
 
     def evaluate(*options: str) -> dict:
         capsys.readouterr()
