@@ -231,13 +231,14 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: st
     import dataclasses
 
     from model.inference import InferenceParams
-    from model.inference.params import MotionParams, PlanParams
+    from model.inference.params import MotionParams, PlanParams, ResampleParams
 
     predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista, head))
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
                                  motion=MotionParams(enabled=not args.no_motion),
-                                 plan=PlanParams(shifted_tiling=args.shifted_tiling))
+                                 plan=PlanParams(shifted_tiling=args.shifted_tiling),
+                                 resample=ResampleParams(temporal_bin=args.temporal_bin))
     t0 = time.perf_counter()
     predictor.start(np.zeros((1, *predictor.card.patch_shape), np.float32),  # compile
                     denoised=params.write_denoised)()
@@ -247,6 +248,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, dtype: st
     return {"batch": args.batch, "dtype": dtype, "ista": ista, "head": head,
             "read_ahead": args.read_ahead,
             "motion": not args.no_motion, "shifted_tiling": args.shifted_tiling,
+            "temporal_bin": args.temporal_bin,
             "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
             "network_share": round(predictor.seconds / timing["wall_s"], 3),
@@ -260,7 +262,7 @@ def engine(args: argparse.Namespace) -> None:
     movie, truth_path = (Path(args.movie), None) if args.movie else _simulate(args, work)
     for dtype, ista, head in [(d, i, h) for d in args.dtypes for i in args.ista
                               for h in args.head]:
-        output = work / f"result_{dtype}_{ista}_{head}.zarr"
+        output = work / f"result_{dtype}_{ista}_{head}_bin{args.temporal_bin}.zarr"
         row = {"stage": "engine", "movie": movie.name,
                **_process(movie, args, output, dtype, ista, head)}
         if truth_path is not None:
@@ -330,6 +332,8 @@ def main() -> None:
     ap.add_argument("--no-motion", action="store_true", help="motion correction off")
     ap.add_argument("--shifted-tiling", action="store_true",
                     help="engine: a second grid of tiles half a stride off (PlanParams)")
+    ap.add_argument("--temporal-bin", type=int, default=1,
+                    help="engine: frames averaged into one network frame (ResampleParams)")
     args = ap.parse_args()
     from model.keras_serving import preferred_convs
 
