@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_host.sh wheels    # here: pure-Python / manylinux wheels into vendor-wheels/
 #   bash benchmarks/gpu_host.sh run OUT   # there, with vendor-wheels/ copied beside the tree:
 #                                         # bare network, then the engine on 1000 and 10000 frames
-#                                         # (network on every frame, then on frames binned by 3)
+#                                         # (network on every frame, then on frames binned by 4)
 #
 # Rows (JSON lines) go to OUT/rows.jsonl; every stage prints as it goes, so a run stopped by a
 # time limit still leaves what it measured.
@@ -59,13 +59,13 @@ print(max(rows, key=lambda r: r['pipelined_patches_per_s'])['head'] if rows else
 " "$rows")"
     python3 benchmarks/gpu.py engine --movie /tmp/caimx-gpu/long10000.npy --batch 256 \
       --read-ahead 6 --ista frame2d --head "$head" --work /tmp/caimx-gpu --out "$rows"
-    # the network on frames binned by 3 (a third of the patches; F1 on the CPU in
+    # the network on frames binned by 4 (a quarter of the patches; F1 on the CPU in
     # docs/benchmarks.md): the 1000-frame movie scored, then the 10000-frame one
     python3 benchmarks/gpu.py engine --size 512 --frames 1000 --seed 11 --photons 4 \
-      --density 800 --batch 256 --read-ahead 6 --ista frame2d --head "$head" --temporal-bin 3 \
+      --density 800 --batch 256 --read-ahead 6 --ista frame2d --head "$head" --temporal-bin 4 \
       --work /tmp/caimx-gpu --out "$rows"
     python3 benchmarks/gpu.py engine --movie /tmp/caimx-gpu/long10000.npy --batch 256 \
-      --read-ahead 6 --ista frame2d --head "$head" --temporal-bin 3 --work /tmp/caimx-gpu \
+      --read-ahead 6 --ista frame2d --head "$head" --temporal-bin 4 --work /tmp/caimx-gpu \
       --out "$rows"
     ;;
   *)
