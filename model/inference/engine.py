@@ -171,6 +171,7 @@ class ChunkAssembler:
                          if params.write_denoised else None)
         # every part of a channel is collected; min_area applies to the stitched neurons
         self._collect = dataclasses.replace(params.decide, min_area=1)
+        self._images = params.images
         self._parts: dict[int, Candidates] = {}
         self.received = 0
 
@@ -208,12 +209,11 @@ class ChunkAssembler:
         frames of the movie, the attention sum, and the correlation image's moments."""
         block, size = self.block, self.plan.patch[1]
         owned = block.data[self._owned]
-        images = InferenceParams.from_dict(self.plan.params).images
         whole = np.concatenate([
             owned.sum(axis=0)[None],
             (owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))[None],
-            correlation.window_moments(owned, bin_frames=images.correlation_bin,
-                                       size=images.correlation_size)])
+            correlation.window_moments(owned, bin_frames=self._images.correlation_bin,
+                                       size=self._images.correlation_size)])
         out = np.zeros((len(self.tiles), len(IMAGE_PLANES), size, size), np.float32)
         for i, t in enumerate(self.tiles):
             oy, ox = t.y0 - block.y0, t.x0 - block.x0
