@@ -340,8 +340,9 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
     ring = NeuropilRing()
     fluorescence, neuropil = extract_fluorescence(
         movie, footprints, reference=reference, motion_params=params.motion, ring=ring,
-        threads=params.read_ahead, shifts=chunk_shifts(plan, work_dir) if reference is not None
-        else None)
+        threads=params.read_ahead,
+        shifts=chunk_shifts(plan, work_dir, reestimate_binned=params.motion.reestimate_binned)
+        if reference is not None else None)
     write_fluorescence(output, fluorescence, neuropil,
                        {**ring.to_dict(), "weights": "footprint",
                         "motion_corrected": reference is not None})  # fmt: skip
@@ -350,11 +351,13 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
             fluorescence - ring.coefficient * neuropil))
 
 
-def chunk_shifts(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
-    """The motion shifts ``(T, 2)`` the chunks applied to the movie's frames, so the fluorescence
-    pass need not estimate them again; None when the chunks saw a resampled movie (binned or
-    resized frames: other frames, other pixels) or some frame has none."""
-    if plan.source_shape is not None:
+def chunk_shifts(plan: Plan, work_dir: str | Path, *,
+                 reestimate_binned: bool = False) -> np.ndarray | None:
+    """The motion shifts ``(T, 2)`` the chunks applied, one per movie frame, so the fluorescence
+    pass need not estimate them again. With temporal binning each frame gets its bin's shift
+    (None with ``reestimate_binned``); None when the chunks saw resized frames (other pixels) or
+    some frame has none."""
+    if plan.spatial_scale != 1.0 or (plan.temporal_bin > 1 and reestimate_binned):
         return None
     shifts = np.full((plan.movie_shape[0], 2), np.nan)
     for chunk in plan.chunks:
@@ -363,7 +366,9 @@ def chunk_shifts(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
             return None
         first, values = found
         shifts[first:first + len(values)] = values
-    return None if np.isnan(shifts).any() else shifts
+    if np.isnan(shifts).any():
+        return None
+    return np.repeat(shifts, plan.temporal_bin, axis=0)[:plan.frames_shape[0]]
 
 
 def software_version() -> str:

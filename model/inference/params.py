@@ -92,6 +92,11 @@ class MotionParams:
     max_shift: int = _p(15, "Largest accepted shift in pixels; larger estimates are clipped.",
                         0, 256)
     upsample: int = _p(1, "Sub-pixel factor of the phase correlation (1: whole pixels).", 1, 100)
+    reestimate_binned: bool = _p(
+        False, "With temporal binning, estimate every movie frame's motion again for the "
+        "fluorescence pass (True) instead of moving each frame by its bin's shift, as the "
+        "network's input was moved (False): a second pass of estimation over every frame, more "
+        "exact under fast motion (docs/benchmarks.md).")
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -262,6 +262,31 @@ def test_fluorescence_reuses_the_shifts_the_chunks_applied(tmp_path):
     np.testing.assert_array_equal(reused[1], estimated[1])
 
 
+def test_binned_frames_lend_their_shift_to_each_of_their_frames(tmp_path):
+    """With temporal binning the chunks' shifts belong to binned frames: the fluorescence pass
+    moves each movie frame by its bin's shift (the last bin holds 2 frames), or estimates every
+    frame again when asked to."""
+    from model.inference import load_plan
+    from model.inference.engine import chunk_shifts
+
+    movie, _ = disk_movie([(8.0, 9.0), (20.0, 24.0), (30.0, 10.0)], shape=(242, 40, 40))
+    movie[120:180] = np.roll(movie[120:180], 3, axis=2)  # bins 40-59 moved 3 px to the right
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
+                                        "resample": {"temporal_bin": 3}})
+    process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
+                  work_dir=tmp_path / "w")
+    plan = load_plan(tmp_path / "w")
+    assert plan.movie_shape[0] == 81
+    shifts = chunk_shifts(plan, tmp_path / "w")
+    assert shifts.shape == (242, 2)
+    np.testing.assert_array_equal(shifts[120:180], [[0.0, -3.0]] * 60)
+    assert not shifts[:120].any() and not shifts[180:].any()
+    assert chunk_shifts(plan, tmp_path / "w", reestimate_binned=True) is None
+    result = read_result(tmp_path / "r.zarr")
+    assert result.fluorescence.shape == (3, 242)
+    assert result.fluorescence[:, 120:180].min() > 150  # read from the moved disks, not beside
+
+
 def test_stitching_while_the_network_runs_equals_finalizing_from_disk(tmp_path):
     """process_movie stitches each window as its chunks complete; finalizing the same chunk files
     afterwards (the queue's path) writes the same result."""
