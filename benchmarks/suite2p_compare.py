@@ -42,6 +42,9 @@ Then (one JSON line per tool and movie is appended to ``--out``; the table is pr
         --photons 1 4 16 --densities 800 2000 --seed 1 --caimx-src /tmp/caimx-src \\
         --out suite2p_compare.jsonl
     .venv/bin/python benchmarks/suite2p_compare.py table suite2p_compare.jsonl
+
+``suite2p MOVIE.tif ...`` and ``caimx MOVIE.tif ... [--caimx-args '--temporal-bin 4']`` run one
+tool on movies simulated before (ground truth beside them), appending to the same kind of file.
 """
 
 from __future__ import annotations
@@ -159,14 +162,33 @@ def versions(suite2p_info: dict[str, Any] | None) -> dict[str, str]:
     return v
 
 
-def run(args: argparse.Namespace) -> None:
+def caimx_row(movie: Path, work: Path, truth: Any, base: dict[str, Any], caimx_src: Path,
+              extra_args: list[str]) -> dict[str, Any]:  # fmt: skip
+    """``caimx process`` (the command line, default model and parameters plus ``extra_args``) in
+    its own process from ``caimx_src``, scored against ``truth``."""
     from model.results import read_result
+
+    caimx = [sys.executable, "-c", "import sys; from caimx.cli import main; sys.exit(main())"]
+    env = {**os.environ, "PYTHONPATH": str(caimx_src)}
+    c = run_child([*caimx, "process", str(movie), "-o", str(work / "caimx.zarr"), "--quiet",
+                   *extra_args], work, "caimx", cwd=caimx_src, env=env)
+    m = re.search(r"\(\d+ frames, ([\d.]+) frames/s\)", c["stdout"])
+    run_s = truth.params.frames / float(m.group(1)) if m else float("nan")
+    result = read_result(work / "caimx.zarr")
+    traces = result.corrected if result.corrected is not None else result.traces
+    tool = " ".join(["caimx", *extra_args])
+    return with_calcium(
+        {**base, "tool": tool, "model": result.attrs["model"]["name"],
+         "caimx_src": str(caimx_src), **score(result.footprints, traces, truth),
+         "wall_s": c["wall_s"], "run_s": run_s, "cpu_s": c["cpu_s"],
+         "peak_rss_mb": c["peak_rss_mb"], "load_before": c["load_before"]},
+        result.footprints, result.calcium, truth)
+
+
+def run(args: argparse.Namespace) -> None:
     from model.simulate import SimulationParams, write_simulation
 
-    # ``caimx process`` as its console script does it, from the chosen source tree
     caimx_src = Path(args.caimx_src).resolve()
-    caimx = [sys.executable, "-c", "import sys; from caimx.cli import main; sys.exit(main())"]
-    caimx_env = {**os.environ, "PYTHONPATH": str(caimx_src)}
     out_file = Path(args.out)
     work_root = Path(args.work)
     t_all = time.perf_counter()
@@ -183,22 +205,7 @@ def run(args: argparse.Namespace) -> None:
             truth = write_simulation(params, movie, truth_path=work / "movie.gt.npz")
             base = {"seed": args.seed, "photons": photons, "density": density,
                     "movie": [args.frames, args.size, args.size], "n_cells": truth.count}
-            rows = []
-
-            # caimx: the command line, default model and parameters
-            c = run_child([*caimx, "process", str(movie), "-o", str(work / "caimx.zarr"),
-                           "--quiet"], work, "caimx", cwd=caimx_src, env=caimx_env)
-            m = re.search(r"\(\d+ frames, ([\d.]+) frames/s\)", c["stdout"])
-            run_s = args.frames / float(m.group(1)) if m else float("nan")
-            result = read_result(work / "caimx.zarr")
-            traces = result.corrected if result.corrected is not None else result.traces
-            rows.append(with_calcium(
-                {**base, "tool": "caimx", "model": result.attrs["model"]["name"],
-                 "caimx_src": str(caimx_src), **score(result.footprints, traces, truth),
-                 "wall_s": c["wall_s"], "run_s": run_s, "cpu_s": c["cpu_s"],
-                 "peak_rss_mb": c["peak_rss_mb"], "load_before": c["load_before"]},
-                result.footprints, result.calcium, truth))
-
+            rows = [caimx_row(movie, work, truth, base, caimx_src, args.caimx_args.split())]
             rows += suite2p_rows(args.suite2p_python, movie_dir, work, truth, base)
             _append(out_file, name, truth, rows)
             if not args.keep:
@@ -250,9 +257,9 @@ def _append(out_file: Path, name: str, truth: Any, rows: list[dict[str, Any]]) -
         f"{r['tool']} F1 {r['f1']:.2f} in {r['wall_s']:.0f} s" for r in rows), flush=True)
 
 
-def suite2p_only(args: argparse.Namespace) -> None:
-    """Suite2p alone on movies simulated before (``MOVIE.gt.npz`` beside each ``MOVIE.tif``),
-    e.g. those of a long caimx run, which need not be run again."""
+def existing_movies(args: argparse.Namespace) -> None:
+    """One tool (``args.tool``) on movies simulated before (``MOVIE.gt.npz`` beside each
+    ``MOVIE.tif``), e.g. those of a long caimx run, which need not be simulated again."""
     from model.simulate import load_ground_truth
 
     out_file = Path(args.out)
@@ -268,8 +275,12 @@ def suite2p_only(args: argparse.Namespace) -> None:
         base = {"seed": params.seed, "photons": params.photons,
                 "density": params.density_per_mm2,
                 "movie": [params.frames, params.height, params.width], "n_cells": truth.count}
-        _append(out_file, name, truth, suite2p_rows(args.suite2p_python, movie_dir, work, truth,
-                                                    base))
+        if args.tool == "suite2p":
+            rows = suite2p_rows(args.suite2p_python, movie_dir, work, truth, base)
+        else:
+            rows = [caimx_row(movie_dir / "movie.tif", work, truth, base,
+                              Path(args.caimx_src).resolve(), args.caimx_args.split())]
+        _append(out_file, name, truth, rows)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -299,10 +310,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    caimx_options = argparse.ArgumentParser(add_help=False)
+    caimx_options.add_argument(
+        "--caimx-src", default=str(ROOT),
+        help="source tree whose caimx runs (default: this checkout; a `git archive` of one "
+             "commit keeps the measurement off work in progress)")
+    caimx_options.add_argument(
+        "--caimx-args", default="",
+        help="more `caimx process` options, one string (e.g. '--temporal-bin 4'); the tool is "
+             "then named with them")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--suite2p-python", default=str(SUITE2P_PYTHON),
+                        help="python of the Suite2p venv")
+    common.add_argument("--work", default="/tmp/caimx-suite2p", help="movies and outputs")
+    common.add_argument("--keep", action="store_true", help="keep movies and outputs")
+    common.add_argument("--out", required=True, help="JSON lines are appended here")
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="simulate, run both tools, score, append JSON lines")
+    r = sub.add_parser("run", parents=[caimx_options, common],
+                       help="simulate, run both tools, score, append JSON lines")
     r.add_argument("--size", type=int, default=128, help="frame height and width (pixels)")
     r.add_argument("--frames", type=int, default=600)
     r.add_argument("--seed", type=int, default=1)
@@ -310,29 +338,19 @@ def main() -> None:
                    help="the simulator's SNR knob (photons per pixel per frame at the neuropil)")
     r.add_argument("--densities", type=float, nargs="+", default=[2000.0],
                    help="somata per mm^2")
-    r.add_argument("--caimx-src", default=str(ROOT),
-                   help="source tree whose caimx runs (default: this checkout; a `git archive` "
-                        "of one commit keeps the measurement off work in progress)")
-    r.add_argument("--suite2p-python", default=str(SUITE2P_PYTHON),
-                   help="python of the Suite2p venv")
-    r.add_argument("--work", default="/tmp/caimx-suite2p", help="movies and outputs")
-    r.add_argument("--keep", action="store_true", help="keep movies and outputs")
-    r.add_argument("--out", required=True, help="JSON lines are appended here")
-    o = sub.add_parser("suite2p", help="Suite2p alone on simulated movies made before "
-                                       "(MOVIE.gt.npz beside each MOVIE.tif); append JSON lines")
-    o.add_argument("movies", nargs="+", help="simulated TIFF movies")
-    o.add_argument("--suite2p-python", default=str(SUITE2P_PYTHON),
-                   help="python of the Suite2p venv")
-    o.add_argument("--work", default="/tmp/caimx-suite2p", help="Suite2p's outputs")
-    o.add_argument("--keep", action="store_true", help="keep Suite2p's outputs")
-    o.add_argument("--out", required=True, help="JSON lines are appended here")
+    for tool in ("suite2p", "caimx"):
+        o = sub.add_parser(tool, parents=[common, caimx_options] if tool == "caimx" else [common],
+                           help=f"{tool} alone on simulated movies made before (MOVIE.gt.npz "
+                                "beside each MOVIE.tif); append JSON lines")
+        o.add_argument("movies", nargs="+", help="simulated TIFF movies")
+        o.set_defaults(tool=tool)
     t = sub.add_parser("table", help="print the markdown table of a JSON-lines file")
     t.add_argument("file")
     args = ap.parse_args()
     if args.command == "run":
         run(args)
-    elif args.command == "suite2p":
-        suite2p_only(args)
+    elif args.command in ("suite2p", "caimx"):
+        existing_movies(args)
     else:
         print_table([json.loads(line) for line in Path(args.file).read_text().splitlines()
                      if line])
