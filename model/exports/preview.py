@@ -20,6 +20,10 @@ from skimage.measure import approximate_polygon, find_contours
 
 from model.exports.source import recorded_fs
 
+#: Backgrounds the web page can show under the contours: (name in the preview, result array).
+PREVIEW_IMAGES = (("mean", "mean_image"), ("correlation", "correlation_image"),
+                  ("max", "max_projection"))
+
 
 def image_png(image: np.ndarray, *, max_side: int = 512) -> tuple[str, float]:
     """``image`` (H, W) as a base64 grayscale PNG (1st..99.5th percentile stretched).
@@ -92,11 +96,13 @@ def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 
     """The JSON document behind ``GET /v1/jobs/{id}/preview``.
 
     Keys: ``shape`` [T, H, W], ``fs`` (or null), ``image`` {``png`` (base64), ``scale``,
-    ``width``, ``height``}, ``trace_step`` (frames per trace point), ``neurons``: one object per
-    neuron with ``id``, ``centroid`` [y, x], ``area``, ``snr``, ``contours`` (polygons of [x, y] in
-    image pixels) and ``trace`` (block means, ``trace_step`` frames each). When the result holds
-    the denoised movie (``has_denoised``), each neuron also has ``denoised_trace``: the
-    footprint-weighted mean of the denoised movie (movie-range units), in the same blocks.
+    ``width``, ``height``} (the mean image), ``images`` (the same for each of
+    :data:`PREVIEW_IMAGES` the result holds, by name), ``trace_step`` (frames per trace point),
+    ``neurons``: one object per neuron with ``id``, ``centroid`` [y, x], ``area``, ``snr``,
+    ``contours`` (polygons of [x, y] in image pixels) and ``trace`` (block means,
+    ``trace_step`` frames each). When the result holds the denoised movie (``has_denoised``),
+    each neuron also has ``denoised_trace``: the footprint-weighted mean of the denoised movie
+    (movie-range units), in the same blocks.
     """
     group = zarr.open_group(str(result), mode="r")
     attrs = dict(group.attrs)
@@ -106,7 +112,12 @@ def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 
     denoised = denoised_traces(group)
     if denoised is not None:
         denoised, _ = downsample(denoised, max_points)
-    png, scale = image_png(np.asarray(group["mean_image"][...]), max_side=max_side)
+    backgrounds = {}
+    for name, key in PREVIEW_IMAGES:
+        if key in group:  # results made before the correlation image lack it
+            png, scale = image_png(np.asarray(group[key][...]), max_side=max_side)
+            backgrounds[name] = {"png": png, "scale": scale, "width": int(width),
+                                 "height": int(height)}
     centroid = group["neurons/centroid"][...]
     area, snr = group["neurons/area"][...], group["neurons/snr"][...]
     neurons: list[dict[str, Any]] = []
@@ -126,7 +137,8 @@ def build_preview(result: str | Path, *, max_side: int = 512, max_points: int = 
         "fs": recorded_fs(attrs),
         "model": {key: (attrs.get("model") or {}).get(key) for key in ("name", "version")},
         "input": (attrs.get("input") or {}).get("name"),
-        "image": {"png": png, "scale": scale, "width": int(width), "height": int(height)},
+        "image": backgrounds["mean"],
+        "images": backgrounds,
         "trace_step": step,
         "has_denoised": denoised is not None,
         "neurons": neurons,

@@ -184,7 +184,36 @@ async function showResult(job) {
   drawTrace(null);
 }
 
+const BACKGROUND_LABELS = {
+  mean: "mean image",
+  correlation: "correlation image",
+  max: "max projection",
+};
+
+function backgrounds(preview) {
+  // previews cached before `images` existed hold the mean image alone
+  return preview.images ?? { mean: preview.image };
+}
+
+function fillBackgroundChoice(preview) {
+  const select = $("#background");
+  const choices = Object.keys(backgrounds(preview)).map((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = BACKGROUND_LABELS[name] ?? name;
+    return option;
+  });
+  select.replaceChildren(...choices);
+  select.value = "mean";
+}
+
+function showBackground(name) {
+  const { png } = backgrounds(state.preview)[name];
+  $("#image image").setAttribute("href", `data:image/png;base64,${png}`);
+}
+
 function drawImage(preview) {
+  fillBackgroundChoice(preview);
   const { width, height, png } = preview.image;
   const [frames] = preview.shape;
   const rate = preview.fs ? `${preview.fs} frames/s` : "frame rate not recorded";
@@ -286,6 +315,7 @@ function drawTrace(neuron) {
 
 setupKeyField();
 $("#upload-form").addEventListener("submit", upload);
+$("#background").addEventListener("change", (e) => showBackground(e.target.value));
 for (const format of ["nwb", "suite2p", "tiff"]) {
   $(`#download-${format}`).addEventListener("click", download);
 }

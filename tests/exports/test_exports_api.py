@@ -54,6 +54,10 @@ def test_preview(api: TestClient, finished_job: str) -> None:
     assert preview["shape"] == [50, 40, 36] and preview["fs"] == 30.0
     image = Image.open(io.BytesIO(base64.b64decode(preview["image"]["png"])))
     assert image.size == (36, 40) and preview["image"]["scale"] == 1.0
+    assert list(preview["images"]) == ["mean", "correlation", "max"]  # page backgrounds
+    assert preview["images"]["mean"] == preview["image"]
+    correlation = Image.open(io.BytesIO(base64.b64decode(preview["images"]["correlation"]["png"])))
+    assert correlation.size == (36, 40) and correlation.tobytes() != image.tobytes()
     assert len(preview["neurons"]) == 3 and preview["trace_step"] == 3
     first = preview["neurons"][0]
     assert len(first["trace"]) == 17

@@ -60,6 +60,15 @@ def test_upload_follow_and_inspect_a_result(browser, web_server: str, movie_tiff
     assert contours.count() == sum(len(n["contours"]) for n in preview["neurons"]) > 0
     assert preview["has_denoised"]
     page.screenshot(path=str(artifacts / "browser-2-result.png"), full_page=True)
+    background = page.locator("#image image")
+    mean_href = background.get_attribute("href")
+    playwright.expect(page.locator("#background option")).to_have_text(
+        ["mean image", "correlation image", "max projection"])
+    page.select_option("#background", "correlation")
+    assert background.get_attribute("href") == (
+        "data:image/png;base64," + preview["images"]["correlation"]["png"]) != mean_href
+    page.select_option("#background", "mean")
+    assert background.get_attribute("href") == mean_href
 
     top = contours.last  # drawn last, so on top where footprints overlap
     neuron = top.get_attribute("data-neuron")
