@@ -147,6 +147,10 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
                       block=block, scaled=scaled, span=span)
 
 
+#: The planes of :data:`~model.inference.chunks.IMAGE_PLANES` computed from the movie block.
+_MOVIE_PLANES = [i for i, name in enumerate(IMAGE_PLANES) if name != "attention_sum"]
+
+
 class ChunkAssembler:
     """Turns one chunk's network outputs into its :class:`ChunkResult`, a batch at a time.
 
@@ -217,9 +221,8 @@ class ChunkAssembler:
         out = np.zeros((len(self.tiles), len(IMAGE_PLANES), size, size), np.float32)
         for i, t in enumerate(self.tiles):
             oy, ox = t.y0 - block.y0, t.x0 - block.x0
-            out[i, :2] = whole[:2, oy:oy + size, ox:ox + size]
-            out[i, 3:] = whole[2:, oy:oy + size, ox:ox + size]
-        out[:, 2] = self.attention
+            out[i, _MOVIE_PLANES] = whole[:, oy:oy + size, ox:ox + size]
+        out[:, IMAGE_PLANES.index("attention_sum")] = self.attention
         return out
 
 
