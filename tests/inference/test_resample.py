@@ -30,6 +30,15 @@ def test_bins_average_consecutive_frames_and_the_last_bin_takes_what_is_left():
                                data[3:6, 1:3, 2:5].mean(axis=0)[None])
 
 
+def test_binning_sums_integer_frames_without_overflow():
+    data = np.full((9, 3, 3), 65535, np.uint16)
+    data[8] = 1
+    binned = ResampledMovie(_array_movie(data), 4, 1.0).read(0, 3)
+    assert binned.dtype == np.float32 and binned.shape == (3, 3, 3)
+    np.testing.assert_array_equal(binned[:2], 65535.0)
+    np.testing.assert_array_equal(binned[2], 1.0)
+
+
 def test_resized_frames_keep_their_content_in_place():
     yy, xx = np.mgrid[:40, :60]
     frame = np.exp(-((yy - 10) ** 2 + (xx - 30) ** 2) / 30.0).astype(np.float32)
