@@ -46,7 +46,7 @@ from model.inference.run import (
     start_predict,
 )
 from model.inference.scaling import movie_range
-from model.inference.source import as_movie, movie_name, movie_sha256
+from model.inference.source import MovieDigest, as_movie, movie_name, movie_sha256
 
 PLAN_FILE = "plan.json"
 REFERENCE_FILE = "motion_reference.npy"
@@ -382,14 +382,15 @@ def software_version() -> str:
         return "unknown"
 
 
-def result_attrs(movie: Any, card: Any, params: InferenceParams) -> dict[str, Any]:
+def result_attrs(movie: Any, card: Any, params: InferenceParams, *,
+                 sha256: str | None = None) -> dict[str, Any]:
     """Group attributes: model, input (name, sha256, shape, dtype, fps, the plane and channel read
-    from a multi-plane file), software, parameters."""
+    from a multi-plane file), software, parameters. ``sha256``: the movie's digest if known."""
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
     return {
         "model": {"name": card_dict.get("name"), "version": card_dict.get("version"),
                   "card": card_dict},
-        "input": {"name": movie_name(movie), "sha256": movie_sha256(movie),
+        "input": {"name": movie_name(movie), "sha256": sha256 or movie_sha256(movie),
                   "shape": list(movie.shape), "dtype": str(getattr(movie, "dtype", "")),
                   "fps": getattr(movie, "fps", None),
                   "layout": getattr(movie, "layout", None) or None},
@@ -606,19 +607,25 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     output = Path(output)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    plan = prepare(movie, predictor.card, work_dir=work, params=params)
-    reference = motion_reference(plan, work)
-    timings["prepare"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
-    chunk_seconds = _run_chunks(
-        movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
-        batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
-        stitcher=stitcher)
-    timings["chunks"] = time.perf_counter() - t0
-    summary = finalize(plan, work_dir=work, output=output,
-                       attrs=result_attrs(movie, predictor.card, params), movie=movie,
+    digest = MovieDigest(movie)
+    try:
+        t0 = time.perf_counter()
+        plan = prepare(movie, predictor.card, work_dir=work, params=params)
+        reference = motion_reference(plan, work)
+        timings["prepare"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
+        chunk_seconds = _run_chunks(
+            movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
+            batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
+            stitcher=stitcher)
+        timings["chunks"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        attrs = result_attrs(movie, predictor.card, params, sha256=digest.result())
+        timings["digest"] = time.perf_counter() - t0
+    finally:
+        digest.cancel()
+    summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie,
                        stitched=stitcher)
     timings.update(summary.seconds)
     if work_dir is None:
