@@ -9,6 +9,7 @@ from model.inference.scaling import (
     level_patches,
     minmax_patches,
     movie_range,
+    percentiles,
     scale_block,
     scale_patches,
 )
@@ -22,6 +23,16 @@ def test_constant_and_nan_movies_are_refused_clearly():
     bad[3, 2, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         movie_range(ArrayMovie(bad), params=ScalingParams(sample_frames=20))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.float64])
+def test_percentiles_in_the_sample_dtype_equal_numpys_in_float64(dtype):
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 1000):
+        sample = (rng.gamma(2.0, 60.0, size=size) - 20).astype(dtype)
+        q = [0.0, 1.0, 37.3, 99.9, 100.0]
+        np.testing.assert_array_equal(percentiles(sample, q),
+                                      np.percentile(sample.astype(np.float64), q))
 
 
 def test_minmax_patches_floor_keeps_flat_patches_flat():
