@@ -34,8 +34,8 @@ from model.inference.chunks import (
 from model.inference.decide import Candidates, patch_candidates
 from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
-from model.inference.params import InferenceParams
-from model.inference.plan import Plan, check_movie, make_plan
+from model.inference.params import ImageParams, InferenceParams
+from model.inference.plan import Plan, Tile, check_movie, make_plan
 from model.inference.prefetch import Prefetched
 from model.inference.run import (
     Predictor,
@@ -122,7 +122,8 @@ def load_plan(work_dir: str | Path) -> Plan:
 
 @dataclass(frozen=True)
 class ChunkInput:
-    """What a chunk feeds the network: its block of frames and the scaled patches cut from it."""
+    """What a chunk feeds the network: its block of frames and the scaled patches cut from it,
+    and the tiles' image planes that come from the movie alone (:func:`movie_tile_images`)."""
 
     chunk_id: str
     window: int
@@ -130,6 +131,7 @@ class ChunkInput:
     block: patches.Block
     scaled: np.ndarray
     span: np.ndarray
+    images: np.ndarray
 
 
 def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
@@ -144,11 +146,41 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
     scaled, span = patches.network_patches(block, tiles, plan.patch[1],
                                            mode=card_input_scaling(card), scaling=params.scaling)
     return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
-                      block=block, scaled=scaled, span=span)
+                      block=block, scaled=scaled, span=span,
+                      images=movie_tile_images(block, tiles, plan, chunk.window, params.images))
 
 
 #: The planes of :data:`~model.inference.chunks.IMAGE_PLANES` computed from the movie block.
 _MOVIE_PLANES = [i for i, name in enumerate(IMAGE_PLANES) if name != "attention_sum"]
+
+
+def owned_frames(plan: Plan, window: int) -> slice:
+    """The frames of a window's block (and of its network outputs) that the window owns."""
+    w = plan.windows[window]
+    return slice(w.own_first - w.start + plan.trace_offset,
+                 w.own_stop - w.start + plan.trace_offset)
+
+
+def movie_tile_images(block: patches.Block, tiles: tuple[Tile, ...], plan: Plan, window: int,
+                      params: ImageParams) -> np.ndarray:
+    """Per tile, the :data:`~model.inference.chunks.IMAGE_PLANES` that come from the movie: sum
+    and maximum of the owned frames and the correlation image's moments; the attention plane is
+    left 0 for the network's outputs. ``(len(tiles), len(IMAGE_PLANES), size, size)`` float32.
+
+    Computed where the chunk is read (the reading threads), not where its outputs are turned into
+    candidates (one thread for the whole movie)."""
+    size = plan.patch[1]
+    owned = block.data[owned_frames(plan, window)]
+    whole = np.concatenate([
+        owned.sum(axis=0)[None],
+        (owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))[None],
+        correlation.window_moments(owned, bin_frames=params.correlation_bin,
+                                   size=params.correlation_size)])
+    out = np.zeros((len(tiles), len(IMAGE_PLANES), size, size), np.float32)
+    for i, t in enumerate(tiles):
+        oy, ox = t.y0 - block.y0, t.x0 - block.x0
+        out[i, _MOVIE_PLANES] = whole[:, oy:oy + size, ox:ox + size]
+    return out
 
 
 class ChunkAssembler:
@@ -163,19 +195,17 @@ class ChunkAssembler:
         params = InferenceParams.from_dict(plan.params)
         self.chunk_id, self.window, self.tile_ids = chunk.chunk_id, chunk.window, chunk.tiles
         self.block, self.span = chunk.block, chunk.span  # not the patches: freed once fed
+        self.images = chunk.images
         self.plan = plan
         self.tiles = [plan.tiles[i] for i in chunk.tiles]
         size = plan.patch[1]
-        w = plan.windows[chunk.window]
-        self._owned = slice(w.own_first - w.start + plan.trace_offset,
-                            w.own_stop - w.start + plan.trace_offset)
+        self._owned = owned_frames(plan, chunk.window)
         n_owned = self._owned.stop - self._owned.start
         self.attention = np.zeros((len(self.tiles), size, size), np.float32)
         self.denoised = (np.zeros((len(self.tiles), n_owned, size, size), np.float32)
                          if params.write_denoised else None)
         # every part of a channel is collected; min_area applies to the stitched neurons
         self._collect = dataclasses.replace(params.decide, min_area=1)
-        self._images = params.images
         self._parts: dict[int, Candidates] = {}
         self.received = 0
 
@@ -209,19 +239,8 @@ class ChunkAssembler:
                            images=self._tile_images(), denoised=self.denoised)
 
     def _tile_images(self) -> np.ndarray:
-        """Per tile (:data:`~model.inference.chunks.IMAGE_PLANES`): sum and maximum of the owned
-        frames of the movie, the attention sum, and the correlation image's moments."""
-        block, size = self.block, self.plan.patch[1]
-        owned = block.data[self._owned]
-        whole = np.concatenate([
-            owned.sum(axis=0)[None],
-            (owned.max(axis=0) if len(owned) else np.zeros(owned.shape[1:]))[None],
-            correlation.window_moments(owned, bin_frames=self._images.correlation_bin,
-                                       size=self._images.correlation_size)])
-        out = np.zeros((len(self.tiles), len(IMAGE_PLANES), size, size), np.float32)
-        for i, t in enumerate(self.tiles):
-            oy, ox = t.y0 - block.y0, t.x0 - block.x0
-            out[i, _MOVIE_PLANES] = whole[:, oy:oy + size, ox:ox + size]
+        """The movie's planes from the read step with this chunk's attention sums added."""
+        out = self.images.copy()
         out[:, IMAGE_PLANES.index("attention_sum")] = self.attention
         return out
 
