@@ -141,14 +141,16 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
 
     def measure(t0: int) -> tuple[int, np.ndarray, np.ndarray]:
         t1 = min(t0 + block_frames, n_frames)
-        frames = np.asarray(movie.read(t0, t1), dtype=np.float32)
+        frames = np.asarray(movie.read(t0, t1))
         if shifts is not None:
-            frames = motion.apply_shifts(frames, shifts[t0:t1])
+            if np.any(shifts[t0:t1]):  # else the frames are in place: no float32 copy of them
+                frames = motion.apply_shifts(frames, shifts[t0:t1])
         elif reference is not None:
             frames = motion.correct(frames, reference, params=motion_params or MotionParams())
         # the pixels any cell or ring uses, pixel-major: the sparse product then reads rows
         # (15 ms for 100k pixels x 128 frames) instead of a transposed view of the whole block
-        pixels = np.take(frames.reshape(t1 - t0, -1), used, axis=1).T.copy()
+        pixels = np.ascontiguousarray(np.take(frames.reshape(t1 - t0, -1), used, axis=1).T,
+                                      dtype=np.float32)
         sums = weights @ pixels
         return t0, sums[:k], sums[k:]
 

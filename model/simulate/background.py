@@ -8,6 +8,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from scipy.signal import lfilter
 
+from model.rigid import sample_shifted
 from model.simulate.params import SimulationParams
 
 #: Number of independent slow neuropil fluctuation components (the first follows the population).
@@ -151,18 +152,7 @@ def apply_shifts(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """
     if not np.any(shifts):
         return frames
-    t, h, w = frames.shape
-    m = int(np.ceil(np.abs(shifts).max())) + 1
     out = np.empty_like(frames)
-    for i in range(t):
-        pad = np.pad(frames[i], m, mode="edge")
-        dy, dx = float(shifts[i, 0]), float(shifts[i, 1])
-        iy, ix = int(np.floor(dy)), int(np.floor(dx))
-        fy, fx = dy - iy, dx - ix
-        y0, x0 = m + iy, m + ix
-        a = pad[y0:y0 + h, x0:x0 + w]
-        b = pad[y0:y0 + h, x0 + 1:x0 + 1 + w]
-        c = pad[y0 + 1:y0 + 1 + h, x0:x0 + w]
-        d = pad[y0 + 1:y0 + 1 + h, x0 + 1:x0 + 1 + w]
-        out[i] = (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = sample_shifted(frames[i], dy, dx)
     return out
