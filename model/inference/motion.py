@@ -7,7 +7,7 @@ from scipy import fft
 from skimage.registration import phase_cross_correlation
 
 from model.inference.params import MotionParams
-from model.inference.scaling import sample_indices
+from model.inference.scaling import read_frames, sample_indices
 from model.rigid import sample_shifted
 
 FFT_BLOCK = 4  # frames transformed together: small arrays are reused by malloc, large ones fault
@@ -18,8 +18,8 @@ def reference_image(movie, *, params: MotionParams) -> np.ndarray:
     """Mean of evenly spaced frames, float32 ``(H, W)``: the target every frame is aligned to."""
     idx = sample_indices(movie.shape[0], params.reference_frames)
     total = np.zeros(movie.shape[1:], dtype=np.float64)
-    for t in idx:
-        total += movie.read(int(t), int(t) + 1)[0]
+    for frame in read_frames(movie, idx):
+        total += frame
     return (total / len(idx)).astype(np.float32)
 
 
