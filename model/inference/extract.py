@@ -26,7 +26,7 @@ from scipy.sparse import csgraph
 
 from model.inference import motion
 from model.inference.params import MotionParams
-from model.inference.source import as_movie
+from model.inference.source import as_movie, frames_per_read
 from model.results import FOOTPRINT_SLAB
 
 
@@ -113,7 +113,7 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
                          reference: np.ndarray | None = None,
                          motion_params: MotionParams | None = None,
                          ring: NeuropilRing = NeuropilRing(),
-                         block_frames: int = 128, threads: int = 1,
+                         block_frames: int | None = None, threads: int = 1,
                          shifts: np.ndarray | None = None,
                          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """``F`` and ``Fneu``, each ``(K, T)`` float32, from ``movie`` ``(T, H, W)`` (read lazily).
@@ -121,11 +121,14 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     With ``reference`` (the engine's motion reference at the movie's resolution) each block of
     frames is motion-corrected first, as the network's input was. ``threads`` blocks are read and
     corrected at once (the FFTs of motion correction release the GIL); each holds
-    ``block_frames`` frames in memory. ``shifts`` ``(T, 2)``, the shifts already estimated
-    against that reference (by the engine's chunks), are applied instead of being estimated again.
+    ``block_frames`` frames in memory (default: about 16 MB of them,
+    :func:`~model.inference.source.frames_per_read`). ``shifts`` ``(T, 2)``, the shifts already
+    estimated against that reference (by the engine's chunks), are applied instead of being
+    estimated again.
     """
     movie = as_movie(movie)
     n_frames, height, width = movie.shape
+    block_frames = block_frames or frames_per_read(movie)
     if footprints.shape[1:] != (height, width):
         raise ValueError(f"footprints {footprints.shape[1:]} do not match the movie's frames "
                          f"{(height, width)}")  # fmt: skip

@@ -19,11 +19,7 @@ import numpy as np
 from skimage.transform import resize
 
 from model.inference.params import ResampleParams
-
-#: Bytes of movie read at once while binning (bounds memory for long bins). Blocks under glibc's
-#: 32 MB allocation threshold reuse freed heap memory instead of faulting in fresh pages each
-#: time: 16 MB blocks bin 512 x 512 uint16 frames 1.5x faster than 128 MB ones.
-READ_BYTES = 16 << 20
+from model.inference.source import frames_per_read
 
 
 def card_value(card: Any, key: str) -> Any:
@@ -171,10 +167,7 @@ class ResampledMovie:
     def _binned(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
         b, n_frames = self.temporal_bin, self.source_shape[0]
         first, stop = t0 * b, min(t1 * b, n_frames)
-        frame_bytes = math.prod(self.source_shape[1:]) * np.dtype(
-            getattr(self.source, "dtype", np.float32)).itemsize
-        per_read = max(1, READ_BYTES // frame_bytes)
-        step = max(b, per_read - per_read % b)
+        step = frames_per_read(self.source, b)  # whole bins, about 16 MB at a time
         out = [bin_frames(self.source.read(start, min(stop, start + step), y=y, x=x), b)
                for start in range(first, stop, step)]
         return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
