@@ -52,13 +52,21 @@ def cycle_movie(source: Any, target: Path, frames: int, block: int = 500) -> Pat
 
 
 class ReplayPredictor:
-    """The real predictor on the first batch; its outputs, cycled, for every later batch."""
+    """The real predictor on the first batch; its outputs, cycled, for every later batch.
 
-    def __init__(self, predictor: Any) -> None:
+    With ``patches_per_s`` it stands in for an asynchronous device of that speed: ``start``
+    queues the batch on one device queue and returns at once, and its fetch sleeps (the
+    interpreter lock released) until the device would be done, as a JAX call on a GPU does.
+    """
+
+    def __init__(self, predictor: Any, patches_per_s: float | None = None) -> None:
         self._predictor = predictor
         self.card = predictor.card
         self._outputs: Any = None
         self.first_call_s = 0.0
+        self.patches_per_s = patches_per_s
+        self._device_free_at = 0.0
+        self.device_busy_s = 0.0
 
     def prime(self, movie: Any, params: Any, batch_size: int, work: Path) -> None:
         """Run the real network once, on the movie's first chunk, before any clock starts."""
@@ -85,6 +93,21 @@ class ReplayPredictor:
         idx = np.arange(len(patches)) % len(first.traces)
         return dataclasses.replace(first, **{k: getattr(first, k)[idx]
                                              for k in first.__dataclass_fields__})
+
+    def start(self, patches: np.ndarray, *, denoised: bool = True) -> Any:
+        outputs = self.predict(patches)
+        if not self.patches_per_s:
+            return lambda: outputs
+        busy = len(patches) / self.patches_per_s
+        done = max(time.perf_counter(), self._device_free_at) + busy
+        self._device_free_at = done
+        self.device_busy_s += busy
+
+        def fetch() -> Any:
+            time.sleep(max(0.0, done - time.perf_counter()))
+            return outputs
+
+        return fetch
 
 
 def peak_rss_gb() -> float:
@@ -122,7 +145,7 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
 
     predictor = load_predictor(args.model, args.runtime, batch_size=args.batch_size)
     if args.network == "replay":
-        predictor = ReplayPredictor(predictor)
+        predictor = ReplayPredictor(predictor, args.device_patches_per_s)
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
                                  read_ahead=args.read_ahead,
                                  resample=ResampleParams(temporal_bin=args.temporal_bin))
@@ -133,6 +156,13 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
             predictor.prime(movie, params, args.batch_size, args.work / "prime")
     loaded_rss = peak_rss_gb()
     timing = timed_process(movie_path, predictor, params, args.work / "result.zarr")
+    if args.network == "replay" and args.device_patches_per_s:
+        # the engine against the bare (stand-in) device: the issue's overhead measure
+        busy = predictor.device_busy_s
+        timing.update(device_patches_per_s=args.device_patches_per_s,
+                      device_busy_s=round(busy, 1),
+                      device_frames_per_s=round(timing["shape"][0] / busy, 1),
+                      engine_share_of_device=round(busy / timing["wall_s"], 3))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.platform(), "network": args.network,
@@ -156,6 +186,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--read-ahead", type=int, default=1)
     ap.add_argument("--temporal-bin", type=int, default=1, help="frames averaged per network frame")
+    ap.add_argument("--device-patches-per-s", type=float, default=None,
+                    help="replay: stand in for an asynchronous device of this speed")
     ap.add_argument("--work", type=Path, default=Path("/tmp/caimx-long"))
     ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
