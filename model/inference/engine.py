@@ -11,6 +11,7 @@ import dataclasses
 import importlib.metadata
 import itertools
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from model.inference import correlation, motion, patches, resample
+from model.inference import correlation, deconvolve, motion, patches, resample
 from model.inference.chunks import (
     IMAGE_PLANES,
     ChunkResult,
@@ -351,7 +352,6 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
     """Read each neuron's fluorescence and neuropil from ``movie`` into the result at ``output``,
     motion-corrected against the reference the network's input was corrected against; then, when
     ``oasis-deconv`` is installed, its denoised calcium and spikes (:mod:`.deconvolve`)."""
-    from model.inference import deconvolve
     from model.results import write_deconvolved, write_fluorescence
 
     group = zarr.open_group(str(output), mode="r")
@@ -627,6 +627,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     timings: dict[str, float] = {}
     digest = MovieDigest(movie)
+    threading.Thread(target=deconvolve.preload, name="caimx-preload", daemon=True).start()
     try:
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)
