@@ -63,8 +63,9 @@ def deconvolve_traces(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
     done = np.zeros(len(traces), bool)
     for k in np.flatnonzero(fitted):
         own, noise = estimates[k]
-        fit = (_fit(traces[k], shared, noise) if shared is not None else None) \
-            or _fit(traces[k], own, noise)
+        fit = _fit(traces[k], shared, noise) if shared is not None else None
+        if fit is None:  # too few traces to share a decay, or the shared one cannot be fitted
+            fit = _fit(traces[k], own, noise)
         if fit is not None:
             calcium[k], spikes[k] = fit
             done[k] = True
