@@ -7,7 +7,8 @@ from scipy import fft
 from skimage.registration import phase_cross_correlation
 
 from model.inference.params import MotionParams
-from model.inference.scaling import read_frames, sample_indices
+from model.inference.scaling import sample_indices
+from model.inference.source import read_frames
 from model.rigid import sample_shifted
 
 FFT_BLOCK = 4  # frames transformed together: small arrays are reused by malloc, large ones fault

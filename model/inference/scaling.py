@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from model.inference.params import ScalingParams
+from model.inference.source import read_frames
 
 
 @dataclass(frozen=True)
@@ -34,27 +34,6 @@ def sample_indices(n_frames: int, n_samples: int) -> np.ndarray:
     """Evenly spaced frame indices, at most ``n_samples`` of them, int64 ``(k,)``."""
     k = min(n_frames, n_samples)
     return np.unique(np.linspace(0, n_frames - 1, k).round().astype(np.int64))
-
-
-#: Threads reading sample frames (a binned movie bins each one: the NumPy work runs in parallel).
-SAMPLE_THREADS = 4
-
-
-def read_frames(movie, indices: np.ndarray) -> np.ndarray:
-    """Frames ``indices`` of ``movie``, ``(len(indices), H, W)`` in the reader's dtype, read by
-    :data:`SAMPLE_THREADS` threads into one array (200 frames of a 512 x 512 movie binned by 8
-    are 1600 frames read and averaged)."""
-    indices = [int(t) for t in indices]
-    first = np.asarray(movie.read(indices[0], indices[0] + 1))[0]
-    out = np.empty((len(indices), *first.shape), first.dtype)
-    out[0] = first
-
-    def fill(i: int) -> None:
-        out[i] = np.asarray(movie.read(indices[i], indices[i] + 1))[0]
-
-    with ThreadPoolExecutor(SAMPLE_THREADS, thread_name_prefix="caimx-sample") as pool:
-        list(pool.map(fill, range(1, len(indices))))
-    return out
 
 
 def percentiles(sample: np.ndarray, q: list[float], *, overwrite: bool = False) -> np.ndarray:
