@@ -235,6 +235,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
 
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
+                                 candidate_threads=args.candidate_threads,
                                  motion=MotionParams(enabled=not args.no_motion),
                                  plan=PlanParams(shifted_tiling=args.shifted_tiling),
                                  resample=ResampleParams(temporal_bin=temporal_bin))
@@ -245,6 +246,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
     predictor.seconds, predictor.patches = 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
     return {"batch": args.batch, "read_ahead": args.read_ahead,
+            "candidate_threads": args.candidate_threads,
             "motion": not args.no_motion, "shifted_tiling": args.shifted_tiling,
             "temporal_bin": temporal_bin,
             "compile_s": round(compile_s, 1), **timing,
@@ -322,6 +324,8 @@ def main() -> None:
     ap.add_argument("--upto", nargs="+", default=["denoised", "convlstm", "attention_relu"],
                     help="layers stage: cut the network after each of these layers")
     ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")
+    ap.add_argument("--candidate-threads", type=int, default=1,
+                    help="engine: threads turning outputs into candidates")
     ap.add_argument("--model", default=str(ROOT / "model" / "zoo" / "caimx-mini"))
     ap.add_argument("--batch", type=int, default=256, help="engine batch size")
     ap.add_argument("--work", default="/tmp/caimx-gpu")

@@ -6,7 +6,12 @@
 #   bash benchmarks/gpu_host.sh run OUT   # there, with vendor-wheels/ copied beside the tree:
 #                                         # bare network, then the engine on 1000 and 10000 frames
 #                                         # (network on every frame, on frames binned by 4 and 8)
+#   bash benchmarks/gpu_host.sh engine OUT  # there: the faster bare network form, then the engine
+#                                         # on 10000 frames (binned by 8, unbinned), on 30000
+#                                         # (binned by 8) and on the scored 1000 (bins 1, 8)
 #
+# READ_AHEAD (default 12) and CANDIDATE_THREADS (default 4) set the engine's CPU threads: a GPU
+# host's 16 cores read ahead and turn outputs into candidates while the GPU runs.
 # Rows (JSON lines) go to OUT/rows.jsonl; every stage prints as it goes, so a run stopped by a
 # time limit still leaves what it measured.
 set -euo pipefail
@@ -14,6 +19,35 @@ cd "$(dirname "$0")/.."
 
 # what the GPU host's image lacks; each at the version this checkout's .venv runs
 WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv)
+READ_AHEAD="${READ_AHEAD:-12}"
+CANDIDATE_THREADS="${CANDIDATE_THREADS:-4}"
+
+setup() {  # $1: OUT; installs the wheels, exports the environment, sets $rows
+  mkdir -p "$1"
+  export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
+  python3 -m pip install -q --no-index --no-deps --target /tmp/caimx-site vendor-wheels/*.whl
+  export PYTHONPATH="/tmp/caimx-site:$PWD"
+  rows="$1/rows.jsonl"
+  python3 benchmarks/gpu.py machine --out "$rows"
+}
+
+cycled() {  # $1: frames; the scored simulation cycled to that length, as /tmp/caimx-gpu/longN.npy
+  python3 -c "
+import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path
+from long_movie import cycle_movie
+from model.io import open_movie
+with open_movie(next(Path('/tmp/caimx-gpu').glob('*.tif'))) as src:
+    cycle_movie(src, Path('/tmp/caimx-gpu/long$1.npy'), $1)"
+}
+
+engine() {  # engine rows: gpu.py engine ARGS..., with this host's threads and the faster head
+  python3 benchmarks/gpu.py engine --batch 256 --read-ahead "$READ_AHEAD" \
+    --candidate-threads "$CANDIDATE_THREADS" --ista frame2d --head "$head" \
+    --work /tmp/caimx-gpu --out "$rows" "$@"
+}
+
+SCORED=(--size 512 --frames 1000 --seed 11 --photons 4 --density 800)
 
 case "${1:-}" in
   wheels)
@@ -27,13 +61,7 @@ case "${1:-}" in
     ls vendor-wheels
     ;;
   run)
-    out="${2:?usage: gpu_host.sh run OUT}"
-    mkdir -p "$out"
-    export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
-    python3 -m pip install -q --no-index --no-deps --target /tmp/caimx-site vendor-wheels/*.whl
-    export PYTHONPATH="/tmp/caimx-site:$PWD"
-    rows="$out/rows.jsonl"
-    python3 benchmarks/gpu.py machine --out "$rows"
+    setup "${2:?usage: gpu_host.sh run OUT}"
     # bare network: the published layers, then the ISTA per frame with the head as Conv3D and
     # per frame (time neighbours stacked as channels)
     python3 benchmarks/gpu.py network --presets mini --batches 256 --ista conv3d --head conv3d \
@@ -50,23 +78,25 @@ print(max(rows, key=lambda r: r['pipelined_patches_per_s'])['head'] if rows else
     # the engine on the scored 512 x 512 x 1000 movie: every frame to the network, then frames
     # binned by 4 and by 8 (a quarter / an eighth of the patches; F1 on the CPU in
     # docs/benchmarks.md); one process, one compilation
-    python3 benchmarks/gpu.py engine --size 512 --frames 1000 --seed 11 --photons 4 \
-      --density 800 --batch 256 --read-ahead 6 --ista frame2d --head "$head" \
-      --temporal-bin 1 4 8 --work /tmp/caimx-gpu --out "$rows"
-    python3 -c "
-import sys; sys.path.insert(0, 'benchmarks')
-from pathlib import Path
-from long_movie import cycle_movie
-from model.io import open_movie
-with open_movie(next(Path('/tmp/caimx-gpu').glob('*.tif'))) as src:
-    cycle_movie(src, Path('/tmp/caimx-gpu/long10000.npy'), 10000)"
+    engine "${SCORED[@]}" --temporal-bin 1 4 8
     # throughput where fixed costs weigh little: the same movie cycled to 10000 frames
-    python3 benchmarks/gpu.py engine --movie /tmp/caimx-gpu/long10000.npy --batch 256 \
-      --read-ahead 6 --ista frame2d --head "$head" --temporal-bin 8 1 4 --work /tmp/caimx-gpu \
-      --out "$rows"
+    cycled 10000
+    engine --movie /tmp/caimx-gpu/long10000.npy --temporal-bin 8 1 4
+    ;;
+  engine)
+    setup "${2:?usage: gpu_host.sh engine OUT}"
+    head=frame2d
+    python3 benchmarks/gpu.py network --presets mini --batches 256 --ista frame2d \
+      --head frame2d --out "$rows"
+    python3 benchmarks/gpu.py simulate "${SCORED[@]}" --work /tmp/caimx-gpu
+    cycled 10000
+    engine --movie /tmp/caimx-gpu/long10000.npy --temporal-bin 8 1
+    cycled 30000
+    engine --movie /tmp/caimx-gpu/long30000.npy --temporal-bin 8
+    engine "${SCORED[@]}" --temporal-bin 1 8
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_host.sh wheels | run OUT" >&2
+    echo "usage: bash benchmarks/gpu_host.sh wheels | run OUT | engine OUT" >&2
     exit 2
     ;;
 esac

@@ -148,6 +148,7 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
         predictor = ReplayPredictor(predictor, args.device_patches_per_s)
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch_size,
                                  read_ahead=args.read_ahead,
+                                 candidate_threads=args.candidate_threads,
                                  resample=ResampleParams(temporal_bin=args.temporal_bin))
     if args.network == "replay":
         from model.io import open_movie
@@ -168,6 +169,7 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
         "machine": platform.platform(), "network": args.network,
         "movie_gb": round(movie_path.stat().st_size / 1e9, 2), "runtime": args.runtime,
         "batch_size": args.batch_size, "read_ahead": args.read_ahead,
+        "candidate_threads": args.candidate_threads,
         "temporal_bin": args.temporal_bin, **timing,
         "rss_model_loaded_gb": round(loaded_rss, 2), "peak_rss_gb": round(peak_rss_gb(), 2),
     }
@@ -185,6 +187,7 @@ def main() -> None:
                     help="keras: the model's Keras weights on KERAS_BACKEND (jax on a GPU)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--read-ahead", type=int, default=1)
+    ap.add_argument("--candidate-threads", type=int, default=1)
     ap.add_argument("--temporal-bin", type=int, default=1, help="frames averaged per network frame")
     ap.add_argument("--device-patches-per-s", type=float, default=None,
                     help="replay: stand in for an asynchronous device of this speed")

@@ -21,7 +21,7 @@ import numpy as np
 
 from model.inference import patches, resample
 from model.inference.chunks import read_chunk, write_chunk
-from model.inference.decide import corrected_trace, transient_snrs
+from model.inference.decide import corrected_traces, pixel_major, transient_snrs
 from model.inference.engine import load_plan, motion_reference
 from model.inference.params import InferenceParams
 from model.inference.source import as_movie
@@ -31,14 +31,15 @@ from model.io import open_movie
 def candidate_snrs(block: patches.Block, candidates, coefficient: float, offset: int,
                    length: int) -> np.ndarray:
     """What ``patch_candidates`` measures for each stored candidate of one chunk."""
-    traces = []
+    placed = []
     for i in range(len(candidates)):
         y, x, h, w = (int(v) for v in candidates.bbox[i])
         start, stop = candidates.mask_offsets[i], candidates.mask_offsets[i + 1]
-        on = candidates.masks[start:stop].reshape(h, w) > 0
-        trace = corrected_trace(block.data, on, y - block.y0, x - block.x0, coefficient)
-        traces.append(trace[offset:offset + length])
-    return transient_snrs(np.asarray(traces)).astype(np.float32)
+        placed.append((candidates.masks[start:stop].reshape(h, w) > 0, y - block.y0,
+                       x - block.x0))
+    traces = corrected_traces(pixel_major(block.data), block.data.shape[1:], placed,
+                              coefficient)[:, offset:offset + length]
+    return transient_snrs(traces).astype(np.float32)
 
 
 def main() -> None:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
                     "when one process runs a whole movie or a task runs several chunks "
                     "(a GPU needs several).",
     )
+    candidate_threads: int = Field(
+        default=1, ge=1, le=64,
+        description="Threads that turn the network's outputs into candidates while it runs, "
+                    "when one process runs a whole movie or a task runs several chunks (a GPU "
+                    "host needs several).",
+    )
     malloc_arena_max: int = Field(
         default=2, ge=0, le=64,
         description="glibc malloc arenas of a process that runs the engine (caimx process, "

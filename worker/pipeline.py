@@ -244,7 +244,8 @@ def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, st
 
         with _open(job, settings) as movie:
             run_chunks(movie, predictor, plan, todo, work_dir=work,
-                       read_ahead=settings.read_ahead, on_written=count)
+                       read_ahead=settings.read_ahead,
+                       candidate_threads=settings.candidate_threads, on_written=count)
 
 
 def requeue_unfinished(store: JobStore, settings: Settings, send: Send) -> int:

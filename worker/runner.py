@@ -49,7 +49,8 @@ def inference_params(settings: Settings, overrides: dict[str, Any] | None = None
     if settings.tiles_per_chunk is not None:
         plan["tiles_per_chunk"] = settings.tiles_per_chunk
     data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size,
-                            "read_ahead": settings.read_ahead}
+                            "read_ahead": settings.read_ahead,
+                            "candidate_threads": settings.candidate_threads}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--read-ahead", type=int, default=None, metavar="N",
                    help="chunks read and motion-corrected in threads while the network runs "
                         "(default from settings; a GPU needs several)")
+    p.add_argument("--candidate-threads", type=int, default=None, metavar="N",
+                   help="threads that turn the network's outputs into candidates while it runs "
+                        "(default from settings; a GPU needs several)")
     p.add_argument("--no-motion-correction", action="store_true",
                    help="skip rigid motion correction (already registered movies)")
     p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
@@ -116,6 +119,8 @@ def _params(args: argparse.Namespace, settings: Any):
         base, motion=motion, plan=plan, resample=resample,
         batch_size=args.batch_size or settings.batch_size,
         read_ahead=args.read_ahead if args.read_ahead is not None else settings.read_ahead,
+        candidate_threads=(args.candidate_threads if args.candidate_threads is not None
+                           else settings.candidate_threads),
         write_denoised=args.denoised or base.write_denoised)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 from model.inference.params import DecideParams
 
@@ -144,12 +144,13 @@ def _components(on_stack: np.ndarray, min_area: int,
             yield plane.start, ys, xs, on
 
 
-def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *,
-                     origin: tuple[int, int], frame_shape: tuple[int, int], span: np.ndarray,
-                     offset: int, params: DecideParams) -> Candidates:
+def patch_candidates(outputs, first: int, tiles: list, pixels: np.ndarray, *,
+                     block_shape: tuple[int, int], origin: tuple[int, int],
+                     frame_shape: tuple[int, int], span: np.ndarray, offset: int,
+                     params: DecideParams) -> Candidates:
     """Candidates from one batch of network outputs: each part :func:`mask_components` finds in
-    each channel (the whole batch labelled in one call, the SNRs computed together). A
-    candidate's SNR is :func:`transient_snrs` of its mean raw fluorescence minus
+    each channel (the whole batch labelled in one call, the traces and SNRs computed together).
+    A candidate's SNR is :func:`transient_snrs` of its mean raw fluorescence minus
     ``params.snr_neuropil_coefficient`` times the mean of its ring in the block (the neuropil:
     its slow fluctuations are not transients).
 
@@ -159,8 +160,11 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         ``footprints`` ``(b, N, S, S)``, ``traces`` ``(b, N, L)`` of patches ``first .. first + b``.
     tiles : list of Tile
         The chunk's tiles, in patch order.
-    block_data : ndarray, shape (T_model, h, w)
-        The chunk's block (movie-range units), for the raw traces.
+    pixels : ndarray, shape (h * w, T_model)
+        The chunk's block (movie-range units) pixel by pixel (:func:`pixel_major`), for the raw
+        traces.
+    block_shape : (h, w)
+        The block's frame size.
     origin : (y0, x0)
         Block origin on the padded frame.
     frame_shape : (H, W)
@@ -179,14 +183,11 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         tile = tiles[first + b]
         on_all[b, :, max(frame_shape[0] - tile.y0, 0):] = False
         on_all[b, :, :, max(frame_shape[1] - tile.x0, 0):] = False
-    rows = {k: [] for k in ("tile", "channel", "bbox", "masks", "traces", "raw")}
+    rows = {k: [] for k in ("tile", "channel", "bbox", "masks", "traces", "placed")}
     for plane, ys, xs, on in _components(on_all.reshape(-1, size_y, size_x), params.min_area):
         b, n = divmod(plane, n_channels)
         tile = tiles[first + b]
-        oy, ox = tile.y0 - origin[0], tile.x0 - origin[1]
-        trace = corrected_trace(block_data, on, oy + ys.start, ox + xs.start,
-                                params.snr_neuropil_coefficient)
-        rows["raw"].append(trace[offset:offset + length])
+        rows["placed"].append((on, tile.y0 - origin[0] + ys.start, tile.x0 - origin[1] + xs.start))
         rows["tile"].append(tile.index)
         rows["channel"].append(n)
         rows["bbox"].append((tile.y0 + ys.start, tile.x0 + xs.start, ys.stop - ys.start,
@@ -195,6 +196,8 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         rows["traces"].append(traces[b, n] * span[first + b])
     if not rows["tile"]:
         return Candidates.empty(length)
+    raw = corrected_traces(pixels, block_shape, rows["placed"],
+                           params.snr_neuropil_coefficient)[:, offset:offset + length]
     sizes = [m.size for m in rows["masks"]]
     return Candidates(
         tile=np.asarray(rows["tile"], np.int32), channel=np.asarray(rows["channel"], np.int32),
@@ -202,7 +205,7 @@ def patch_candidates(outputs, first: int, tiles: list, block_data: np.ndarray, *
         mask_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         masks=np.concatenate(rows["masks"]).astype(np.float32),
         traces=np.asarray(rows["traces"], np.float32),
-        snr=transient_snrs(np.asarray(rows["raw"])).astype(np.float32),
+        snr=transient_snrs(raw).astype(np.float32),
     )
 
 
@@ -220,25 +223,54 @@ def _ring(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return padded, (distance > RING_GAP) & (distance <= reach)
 
 
-def corrected_trace(block: np.ndarray, on: np.ndarray, y0: int, x0: int,
-                    coefficient: float) -> np.ndarray:
-    """Mean of ``block`` ``(T, h, w)`` over ``on`` (placed at ``(y0, x0)``, inside the block)
-    minus ``coefficient`` times the mean over its ring (:data:`RING_GAP` to :data:`RING_GAP` +
-    :data:`RING_WIDTH` pixels out, clipped to the block; no ring pixel: no correction)."""
-    h, w = on.shape
-    trace = block[:, y0:y0 + h, x0:x0 + w][:, on].mean(axis=1)
-    if not coefficient:
-        return trace
+def pixel_major(block: np.ndarray) -> np.ndarray:
+    """A block ``(T, h, w)`` as ``(h * w, T)`` float32, each pixel's time course contiguous: the
+    layout :func:`corrected_traces` reads (one copy per chunk, not one gather per candidate)."""
+    return np.ascontiguousarray(block.reshape(block.shape[0], -1).T, dtype=np.float32)
+
+
+def corrected_traces(pixels: np.ndarray, block_shape: tuple[int, int],
+                     placed: list[tuple[np.ndarray, int, int]],
+                     coefficient: float) -> np.ndarray:
+    """For each ``(on, y0, x0)`` of ``placed`` (a boolean mask with its top-left corner on the
+    block, inside it): the mean of the block over ``on`` minus ``coefficient`` times the mean
+    over its ring (:data:`RING_GAP` to :data:`RING_GAP` + :data:`RING_WIDTH` pixels out, clipped
+    to the block; no ring pixel: no correction). ``(len(placed), T)`` float32.
+
+    ``pixels`` is the block ``(T, h, w)`` as :func:`pixel_major` lays it out. Every mask's and
+    ring's weights go into one sparse matrix and every trace comes from one product with the
+    block (both in compiled code that releases the interpreter lock); the rings come from one
+    distance transform of all masks stacked.
+    """
+    n = len(placed)
+    height, width = block_shape
+    if not n:
+        return np.zeros((0, pixels.shape[1]), np.float32)
     reach = RING_GAP + RING_WIDTH
-    _, ring = _ring(on)
-    ya, xa = max(y0 - reach, 0), max(x0 - reach, 0)
-    yb, xb = min(y0 + h + reach, block.shape[1]), min(x0 + w + reach, block.shape[2])
-    ring = ring[ya - (y0 - reach):yb - (y0 - reach), xa - (x0 - reach):xb - (x0 - reach)]
-    count = int(ring.sum())
-    if not count:
-        return trace
-    around = np.tensordot(block[:, ya:yb, xa:xb], ring.astype(block.dtype), axes=2) / count
-    return trace - coefficient * around
+    stack = np.zeros((n, max(on.shape[0] for on, _, _ in placed) + 2 * reach,
+                      max(on.shape[1] for on, _, _ in placed) + 2 * reach), bool)
+    for i, (on, _, _) in enumerate(placed):
+        stack[i, reach:reach + on.shape[0], reach:reach + on.shape[1]] = on
+    corner_y = np.array([y0 for _, y0, _ in placed], np.int64) - reach
+    corner_x = np.array([x0 for _, _, x0 in placed], np.int64) - reach
+
+    def weighted(region: np.ndarray, scale: float) -> tuple[np.ndarray, ...]:
+        """Row, block pixel and weight of each pixel of ``region`` inside the block, each mask's
+        weights ``scale`` over its number of pixels there."""
+        row, y, x = np.nonzero(region)
+        y, x = y + corner_y[row], x + corner_x[row]
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        row, y, x = row[inside], y[inside], x[inside]
+        count = np.bincount(row, minlength=n)
+        return row, y * width + x, (scale / count[row]).astype(np.float32)
+
+    parts = [weighted(stack, 1.0)]
+    if coefficient:
+        distance = ndimage.distance_transform_cdt(~stack, metric=_PLANAR_4)
+        parts.append(weighted((distance > RING_GAP) & (distance <= reach), -coefficient))
+    row, column, weight = (np.concatenate(p) for p in zip(*parts, strict=True))
+    weights = sparse.csr_matrix((weight, (row, column)), shape=(n, height * width))
+    return np.asarray(weights @ pixels, dtype=np.float32)
 
 
 def ring_values(image: np.ndarray, on: np.ndarray, y0: int, x0: int,

@@ -32,7 +32,7 @@ from model.inference.chunks import (
     read_shifts,
     write_chunk,
 )
-from model.inference.decide import Candidates, patch_candidates
+from model.inference.decide import Candidates, patch_candidates, pixel_major
 from model.inference.extract import NeuropilRing, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
@@ -124,7 +124,9 @@ def load_plan(work_dir: str | Path) -> Plan:
 @dataclass(frozen=True)
 class ChunkInput:
     """What a chunk feeds the network: its block of frames and the scaled patches cut from it,
-    and the tiles' image planes that come from the movie alone (:func:`movie_tile_images`)."""
+    the tiles' image planes that come from the movie alone (:func:`movie_tile_images`) and the
+    block pixel by pixel (:func:`~model.inference.decide.pixel_major`, for the candidates' raw
+    traces); all computed in the reading threads."""
 
     chunk_id: str
     window: int
@@ -133,6 +135,7 @@ class ChunkInput:
     scaled: np.ndarray
     span: np.ndarray
     images: np.ndarray
+    pixels: np.ndarray
 
 
 def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
@@ -148,7 +151,8 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
                                            mode=card_input_scaling(card), scaling=params.scaling)
     return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
                       block=block, scaled=scaled, span=span,
-                      images=movie_tile_images(block, tiles, plan, chunk.window, params.images))
+                      images=movie_tile_images(block, tiles, plan, chunk.window, params.images),
+                      pixels=pixel_major(block.data))
 
 
 #: The planes of :data:`~model.inference.chunks.IMAGE_PLANES` computed from the movie block.
@@ -195,7 +199,11 @@ class ChunkAssembler:
     def __init__(self, chunk: ChunkInput, plan: Plan) -> None:
         params = InferenceParams.from_dict(plan.params)
         self.chunk_id, self.window, self.tile_ids = chunk.chunk_id, chunk.window, chunk.tiles
-        self.block, self.span = chunk.block, chunk.span  # not the patches: freed once fed
+        # not the patches (freed once fed) nor the block's frames: its pixels, laid out for traces
+        block = chunk.block
+        self.origin, self.block_shape = (block.y0, block.x0), block.data.shape[1:]
+        self.first_frame, self.shifts = block.first_frame, block.shifts
+        self.pixels, self.span = chunk.pixels, chunk.span
         self.images = chunk.images
         self.plan = plan
         self.tiles = [plan.tiles[i] for i in chunk.tiles]
@@ -207,35 +215,36 @@ class ChunkAssembler:
                          if params.write_denoised else None)
         # every part of a channel is collected; min_area applies to the stitched neurons
         self._collect = dataclasses.replace(params.decide, min_area=1)
-        self._parts: dict[int, Candidates] = {}
-        self.received = 0
+        self._parts: dict[int, Candidates] = {}  # by first patch: each part written once
+        self._counts: dict[int, int] = {}
 
     @property
     def n_patches(self) -> int:
         return len(self.tiles)
 
     def add(self, first: int, outputs: Any) -> None:
-        """Take the outputs of the chunk's patches ``first .. first + len(outputs)``."""
+        """Take the outputs of the chunk's patches ``first .. first + len(outputs)``. Parts of
+        one chunk may be added from several threads at once (each writes its own patches)."""
         n = np.asarray(outputs.traces).shape[0]
         span = self.span
         self.attention[first:first + n] = np.asarray(outputs.attention)[:, self._owned].sum(axis=1)
         if self.denoised is not None:
             self.denoised[first:first + n] = (np.asarray(outputs.denoised)[:, self._owned]
                                               * span[first:first + n, None, None, None])
-        block = self.block
         self._parts[first] = patch_candidates(
-            outputs, first, self.tiles, block.data, origin=(block.y0, block.x0),
-            frame_shape=self.plan.movie_shape[1:], span=span, offset=self.plan.trace_offset,
-            params=self._collect)
-        self.received += n
+            outputs, first, self.tiles, self.pixels, block_shape=self.block_shape,
+            origin=self.origin, frame_shape=self.plan.movie_shape[1:], span=span,
+            offset=self.plan.trace_offset, params=self._collect)
+        self._counts[first] = n
 
     def result(self) -> ChunkResult:
-        if self.received != self.n_patches:
-            raise RuntimeError(f"chunk {self.chunk_id}: outputs for {self.received} of "
+        received = sum(self._counts.values())
+        if received != self.n_patches:
+            raise RuntimeError(f"chunk {self.chunk_id}: outputs for {received} of "
                                f"{self.n_patches} patches")
         parts = [self._parts[first] for first in sorted(self._parts)]
         return ChunkResult(chunk_id=self.chunk_id, window=self.window, tiles=self.tile_ids,
-                           first_frame=self.block.first_frame, shifts=self.block.shifts,
+                           first_frame=self.first_frame, shifts=self.shifts,
                            candidates=Candidates.concat(parts, self.plan.trace_length),
                            images=self._tile_images(), denoised=self.denoised)
 
@@ -290,10 +299,12 @@ def motion_reference(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
 
 def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str], *,
                work_dir: str | Path, read_ahead: int | None = None,
+               candidate_threads: int | None = None,
                on_written: Callable[[str], None] | None = None) -> dict[str, float]:
     """Compute chunks ``chunk_ids`` and write each partial result, as :func:`run_chunk` does, but
     as one pipeline: chunks read ahead in threads, full network batches across chunk borders,
-    candidates on their own thread (what a GPU worker needs to keep its GPU busy).
+    candidates on their own threads (what a GPU worker needs to keep its GPU busy).
+    ``read_ahead`` and ``candidate_threads`` default to the plan's parameters.
 
     ``on_written(chunk_id)`` is called in order as each chunk's result lands on disk; returns
     where the network thread's time went (see ``ResultSummary.chunk_seconds``).
@@ -309,6 +320,8 @@ def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str
     return _run_chunks(movie, predictor, plan, Path(work_dir),
                        reference=motion_reference(plan, work_dir),
                        read_ahead=params.read_ahead if read_ahead is None else read_ahead,
+                       candidate_threads=(params.candidate_threads if candidate_threads is None
+                                          else candidate_threads),
                        batch_size=params.batch_size, progress=None, should_cancel=None,
                        chunk_ids=list(chunk_ids), on_written=on_written)
 
@@ -489,7 +502,12 @@ def _full_batches(inputs: Iterator[ChunkInput], plan: Plan,
             yield np.ascontiguousarray(batch, dtype=np.float32), segments
 
 
-def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | None) -> None:
+def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | None,
+                  parts: list[Future[None]]) -> None:
+    """Once the chunk's ``parts`` (its outputs turned into candidates) are done: write its result
+    and hand it to ``stitcher``."""
+    for part in parts:
+        part.result()  # the first failure is raised
     result = assembler.result()
     write_chunk(work, result)
     if stitcher is not None:
@@ -498,18 +516,18 @@ def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | No
 
 def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 reference: np.ndarray | None, read_ahead: int, batch_size: int,
-                progress: Callable[[int, int], None] | None,
+                candidate_threads: int = 1, progress: Callable[[int, int], None] | None,
                 should_cancel: Callable[[], bool] | None,
                 stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
                 on_written: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Every chunk, as a pipeline of four rooms: ``read_ahead`` threads read and motion-correct
+    """Every chunk, as a pipeline of five rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
     ahead; this thread runs the network, starting each batch before it collects the previous
     one's outputs (a predictor that computes asynchronously, the Keras runner on JAX, keeps the
-    device busy meanwhile); one more thread turns the outputs into candidates, writes each
-    chunk's result as it completes and hands it to ``stitcher``. ``chunk_ids``: these chunks
-    only (default: all); ``on_written`` is called with each chunk's id, in order, once its
-    result is on disk.
+    device busy meanwhile); ``candidate_threads`` threads turn the outputs into candidates; one
+    more thread writes each chunk's result, in chunk order, once its candidates are complete,
+    and hands it to ``stitcher``. ``chunk_ids``: these chunks only (default: all);
+    ``on_written`` is called with each chunk's id, in order, once its result is on disk.
 
     Returns where this thread's time went: ``network`` (starting batches and waiting for their
     outputs), ``waiting for reads`` (the next batch not cut yet: its chunks not read, or the
@@ -523,8 +541,11 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
     inputs = _read_ahead(movie, plan, predictor.card, ids, reference=reference,
                          read_ahead=read_ahead)
     written = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caimx-post") as post:
+    with (ThreadPoolExecutor(max_workers=max(candidate_threads, 1),
+                             thread_name_prefix="caimx-candidates") as post,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="caimx-write") as writer):
         batches: deque[list[Future[None]]] = deque()  # each batch's tasks, until settled
+        parts: dict[str, list[Future[None]]] = {}  # each unfinished chunk's candidate tasks
         finishing: deque[tuple[Future[None], str]] = deque()  # chunk writes, for progress
 
         def settle(backlog: int) -> None:
@@ -550,10 +571,13 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
             for seg in segments:
                 tasks.append(post.submit(seg.assembler.add, seg.first,
                                          out.take(at, at + seg.count)))
+                chunk_id = seg.assembler.chunk_id
+                parts.setdefault(chunk_id, []).append(tasks[-1])
                 at += seg.count
                 if seg.ends_chunk:
-                    tasks.append(post.submit(_finish_chunk, work, seg.assembler, stitcher))
-                    finishing.append((tasks[-1], seg.assembler.chunk_id))
+                    tasks.append(writer.submit(_finish_chunk, work, seg.assembler, stitcher,
+                                               parts.pop(chunk_id)))
+                    finishing.append((tasks[-1], chunk_id))
             batches.append(tasks)
             t0 = time.perf_counter()
             settle(POST_BACKLOG)
@@ -585,7 +609,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 hand_over(*in_flight)
                 in_flight = None
             t0 = time.perf_counter()
-            settle(0)  # one thread runs the tasks in order: every chunk is written now
+            settle(0)  # every batch's tasks done, each chunk's write among them
             clock["waiting for candidates"] += time.perf_counter() - t0
         finally:
             for task in (*itertools.chain.from_iterable(batches), *(f for f, _ in finishing)):
@@ -637,8 +661,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
         stitcher = Stitcher(plan, InferenceParams.from_dict(plan.params))
         chunk_seconds = _run_chunks(
             movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
-            batch_size=params.batch_size, progress=progress, should_cancel=should_cancel,
-            stitcher=stitcher)
+            batch_size=params.batch_size, candidate_threads=params.candidate_threads,
+            progress=progress, should_cancel=should_cancel, stitcher=stitcher)
         timings["chunks"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         attrs = result_attrs(movie, predictor.card, params, sha256=digest.result())

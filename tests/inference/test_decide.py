@@ -239,7 +239,7 @@ def test_slow_neuropil_fluctuations_are_not_a_candidates_transients():
     # patch of plain neuropil. Only the soma has transients once the ring's light is removed.
     from types import SimpleNamespace
 
-    from model.inference.decide import patch_candidates
+    from model.inference.decide import patch_candidates, pixel_major
     from model.inference.plan import Tile
 
     rng = np.random.default_rng(0)
@@ -257,7 +257,7 @@ def test_slow_neuropil_fluctuations_are_not_a_candidates_transients():
 
     def snrs(coefficient: float) -> np.ndarray:
         return patch_candidates(
-            outputs, 0, [tile], block.astype(np.float32), origin=(0, 0),
+            outputs, 0, [tile], pixel_major(block), block_shape=(size, size), origin=(0, 0),
             frame_shape=(size, size), span=np.ones(1, np.float32), offset=0,
             params=DecideParams(snr_neuropil_coefficient=coefficient)).snr
 
@@ -305,3 +305,41 @@ def test_footprints_of_typical_size_are_not_grown():
     neurons = [_neuron(mask) for mask in (*bright, dim)]
     kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
     assert len(kept) == 7 and reasons["grown to its soma"] == 0
+
+
+def _corrected_trace(block: np.ndarray, on: np.ndarray, y0: int, x0: int,
+                     coefficient: float) -> np.ndarray:
+    """The definition, one mask at a time: mean over ``on`` minus ``coefficient`` times the mean
+    over the pixels 3 to 10 taxicab steps from it (clipped to the block)."""
+    h, w = on.shape
+    trace = block[:, y0:y0 + h, x0:x0 + w][:, on].mean(axis=1)
+    placed = np.zeros(block.shape[1:], bool)
+    placed[y0:y0 + h, x0:x0 + w] = on
+    yy, xx = np.nonzero(placed)
+    distance = np.full(placed.shape, np.inf)
+    gy, gx = np.indices(placed.shape)
+    for y, x in zip(yy, xx, strict=True):
+        distance = np.minimum(distance, np.abs(gy - y) + np.abs(gx - x))
+    ring = (distance > 2) & (distance <= 10)
+    if not coefficient or not ring.any():
+        return trace
+    return trace - coefficient * block[:, ring].mean(axis=1)
+
+
+def test_candidate_traces_all_at_once_match_one_mask_at_a_time():
+    from model.inference.decide import corrected_traces, pixel_major
+
+    rng = np.random.default_rng(3)
+    block = rng.normal(100, 10, (30, 60, 70)).astype(np.float32)
+    placed = []
+    for y0, x0, h, w in ((0, 0, 6, 5), (20, 30, 9, 12), (50, 62, 10, 8), (3, 40, 1, 1),
+                         (25, 2, 12, 3)):
+        on = rng.random((h, w)) < 0.7
+        on[0, 0] = True
+        placed.append((on, y0, x0))
+    for coefficient in (0.0, 0.7):
+        found = corrected_traces(pixel_major(block), block.shape[1:], placed, coefficient)
+        expected = np.stack([_corrected_trace(block, on, y0, x0, coefficient)
+                             for on, y0, x0 in placed])
+        np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-3)
+    assert corrected_traces(pixel_major(block), block.shape[1:], [], 0.7).shape == (0, 30)

@@ -136,14 +136,15 @@ def _chunk_files(work) -> dict[str, bytes]:
 
 def test_batches_span_chunks_and_change_no_byte(tmp_path):
     """The network gets full batches across chunk borders (a compiling runtime pads short ones);
-    every chunk's result is the same bytes as the worker's one-chunk-at-a-time path."""
+    every chunk's result is the same bytes as the worker's one-chunk-at-a-time path, also with
+    the parts of one chunk turned into candidates on several threads at once."""
     from model.inference import load_plan, run_chunk
 
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     files = {}
-    for batch in (1, 7, 16, 100):
+    for batch, threads in ((1, 1), (7, 3), (16, 1), (100, 2)):
         params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": batch,
-                                            "read_ahead": 2})
+                                            "read_ahead": 2, "candidate_threads": threads})
         predictor = SizeRecorder()
         summary = process_movie(movie, predictor, output=tmp_path / f"r{batch}.zarr",
                                 params=params, work_dir=tmp_path / f"w{batch}")

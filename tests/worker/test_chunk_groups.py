@@ -37,7 +37,8 @@ def test_chunk_groups_count_each_chunk_resume_and_finalize_once(
     job_store: JobStore, settings: Settings, tmp_path: Path,
 ) -> None:  # fmt: skip
     settings = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 1,
-                                           "chunks_per_task": 3, "read_ahead": 2})
+                                           "chunks_per_task": 3, "read_ahead": 2,
+                                           "candidate_threads": 2})
     job_id = job_store.new_id()
     movie = _movie(tmp_path / "m.npy")
     job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
