@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from model.io.errors import MovieFormatError
 
@@ -38,6 +39,9 @@ class MovieReader(ABC):
     plane: int = 0
     channels: int = 1
     channel: int = 0
+    #: Whether several threads may read at once (memory-mapped or positional reads); readers
+    #: that seek a shared file handle, then read, take turns.
+    concurrent_reads: bool = False
 
     def __init__(
         self, path: Path, *, shape: tuple[int, int, int], dtype: np.dtype, fps: float | None
@@ -67,7 +71,8 @@ class MovieReader(ABC):
     ) -> np.ndarray:
         """Frames ``t0`` (inclusive) to ``t1`` (exclusive), cropped to rows ``y`` and columns ``x``.
 
-        Safe to call from several threads (reads take turns; the engine reads ahead in threads).
+        Safe to call from several threads (the engine reads ahead in threads): at once where
+        :attr:`concurrent_reads`, else in turns.
 
         Returns
         -------
@@ -81,8 +86,11 @@ class MovieReader(ABC):
             h = len(range(*y.indices(self.shape[1])))
             w = len(range(*x.indices(self.shape[2])))
             return np.empty((0, h, w), dtype=self.dtype)
-        with self._read_lock:
+        if self.concurrent_reads:
             frames = self._read(t0, t1, y, x)
+        else:
+            with self._read_lock:
+                frames = self._read(t0, t1, y, x)
         return np.ascontiguousarray(frames, dtype=self.dtype)
 
     @abstractmethod
@@ -131,10 +139,16 @@ def copy_and_release(mapped: np.ndarray, block: np.ndarray) -> np.ndarray:
     Read-only file mappings are cheap, but every page touched stays in the process's resident set
     until the mapping closes: reading a 10 GB movie window by window would show 10 GB of RSS (file
     pages the kernel may reclaim, but that RSS limits and monitoring count). ``MADV_DONTNEED`` drops
-    them after each read; the file stays in the page cache for the next reader.
+    the pages this read touched (not the whole mapping, which other threads may be reading);
+    the file stays in the page cache for the next reader.
     """
     out = np.array(block, copy=True)
     handle = getattr(mapped, "_mmap", None)
-    if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
-        handle.madvise(mmap.MADV_DONTNEED)
+    if handle is not None and hasattr(mmap, "MADV_DONTNEED") and block.size:
+        start = np.frombuffer(handle, np.uint8).__array_interface__["data"][0]
+        lo, hi = byte_bounds(block)
+        page = mmap.PAGESIZE
+        first = (lo - start) // page * page
+        stop = min(-(-(hi - start) // page) * page, len(handle))
+        handle.madvise(mmap.MADV_DONTNEED, first, stop - first)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -12,7 +13,12 @@ from model.io.errors import MovieFormatError
 
 
 class NpyMovie(MovieReader):
-    """A ``(T, H, W)`` array saved with :func:`numpy.save`, read through a memory map."""
+    """A ``(T, H, W)`` array saved with :func:`numpy.save`, read through a memory map.
+
+    Whole frames (one byte range of a C-ordered file) are read with positional reads into the
+    returned array instead: no page of the mapping is touched, and threads read at once
+    without sharing the mapping's page tables.
+    """
 
     def __init__(self, path: Path, *, fps: float | None = None,
                  handle: BinaryIO | None = None) -> None:  # fmt: skip
@@ -48,17 +54,42 @@ class NpyMovie(MovieReader):
                 "(frames, height, width) array"
             )
         super().__init__(path, shape=shape, dtype=array.dtype, fps=fps)  # type: ignore[arg-type]
+        self._fd: int | None = None
+        if isinstance(array, np.memmap):
+            self.concurrent_reads = True
+            if array.flags.c_contiguous:
+                self._fd = os.open(path, os.O_RDONLY)
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
-        if isinstance(self._array, np.memmap):
-            return copy_and_release(self._array, self._array[t0:t1, y, x])
-        return self._array[t0:t1, y, x]
+        if not isinstance(self._array, np.memmap):
+            return self._array[t0:t1, y, x]
+        _, height, width = self.shape
+        if self._fd is not None and y.indices(height) == (0, height, 1) \
+                and x.indices(width) == (0, width, 1):
+            return self._read_frames(t0, t1)
+        return copy_and_release(self._array, self._array[t0:t1, y, x])
+
+    def _read_frames(self, t0: int, t1: int) -> np.ndarray:
+        out = np.empty((t1 - t0, *self.shape[1:]), self._array.dtype)
+        raw = out.reshape(-1).view(np.uint8)
+        offset = self._array.offset + t0 * (raw.size // (t1 - t0))
+        done = 0
+        while done < raw.size:
+            got = os.preadv(self._fd, [raw[done:]], offset + done)
+            if not got:
+                raise MovieFormatError(f"{self.path.name!r} ended before frame {t1 - 1}: the file "
+                                       "is truncated (incomplete copy or upload?)")
+            done += got
+        return out
 
     def close(self) -> None:
         mm = getattr(self._array, "_mmap", None)
         self._array = None  # type: ignore[assignment]
         if mm is not None:
             mm.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._handle is not None:
             self._handle.close()
 

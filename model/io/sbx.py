@@ -101,6 +101,7 @@ class SbxMovie(MovieReader):
         self._channel = channel
         super().__init__(path, shape=(frames, rows, cols), dtype=np.dtype(np.uint16),
                          fps=frame_rate(info, rows) or fps)  # fmt: skip
+        self.concurrent_reads = True  # a memory map
 
     def _read(self, t0: int, t1: int, y: slice, x: slice) -> np.ndarray:
         return np.uint16(65535) - copy_and_release(self._raw, self._raw[t0:t1, y, x, self._channel])

@@ -132,6 +132,7 @@ class TiffMovie(MovieReader):
             shape, dtype = self._layout(path, channel=channel, plane=plane)
             super().__init__(path, shape=shape, dtype=dtype, fps=self._fps() or fps)
             self._memmap = self._try_memmap()
+            self.concurrent_reads = self._memmap is not None  # else pages through one handle
         except BaseException:
             self.close()
             raise
