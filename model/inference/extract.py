@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
+from model import rigid
 from model.inference import motion
 from model.inference.params import MotionParams
 from model.inference.source import as_movie, frames_per_read
@@ -141,19 +142,22 @@ def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
     if not k:
         return fluorescence, neuropil
     used, weights = _compact(sparse.vstack([cell_w, ring_w]).tocsr())
+    sampler = rigid.PixelSampler((height, width), used)
 
     def measure(t0: int) -> tuple[int, np.ndarray, np.ndarray]:
         t1 = min(t0 + block_frames, n_frames)
         frames = np.asarray(movie.read(t0, t1))
-        if shifts is not None:
-            if np.any(shifts[t0:t1]):  # else the frames are in place: no float32 copy of them
-                frames = motion.apply_shifts(frames, shifts[t0:t1])
-        elif reference is not None:
-            frames = motion.correct(frames, reference, params=motion_params or MotionParams())
+        moved = shifts[t0:t1] if shifts is not None else None
+        if moved is not None and np.any(moved):
+            # moved where a cell or ring reads them, not whole frames: the same values
+            values = sampler(frames, -moved[:, 0], -moved[:, 1])
+        else:  # else the frames are in place: no float32 copy of them
+            if moved is None and reference is not None:
+                frames = motion.correct(frames, reference, params=motion_params or MotionParams())
+            values = np.take(frames.reshape(t1 - t0, -1), used, axis=1)
         # the pixels any cell or ring uses, pixel-major: the sparse product then reads rows
         # (15 ms for 100k pixels x 128 frames) instead of a transposed view of the whole block
-        pixels = np.ascontiguousarray(np.take(frames.reshape(t1 - t0, -1), used, axis=1).T,
-                                      dtype=np.float32)
+        pixels = np.ascontiguousarray(values.T, dtype=np.float32)
         sums = weights @ pixels
         return t0, sums[:k], sums[k:]
 
