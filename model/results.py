@@ -121,6 +121,18 @@ def write_fluorescence(path: str | Path, fluorescence: np.ndarray, neuropil: np.
     group.attrs["fluorescence"] = info
 
 
+def write_input_digest(path: str | Path, sha256: str) -> None:
+    """Set ``attrs.input.sha256`` of a written result (the engine writes the result while the
+    movie's digest is still being computed, :data:`DIGEST_PENDING` until then)."""
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["input"] = {**group.attrs["input"], "sha256": sha256}
+
+
+#: ``attrs.input.sha256`` of a result whose movie digest is not in yet (only ever seen in a
+#: result whose writing was interrupted).
+DIGEST_PENDING = "pending"
+
+
 def _put_traces_like(group: zarr.Group, arrays: dict[str, np.ndarray]) -> None:
     """Write ``(K, T)`` arrays beside ``traces``, with its shape and chunks (replacing any)."""
     k, n_frames = group["traces"].shape

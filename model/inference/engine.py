@@ -48,6 +48,7 @@ from model.inference.run import (
 )
 from model.inference.scaling import movie_range
 from model.inference.source import MovieDigest, as_movie, movie_name, movie_sha256
+from model.results import DIGEST_PENDING, write_input_digest
 
 PLAN_FILE = "plan.json"
 REFERENCE_FILE = "motion_reference.npy"
@@ -664,14 +665,16 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
             progress=progress, should_cancel=should_cancel, stitcher=stitcher)
         timings["chunks"] = time.perf_counter() - t0
+        # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
+        summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,
+                           attrs=result_attrs(movie, predictor.card, params,
+                                              sha256=DIGEST_PENDING))
+        timings.update(summary.seconds)
         t0 = time.perf_counter()
-        attrs = result_attrs(movie, predictor.card, params, sha256=digest.result())
+        write_input_digest(output, digest.result())
         timings["digest"] = time.perf_counter() - t0
     finally:
         digest.cancel()
-    summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie,
-                       stitched=stitcher)
-    timings.update(summary.seconds)
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return ResultSummary(output=summary.output, n_neurons=summary.n_neurons,

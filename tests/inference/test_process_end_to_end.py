@@ -6,6 +6,7 @@ noise), so the test depends only on the engine, the reader and the installed mod
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert result.traces.shape[1] == movie.shape[0]  # full length, first and last frames included
     assert result.footprints.shape[1:] == movie.shape[1:]
     assert result.attrs["input"]["name"] == "movie.npy"
-    assert len(result.attrs["input"]["sha256"]) == 64
+    # the movie file's digest, written last (it is computed while the engine runs)
+    assert result.attrs["input"]["sha256"] == hashlib.sha256(
+        (tmp_path / "movie.npy").read_bytes()).hexdigest()
     assert result.attrs["model"]["name"] == "caimx-mini"  # the default
     correlation = result.images["correlation_image"]  # active cells stand out of the background
     cells, background = masks.any(axis=0), ~masks.any(axis=0)
