@@ -68,3 +68,30 @@ def test_a_noisy_trace_fits_better_with_the_decay_its_movie_shares():
         shared_r.append(pearson(shared[-1], clean))
     assert np.mean(shared_r) > np.mean(alone_r) + 0.05
     assert min(s - a for s, a in zip(shared_r, alone_r, strict=True)) > -0.02
+
+
+def test_decay_and_noise_of_all_traces_at_once_match_oasis_trace_by_trace():
+    from oasis.functions import estimate_parameters
+
+    from model.inference.deconvolve import AR1_FUDGE_FACTOR, _estimates
+
+    traces = np.array([_calcium(n, seed=s)[1] for n, s in ((3000, 0), (3000, 1), (3000, 2))]
+                      + [np.full(3000, 5.0)])  # constant: no estimate
+    traces[1] *= 40.0  # another scale
+    found = _estimates(traces)
+    assert found[3] is None
+    for trace, estimate in zip(traces[:3], found[:3], strict=True):
+        g, sn = estimate_parameters(trace, p=1, fudge_factor=AR1_FUDGE_FACTOR)
+        np.testing.assert_allclose(estimate, (float(np.ravel(g)[0]), sn), rtol=1e-9)
+    for seed in (5, 4):  # < 256 frames: Welch on shorter segments, quietly
+        short = _calcium(120, seed=seed)[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (g_short, sn_short), = _estimates(short[None])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g, sn = estimate_parameters(short, p=1, fudge_factor=AR1_FUDGE_FACTOR)
+        if seed == 4:  # a negative coefficient: 0.15 where OASIS adds random jitter to it
+            assert g_short == 0.15 * AR1_FUDGE_FACTOR and abs(g[0] - g_short) < 0.1
+            g = [g_short]
+        np.testing.assert_allclose((g_short, sn_short), (float(np.ravel(g)[0]), sn), rtol=1e-9)
