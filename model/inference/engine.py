@@ -124,19 +124,24 @@ def load_plan(work_dir: str | Path) -> Plan:
 
 @dataclass(frozen=True)
 class ChunkInput:
-    """What a chunk feeds the network: its block of frames and the scaled patches cut from it,
-    the tiles' image planes that come from the movie alone (:func:`movie_tile_images`) and the
-    block pixel by pixel (:func:`~model.inference.decide.pixel_major`, for the candidates' raw
-    traces); all computed in the reading threads."""
+    """What a chunk feeds the network, all computed in the reading threads: the scaled patches
+    cut from its block of frames, the tiles' image planes that come from the movie alone
+    (:func:`movie_tile_images`), and for the candidates' raw traces the block pixel by pixel
+    (:func:`~model.inference.decide.pixel_major`; the block's frames themselves are not kept)
+    with where it lies: ``origin`` ``(y0, x0)`` on the padded frame, ``block_shape`` ``(h, w)``,
+    the ``first_frame`` read and the motion ``shifts`` applied (:class:`~.patches.Block`)."""
 
     chunk_id: str
     window: int
     tiles: tuple[int, ...]
-    block: patches.Block
     scaled: np.ndarray
     span: np.ndarray
     images: np.ndarray
     pixels: np.ndarray
+    origin: tuple[int, int]
+    block_shape: tuple[int, int]
+    first_frame: int
+    shifts: np.ndarray | None
 
 
 def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
@@ -151,9 +156,11 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
     scaled, span = patches.network_patches(block, tiles, plan.patch[1],
                                            mode=card_input_scaling(card), scaling=params.scaling)
     return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
-                      block=block, scaled=scaled, span=span,
+                      scaled=scaled, span=span,
                       images=movie_tile_images(block, tiles, plan, chunk.window, params.images),
-                      pixels=pixel_major(block.data))
+                      pixels=pixel_major(block.data), origin=(block.y0, block.x0),
+                      block_shape=block.data.shape[1:], first_frame=block.first_frame,
+                      shifts=block.shifts)
 
 
 #: The planes of :data:`~model.inference.chunks.IMAGE_PLANES` computed from the movie block.
@@ -200,11 +207,9 @@ class ChunkAssembler:
     def __init__(self, chunk: ChunkInput, plan: Plan) -> None:
         params = InferenceParams.from_dict(plan.params)
         self.chunk_id, self.window, self.tile_ids = chunk.chunk_id, chunk.window, chunk.tiles
-        # not the patches (freed once fed) nor the block's frames: its pixels, laid out for traces
-        block = chunk.block
-        self.origin, self.block_shape = (block.y0, block.x0), block.data.shape[1:]
-        self.first_frame, self.shifts = block.first_frame, block.shifts
-        self.pixels, self.span = chunk.pixels, chunk.span
+        self.origin, self.block_shape = chunk.origin, chunk.block_shape
+        self.first_frame, self.shifts = chunk.first_frame, chunk.shifts
+        self.pixels, self.span = chunk.pixels, chunk.span  # not the patches: freed once fed
         self.images = chunk.images
         self.plan = plan
         self.tiles = [plan.tiles[i] for i in chunk.tiles]
