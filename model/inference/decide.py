@@ -330,6 +330,8 @@ def required_windows(total_windows: int, params: DecideParams) -> int:
 
 #: :func:`keep_neuron`'s reason when only the soma-contrast rule failed.
 TOO_DIM = "not brighter than its surroundings and no clear transient"
+#: The reason of :func:`keep_neuron` for a neuron without a transient of ``min_snr``.
+NO_TRANSIENT = "no clear transient"
 
 
 def too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
@@ -361,5 +363,5 @@ def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
     if too_dim(contrast, snr, params):
         return False, TOO_DIM
     if snr < params.min_snr:
-        return False, "no clear transient"
+        return False, NO_TRANSIENT
     return True, "kept"

@@ -11,7 +11,13 @@ import numpy as np
 
 from model.inference import correlation, resample
 from model.inference.chunks import IMAGE_PLANES, ChunkResult
-from model.inference.decide import TOO_DIM, Candidates, keep_neuron, soma_contrast
+from model.inference.decide import (
+    NO_TRANSIENT,
+    TOO_DIM,
+    Candidates,
+    keep_neuron,
+    soma_contrast,
+)
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
 from model.inference.refine import occupied_mask, refine_neurons
@@ -149,9 +155,13 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
     for neuron in neurons:
         fp = neuron.footprint
         on = fp.values > params.mask_threshold
-        contrast = (soma_contrast(mean_image, on, fp.y0, fp.x0)
-                    if mean_image is not None and on.any() else float("nan"))
-        ok, reason = _keep(neuron, on, contrast, params, total_windows)
+        # the contrast (a ring around the footprint) only where the tests before it pass: most
+        # stitched neurons are one-window detections that fail those
+        ok, reason = _keep(neuron, on, float("nan"), params, total_windows)
+        contrast = float("nan")
+        if (ok or reason == NO_TRANSIENT) and mean_image is not None and on.any():
+            contrast = soma_contrast(mean_image, on, fp.y0, fp.x0)
+            ok, reason = _keep(neuron, on, contrast, params, total_windows)
         reasons[reason] += 1
         if ok:
             passed.append((neuron, on, contrast))
