@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -227,7 +228,7 @@ def _load_variant(path: Path, batch: int, dtype: str, ista: str, head: str) -> A
 
 
 def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor: Any,
-             temporal_bin: int) -> dict[str, Any]:
+             temporal_bin: int, in_flight: int) -> dict[str, Any]:
     import dataclasses
 
     from model.inference import InferenceParams
@@ -236,6 +237,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
                                  read_ahead=args.read_ahead,
                                  candidate_threads=args.candidate_threads,
+                                 batches_in_flight=in_flight,
                                  motion=MotionParams(enabled=not args.no_motion),
                                  plan=PlanParams(shifted_tiling=args.shifted_tiling),
                                  resample=ResampleParams(temporal_bin=temporal_bin))
@@ -246,7 +248,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
     predictor.seconds, predictor.patches = 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
     return {"batch": args.batch, "read_ahead": args.read_ahead,
-            "candidate_threads": args.candidate_threads,
+            "candidate_threads": args.candidate_threads, "batches_in_flight": in_flight,
             "motion": not args.no_motion, "shifted_tiling": args.shifted_tiling,
             "temporal_bin": temporal_bin,
             "compile_s": round(compile_s, 1), **timing,
@@ -266,10 +268,12 @@ def engine(args: argparse.Namespace) -> None:
                               for h in args.head]:
         predictor = TimedPredictor(_load_variant(Path(args.model), args.batch, dtype, ista,
                                                  head))
-        for temporal_bin in args.temporal_bin:
-            output = work / f"result_{dtype}_{ista}_{head}_bin{temporal_bin}.zarr"
+        for temporal_bin, in_flight in itertools.product(args.temporal_bin,
+                                                          args.batches_in_flight):
+            output = work / f"result_{dtype}_{ista}_{head}_bin{temporal_bin}_f{in_flight}.zarr"
             row = {"stage": "engine", "movie": movie.name, "dtype": dtype, "ista": ista,
-                   "head": head, **_process(movie, args, output, predictor, temporal_bin)}
+                   "head": head,
+                   **_process(movie, args, output, predictor, temporal_bin, in_flight)}
             if truth_path is not None:
                 row.update(_score(output, truth_path))
             _emit(args.out, row)
@@ -326,6 +330,9 @@ def main() -> None:
     ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")
     ap.add_argument("--candidate-threads", type=int, default=1,
                     help="engine: threads turning outputs into candidates")
+    ap.add_argument("--batches-in-flight", type=int, nargs="+", default=[1],
+                    help="engine: batches left running while an earlier one is collected "
+                         "(several: one run each, same compiled network)")
     ap.add_argument("--model", default=str(ROOT / "model" / "zoo" / "caimx-mini"))
     ap.add_argument("--batch", type=int, default=256, help="engine batch size")
     ap.add_argument("--work", default="/tmp/caimx-gpu")

@@ -328,6 +328,7 @@ def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str
                        read_ahead=params.read_ahead if read_ahead is None else read_ahead,
                        candidate_threads=(params.candidate_threads if candidate_threads is None
                                           else candidate_threads),
+                       batches_in_flight=params.batches_in_flight,
                        batch_size=params.batch_size, progress=None, should_cancel=None,
                        chunk_ids=list(chunk_ids), on_written=on_written)
 
@@ -522,18 +523,20 @@ def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | No
 
 def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 reference: np.ndarray | None, read_ahead: int, batch_size: int,
-                candidate_threads: int = 1, progress: Callable[[int, int], None] | None,
+                candidate_threads: int = 1, batches_in_flight: int = 1,
+                progress: Callable[[int, int], None] | None,
                 should_cancel: Callable[[], bool] | None,
                 stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
                 on_written: Callable[[str], None] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of five rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
-    ahead; this thread runs the network, starting each batch before it collects the previous
-    one's outputs (a predictor that computes asynchronously, the Keras runner on JAX, keeps the
-    device busy meanwhile); ``candidate_threads`` threads turn the outputs into candidates; one
-    more thread writes each chunk's result, in chunk order, once its candidates are complete,
-    and hands it to ``stitcher``. ``chunk_ids``: these chunks only (default: all);
-    ``on_written`` is called with each chunk's id, in order, once its result is on disk.
+    ahead; this thread runs the network, collecting each batch's outputs only once
+    ``batches_in_flight`` later batches are started (a predictor that computes asynchronously,
+    the Keras runner on JAX, keeps the device busy meanwhile); ``candidate_threads`` threads
+    turn the outputs into candidates; one more thread writes each chunk's result, in chunk
+    order, once its candidates are complete, and hands it to ``stitcher``. ``chunk_ids``: these
+    chunks only (default: all); ``on_written`` is called with each chunk's id, in order, once
+    its result is on disk.
 
     Returns where this thread's time went: ``network`` (starting batches and waiting for their
     outputs), ``waiting for reads`` (the next batch not cut yet: its chunks not read, or the
@@ -590,7 +593,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
             clock["waiting for candidates"] += time.perf_counter() - t0
 
         feed = Prefetched(_full_batches(inputs, plan, batch_size), name="caimx-batches")
-        in_flight: tuple[Callable[[], Any], int, list[_Segment]] | None = None
+        # batches started, not collected: each collected once batches_in_flight later ones run
+        in_flight: deque[tuple[Callable[[], Any], int, list[_Segment]]] = deque()
         try:
             while True:
                 t0 = time.perf_counter()
@@ -599,21 +603,19 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 if batch is None:
                     break
                 if should_cancel is not None and should_cancel():
-                    if in_flight is not None:
-                        hand_over(*in_flight)
+                    while in_flight:
+                        hand_over(*in_flight.popleft())
                     settle(0)  # what the network computed is written (and counted)
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
                 t0 = time.perf_counter()
-                started = (start_predict(predictor, batch, denoised=denoised), len(batch),
-                           segments)
+                in_flight.append((start_predict(predictor, batch, denoised=denoised), len(batch),
+                                  segments))
                 clock["network"] += time.perf_counter() - t0
                 del batch
-                if in_flight is not None:  # while the device runs the batch just started
-                    hand_over(*in_flight)
-                in_flight = started
-            if in_flight is not None:
-                hand_over(*in_flight)
-                in_flight = None
+                while len(in_flight) > batches_in_flight:  # while the device runs later ones
+                    hand_over(*in_flight.popleft())
+            while in_flight:
+                hand_over(*in_flight.popleft())
             t0 = time.perf_counter()
             settle(0)  # every batch's tasks done, each chunk's write among them
             clock["waiting for candidates"] += time.perf_counter() - t0
@@ -668,7 +670,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
         chunk_seconds = _run_chunks(
             movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
-            progress=progress, should_cancel=should_cancel, stitcher=stitcher)
+            batches_in_flight=params.batches_in_flight, progress=progress,
+            should_cancel=should_cancel, stitcher=stitcher)
         timings["chunks"] = time.perf_counter() - t0
         # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
         summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,

@@ -331,6 +331,10 @@ class InferenceParams:
     candidate_threads: int = _p(
         1, "Threads that turn the network's outputs into candidates while it runs (a GPU host "
            "with spare cores needs several: 4 kept up with one H100 at 880 patches/s).", 1, 64)
+    batches_in_flight: int = _p(
+        1, "Network batches left running while the outputs of an earlier one are collected "
+           "(a runtime that computes asynchronously, the Keras runner on JAX; 0: each batch "
+           "collected at once). Each holds a batch's inputs and outputs on the device.", 0, 8)
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -213,6 +213,28 @@ def test_the_next_batch_starts_before_the_last_is_collected(tmp_path):
     assert predictor.asked_denoised == {True} and result.n_neurons >= 1
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_batches_in_flight_set_how_many_run_while_one_is_collected(tmp_path, depth):
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
+    files = {}
+    for name, predictor, in_flight in (("plain", PeakPredictor(), 1),
+                                       ("deep", InFlightPredictor(), depth)):
+        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
+                                            "read_ahead": 2, "batches_in_flight": in_flight})
+        process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
+                      work_dir=tmp_path / name)
+        files[name] = _chunk_files(tmp_path / name)
+    assert files["deep"] == files["plain"]
+    log = predictor.log
+    calls = sum(1 for event, _ in log if event == "start")
+    assert calls > depth + 2
+    expected = [("start", k) for k in range(depth)]
+    for k in range(depth, calls):
+        expected += [("start", k), ("fetch", k - depth)]
+    expected += [("fetch", k) for k in range(calls - depth, calls)]
+    assert log == expected
+
+
 @pytest.mark.parametrize("predictor_class", [PeakPredictor, InFlightPredictor])
 def test_cancel_while_chunks_are_read_ahead(tmp_path, predictor_class):
     """Cancelling is checked before each network call; chunks already computed are written
