@@ -33,7 +33,7 @@ from model.inference.chunks import (
     write_chunk,
 )
 from model.inference.decide import Candidates, patch_candidates, pixel_major
-from model.inference.extract import NeuropilRing, extract_fluorescence
+from model.inference.extract import NeuropilRing, PlacedFootprints, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
 from model.inference.plan import Plan, Tile, check_movie, make_plan
@@ -359,7 +359,8 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
     seconds = {"finalize": time.perf_counter() - t0}
     if movie is not None:
         t0 = time.perf_counter()
-        add_fluorescence(movie, plan, work_dir=work_dir, output=output, params=base)
+        add_fluorescence(movie, plan, work_dir=work_dir, output=output, params=base,
+                         footprints=PlacedFootprints(info["footprints"], plan.frames_shape[1:]))
         seconds["fluorescence"] = time.perf_counter() - t0
     return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
                          movie_shape=plan.frames_shape, n_chunks=len(plan.chunks),
@@ -368,14 +369,16 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
 
 
 def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: str | Path,
-                     params: InferenceParams) -> None:  # fmt: skip
+                     params: InferenceParams,
+                     footprints: PlacedFootprints | None = None) -> None:  # fmt: skip
     """Read each neuron's fluorescence and neuropil from ``movie`` into the result at ``output``,
     motion-corrected against the reference the network's input was corrected against; then, when
-    ``oasis-deconv`` is installed, its denoised calcium and spikes (:mod:`.deconvolve`)."""
+    ``oasis-deconv`` is installed, its denoised calcium and spikes (:mod:`.deconvolve`).
+    ``footprints``: those just written there, as finalize held them (else they are read back)."""
     from model.results import write_deconvolved, write_fluorescence
 
-    group = zarr.open_group(str(output), mode="r")
-    footprints = group["footprints"]  # read one neuron at a time
+    if footprints is None:
+        footprints = zarr.open_group(str(output), mode="r")["footprints"]  # a slab at a time
     reference = motion_reference(plan, work_dir)
     if reference is not None and reference.shape != tuple(plan.frames_shape[1:]):
         reference = resample.image_to_movie(reference, tuple(plan.frames_shape[1:]))  # rescaled

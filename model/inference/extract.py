@@ -53,22 +53,36 @@ class NeuropilRing:
         return {"gap": self.gap, "width": self.width, "coefficient": self.coefficient}
 
 
+@dataclass(frozen=True)
+class PlacedFootprints:
+    """Footprints as the engine holds them before writing: ``(y0, x0, values)`` per neuron,
+    ``values`` ``(h, w)`` inside frames of ``frame_shape``; read like a ``(K, H, W)`` stack by
+    :func:`extraction_weights` without building one."""
+
+    boxes: list[tuple[int, int, np.ndarray]]
+    frame_shape: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.boxes), *self.frame_shape)
+
+
 def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
                        ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:  # fmt: skip
     """Sparse ``(K, H*W)`` weights of each cell (its footprint, summing to 1) and of its neuropil
     ring (uniform over the ring, summing to 1; an empty row when no free pixel is near).
 
     ``footprints`` ``(K, H, W)`` is read a slab of neurons at a time, once (a Zarr array stays on
-    disk), and each ring is grown inside the neuron's bounding box plus its reach, so memory and
-    time follow the neurons' sizes, not K x H x W.
+    disk), or taken box by box from :class:`PlacedFootprints`; each ring is grown inside the
+    neuron's bounding box plus its reach, so memory and time follow the neurons' sizes, not
+    K x H x W.
     """
     k, height, width = footprints.shape
     occupied = np.zeros((height, width), bool)
     pixels = []  # (k, ys, xs, values) of each neuron's positive pixels: the file is read once
-    for i, values in _each_footprint(footprints):
-        ys, xs = np.nonzero(values > 0)
+    for i, ys, xs, values in _footprint_pixels(footprints):
         if len(ys):
-            pixels.append((i, ys, xs, values[ys, xs]))
+            pixels.append((i, ys, xs, values))
             occupied[ys, xs] = True
     if k and ring.gap:
         occupied = ndimage.binary_dilation(occupied, iterations=ring.gap)
@@ -89,11 +103,21 @@ def extraction_weights(footprints: Any, ring: NeuropilRing = NeuropilRing(),
     return _csr(cell, shape), _csr(neuropil, shape)
 
 
-def _each_footprint(footprints: Any) -> Iterator[tuple[int, np.ndarray]]:
-    """``(k, footprint)`` float32, read :data:`~model.results.FOOTPRINT_SLAB` at a time."""
+def _footprint_pixels(footprints: Any,
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """``(k, ys, xs, values)`` of each footprint's positive pixels (row-major, float32 values);
+    a stack is read :data:`~model.results.FOOTPRINT_SLAB` neurons at a time."""
+    if isinstance(footprints, PlacedFootprints):
+        for k, (y0, x0, values) in enumerate(footprints.boxes):
+            values = np.asarray(values, np.float32)
+            ys, xs = np.nonzero(values > 0)
+            yield k, ys + y0, xs + x0, values[ys, xs]
+        return
     for first in range(0, footprints.shape[0], FOOTPRINT_SLAB):
         block = np.asarray(footprints[first:first + FOOTPRINT_SLAB], np.float32)
-        yield from enumerate(block, start=first)
+        for k, values in enumerate(block, start=first):
+            ys, xs = np.nonzero(values > 0)
+            yield k, ys, xs, values[ys, xs]
 
 
 def _append(parts: tuple[list, list, list], row: int, columns: np.ndarray,
@@ -110,7 +134,7 @@ def _csr(parts: tuple[list, list, list], shape: tuple[int, int]) -> sparse.csr_m
     return sparse.csr_matrix((values, (rows, columns)), shape=shape, dtype=np.float32)
 
 
-def extract_fluorescence(movie: Any, footprints: np.ndarray, *,
+def extract_fluorescence(movie: Any, footprints: Any, *,
                          reference: np.ndarray | None = None,
                          motion_params: MotionParams | None = None,
                          ring: NeuropilRing = NeuropilRing(),

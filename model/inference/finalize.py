@@ -256,7 +256,8 @@ def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
 def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: str | Path,
                     params: InferenceParams, attrs: dict[str, Any],
                     stitched: Stitcher | None = None) -> dict[str, Any]:
-    """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions"}``.
+    """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions",
+    "footprints"}``, the last the footprints written, as ``(y0, x0, values)`` per neuron.
 
     Stitching and the decision rules work on the network's grid (binned frames, rescaled pixels:
     ``plan.movie_shape``); footprints, images, traces and the denoised movie are then brought to
@@ -301,4 +302,5 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     if params.write_denoised:
         _write_denoised(writer, plan, load)
     return {"n_neurons": len(kept), "n_candidates": n_candidates,
-            "decisions": dict(sorted(reasons.items()))}
+            "decisions": dict(sorted(reasons.items())),
+            "footprints": [(r["y0"], r["x0"], r["footprint"]) for r in kept]}

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.inference.extract import NeuropilRing, extract_fluorescence, extraction_weights
+from model.inference.extract import (
+    NeuropilRing,
+    PlacedFootprints,
+    extract_fluorescence,
+    extraction_weights,
+)
 from model.inference.params import MotionParams
 
 
@@ -108,3 +113,21 @@ def test_demixing_twin_footprints_stays_finite() -> None:
     assert np.isfinite(out).all() and np.abs(out).max() < 10 * np.abs(f).max()
     assert np.corrcoef(out[0], f[0])[0, 1] > 0.99
     assert demix(np.zeros((0, 5), np.float32), np.zeros((0, 8, 8), np.float32)).shape == (0, 5)
+
+
+def test_footprints_held_as_boxes_read_as_the_written_stack() -> None:
+    """The engine hands the fluorescence pass the footprints it just wrote, as boxes: the same
+    weights and traces as reading the (K, H, W) stack back."""
+    movie, footprints, _, _ = _scene()
+    boxes = []
+    for values in footprints:
+        ys, xs = np.nonzero(values)
+        y0, x0 = ys.min() - 1, xs.min()  # a box with an empty row, as footprints may have
+        boxes.append((y0, x0, values[y0:ys.max() + 1, x0:xs.max() + 1].copy()))
+    placed = PlacedFootprints(boxes, footprints.shape[1:])
+    assert placed.shape == footprints.shape
+    for dense, held in zip(extraction_weights(footprints), extraction_weights(placed),
+                           strict=True):
+        assert (dense != held).nnz == 0
+    np.testing.assert_array_equal(extract_fluorescence(movie, placed)[0],
+                                  extract_fluorescence(movie, footprints)[0])
