@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,14 +145,17 @@ class ChunkInput:
 
 
 def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
-                     reference: np.ndarray | None = None) -> ChunkInput:
-    """Read, motion-correct and cut one chunk's patches (CPU work only; no network)."""
+                     reference: np.ndarray | None = None,
+                     pool: Executor | None = None) -> ChunkInput:
+    """Read, motion-correct and cut one chunk's patches (CPU work only; no network); ``pool``:
+    where its frames are read and prepared as parts (:func:`~.patches.read_block`)."""
     movie = resample.network_movie(as_movie(movie), plan.temporal_bin, plan.spatial_scale)
     params = InferenceParams.from_dict(plan.params)
     chunk = plan.chunk(chunk_id)
     tiles = tuple(plan.tiles[i] for i in chunk.tiles)
     block = patches.read_block(movie, plan, chunk.window, tiles, reference=reference,
-                               motion_params=params.motion, sigma=params.scaling.spatial_sigma)
+                               motion_params=params.motion, sigma=params.scaling.spatial_sigma,
+                               pool=pool)
     scaled, span = patches.network_patches(block, tiles, plan.patch[1],
                                            mode=card_input_scaling(card), scaling=params.scaling)
     return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
@@ -449,15 +452,20 @@ POST_BACKLOG = 2
 def _read_ahead(movie: Any, plan: Plan, card: Any, ids: list[str], *,
                 reference: np.ndarray | None, read_ahead: int) -> Iterator[ChunkInput]:
     """Chunks ``ids`` in order, read and motion-corrected ``read_ahead`` ahead in threads (each
-    chunk read ahead holds its block and patches in memory)."""
-
-    def read(chunk_id: str) -> ChunkInput:
-        return read_chunk_input(movie, plan, chunk_id, card, reference=reference)
-
+    chunk read ahead holds its block and patches in memory). Each chunk's frames are read and
+    prepared as parts by ``read_ahead`` more threads, first come first served, so the first
+    chunk, which the network waits for, is ready in a fraction of one thread's time."""
     if read_ahead < 1:
-        yield from map(read, ids)
+        yield from (read_chunk_input(movie, plan, chunk_id, card, reference=reference)
+                    for chunk_id in ids)
         return
-    with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="caimx-read") as reader:
+    # the readers stop (each waiting on its parts) before the parts' threads do
+    with (ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="caimx-frames") as parts,
+          ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="caimx-read") as reader):
+
+        def read(chunk_id: str) -> ChunkInput:
+            return read_chunk_input(movie, plan, chunk_id, card, reference=reference, pool=parts)
+
         pending: deque[Future[ChunkInput]] = deque()
         queued = iter(ids)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +43,23 @@ def _time_indices(plan: Plan, window: int) -> np.ndarray:
     return padded_index(p, plan.movie_shape[0], before=plan.trace_offset)
 
 
+#: Fewest frames of one part when a block's frames are read and prepared as parts in a pool.
+FRAMES_PER_PART = 16
+
+
 def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,
                reference: np.ndarray | None = None,
-               motion_params: MotionParams | None = None, sigma: float = 0.0) -> Block:
+               motion_params: MotionParams | None = None, sigma: float = 0.0,
+               pool: Executor | None = None, parts: int = 4) -> Block:
     """Read the frames of ``window`` covering ``tiles``, padded per the plan's rule.
 
     With a ``reference`` image, whole frames are read and motion-corrected before the region is cut,
     so every chunk of a window applies the same shifts. ``sigma`` > 0 smooths each frame with a
     Gaussian of that many pixels (block edges extended by their nearest pixel).
+
+    With a ``pool``, the frames are read and prepared as up to ``parts`` consecutive ranges at
+    once (every step is frame by frame, so the block is the same): a pool shared by the chunks
+    read ahead, first come first served, finishes the first chunk first.
     """
     _, height, width = plan.movie_shape
     size = plan.patch[1]
@@ -58,24 +68,47 @@ def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,
     y1, x1 = max(t.y0 for t in tiles) + size, max(t.x0 for t in tiles) + size
     y_idx = padded_index(np.arange(y0, y1), height)
     x_idx = padded_index(np.arange(x0, x1), width)
+    rows = slice(int(y_idx.min()), int(y_idx.max()) + 1)
+    cols = slice(int(x_idx.min()), int(x_idx.max()) + 1)
+    movie_range = MovieRange(plan.movie_low, plan.movie_high)
+
+    def prepare(t_a: int, t_b: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames ``t_a .. t_b``: read, motion-corrected, cut and padded, scaled, smoothed."""
+        shifts = None
+        if reference is not None:
+            frames = movie.read(t_a, t_b)
+            shifts = motion.estimate_shifts(frames, reference,
+                                            params=motion_params or MotionParams())
+            frames = motion.apply_shifts(frames, shifts)[:, rows, cols]
+        else:
+            frames = movie.read(t_a, t_b, y=rows, x=cols)
+        frames = np.asarray(frames)
+        if frames.ndim != 3:
+            raise ValueError(f"the movie reader returned a {frames.ndim}-D block; expected "
+                             "(t, h, w)")
+        scaled = scale_block(_take(_take(frames, y_idx - rows.start, 1), x_idx - cols.start, 2),
+                             movie_range)
+        if sigma > 0:
+            scaled = ndimage.gaussian_filter(scaled, (0, sigma, sigma), mode="nearest")
+        return scaled, shifts
+
     t_lo, t_hi = int(t_idx.min()), int(t_idx.max()) + 1
-    shifts = None
-    if reference is not None:
-        frames = movie.read(t_lo, t_hi)
-        shifts = motion.estimate_shifts(frames, reference, params=motion_params or MotionParams())
-        frames = motion.apply_shifts(frames, shifts)
-        frames = frames[:, y_idx.min():y_idx.max() + 1, x_idx.min():x_idx.max() + 1]
-    else:
-        frames = movie.read(t_lo, t_hi, y=slice(int(y_idx.min()), int(y_idx.max()) + 1),
-                            x=slice(int(x_idx.min()), int(x_idx.max()) + 1))
-    frames = np.asarray(frames)
-    if frames.ndim != 3:
-        raise ValueError(f"the movie reader returned a {frames.ndim}-D block; expected (t, h, w)")
-    block = frames[np.ix_(t_idx - t_lo, y_idx - y_idx.min(), x_idx - x_idx.min())]
-    scaled = scale_block(block, MovieRange(plan.movie_low, plan.movie_high))
-    if sigma > 0:
-        scaled = ndimage.gaussian_filter(scaled, (0, sigma, sigma), mode="nearest")
-    return Block(data=scaled, y0=y0, x0=x0, first_frame=t_lo, shifts=shifts)
+    n_parts = max(1, min(parts, (t_hi - t_lo) // FRAMES_PER_PART)) if pool is not None else 1
+    edges = np.linspace(t_lo, t_hi, n_parts + 1).round().astype(int)
+    ranges = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    done = list(pool.map(lambda r: prepare(*r), ranges)) if n_parts > 1 else [prepare(t_lo, t_hi)]
+    data = done[0][0] if n_parts == 1 else np.concatenate([d for d, _ in done])
+    shifts = None if reference is None else np.concatenate([s for _, s in done])
+    return Block(data=_take(data, t_idx - t_lo, 0), y0=y0, x0=x0, first_frame=t_lo,
+                 shifts=shifts)
+
+
+def _take(array: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(array, index, axis)``, a view where ``index`` is a run of consecutive positions
+    (no padding on that side: most blocks)."""
+    if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+        return array[(slice(None),) * axis + (slice(int(index[0]), int(index[0]) + index.size),)]
+    return np.take(array, index, axis=axis)
 
 
 def cut_patches(block: Block, tiles: tuple[Tile, ...], size: int) -> np.ndarray:

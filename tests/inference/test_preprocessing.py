@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model.inference.motion import apply_shifts, estimate_shifts
-from model.inference.params import MotionParams, ScalingParams
+from model.inference.params import MotionParams, PlanParams, ScalingParams
 from model.inference.scaling import (
     SUBSAMPLE_SIZE,
     level_patches,
@@ -149,3 +149,35 @@ def test_unknown_input_scaling_is_a_clear_error():
         scale_patches(np.zeros((1, 2, 4, 4), np.float32), mode="zscore", params=ScalingParams())
     with pytest.raises(ValueError, match="background_level must be below peak_level"):
         ScalingParams(background_level=0.9, peak_level=0.5)
+
+
+@pytest.mark.parametrize("motion_on", [False, True])
+def test_a_block_read_as_parts_in_a_pool_is_the_same_block(motion_on):
+    """Frames read and prepared as several ranges at once (first and last windows padded in
+    time, edge tiles in space) give the block read in one piece, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.inference.patches import read_block
+    from model.inference.plan import make_plan
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:40, :44]
+    scene = sum(300 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+                for cy, cx in ((10, 12), (25, 30), (30, 8), (12, 35)))
+    movie = (scene + rng.gamma(3.0, 10.0, (150, 40, 44))).astype(np.float32)
+    movie[::4] = np.roll(movie[::4], 2, axis=1)  # every fourth frame 2 px down
+    plan = make_plan(movie.shape, patch=(100, 32, 32), trace_offset=2,
+                     params=PlanParams(window_overlap=20), movie_low=0.0, movie_high=400.0)
+    reference = movie.mean(axis=0) if motion_on else None
+    with ThreadPoolExecutor(3) as pool:
+        for window in range(len(plan.windows)):
+            tiles = tuple(plan.tiles)
+            whole = read_block(ArrayMovie(movie), plan, window, tiles, reference=reference,
+                               motion_params=MotionParams(max_shift=4), sigma=1.0)
+            parted = read_block(ArrayMovie(movie), plan, window, tiles, reference=reference,
+                                motion_params=MotionParams(max_shift=4), sigma=1.0, pool=pool)
+            np.testing.assert_array_equal(parted.data, whole.data)
+            assert (parted.shifts is None) == (not motion_on)
+            if motion_on:
+                np.testing.assert_array_equal(parted.shifts, whole.shifts)
+                assert parted.shifts.any()
