@@ -187,52 +187,38 @@ class InFlightPredictor(PeakPredictor):
         return fetch
 
 
-def test_the_next_batch_starts_before_the_last_is_collected(tmp_path):
-    """With a predictor that has ``start``, batch k + 1 is started before batch k's outputs are
-    fetched (the device is never left waiting on the host); the chunk results are the same bytes
-    as with ``predict`` alone, and the denoised movie is asked for only when it is written."""
+@pytest.mark.parametrize("depth", [1, 0, 2])
+def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
+    """With a predictor that has ``start``, batch k + ``batches_in_flight`` is started before
+    batch k's outputs are fetched (1 by default: the device is never left waiting on the host);
+    the chunk results are the same bytes as with ``predict`` alone, and the denoised movie is
+    not asked for when it is not written."""
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     files = {}
-    for name, predictor in (("plain", PeakPredictor()), ("in flight", InFlightPredictor())):
+    for name, predictor, in_flight in (("plain", PeakPredictor(), 1),
+                                       ("in flight", InFlightPredictor(), depth)):
         params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
-                                            "read_ahead": 2})
+                                            "read_ahead": 2, "batches_in_flight": in_flight})
         process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
                       work_dir=tmp_path / name)
         files[name] = _chunk_files(tmp_path / name)
     assert files["in flight"] == files["plain"]
     log = predictor.log
     calls = sum(1 for event, _ in log if event == "start")
-    assert calls >= 3 and predictor.asked_denoised == {False}
-    assert log == [("start", 0)] + [e for k in range(1, calls)
-                                    for e in (("start", k), ("fetch", k - 1))] + [
-        ("fetch", calls - 1)]
-
-    predictor = InFlightPredictor()
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "write_denoised": True})
-    result = process_movie(movie, predictor, output=tmp_path / "d.zarr", params=params)
-    assert predictor.asked_denoised == {True} and result.n_neurons >= 1
-
-
-@pytest.mark.parametrize("depth", [0, 2])
-def test_batches_in_flight_set_how_many_run_while_one_is_collected(tmp_path, depth):
-    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
-    files = {}
-    for name, predictor, in_flight in (("plain", PeakPredictor(), 1),
-                                       ("deep", InFlightPredictor(), depth)):
-        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
-                                            "read_ahead": 2, "batches_in_flight": in_flight})
-        process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
-                      work_dir=tmp_path / name)
-        files[name] = _chunk_files(tmp_path / name)
-    assert files["deep"] == files["plain"]
-    log = predictor.log
-    calls = sum(1 for event, _ in log if event == "start")
-    assert calls > depth + 2
+    assert calls > depth + 2 and predictor.asked_denoised == {False}
     expected = [("start", k) for k in range(depth)]
     for k in range(depth, calls):
         expected += [("start", k), ("fetch", k - depth)]
     expected += [("fetch", k) for k in range(calls - depth, calls)]
     assert log == expected
+
+
+def test_the_denoised_movie_is_asked_for_when_it_is_written(tmp_path):
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
+    predictor = InFlightPredictor()
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "write_denoised": True})
+    result = process_movie(movie, predictor, output=tmp_path / "d.zarr", params=params)
+    assert predictor.asked_denoised == {True} and result.n_neurons >= 1
 
 
 @pytest.mark.parametrize("predictor_class", [PeakPredictor, InFlightPredictor])
