@@ -175,9 +175,10 @@ def extract_fluorescence(movie: Any, footprints: Any, *,
         if moved is not None and np.any(moved):
             # moved where a cell or ring reads them, not whole frames: the same values
             values = sampler(frames, -moved[:, 0], -moved[:, 1])
-        else:  # else the frames are in place: no float32 copy of them
-            if moved is None and reference is not None:
+        else:
+            if moved is None and reference is not None:  # shifts not known: estimated here
                 frames = motion.correct(frames, reference, params=motion_params or MotionParams())
+            # (known shifts all zero: the frames are in place, no float32 copy of them)
             values = np.take(frames.reshape(t1 - t0, -1), used, axis=1)
         # the pixels any cell or ring uses, pixel-major: the sparse product then reads rows
         # (15 ms for 100k pixels x 128 frames) instead of a transposed view of the whole block

@@ -96,8 +96,8 @@ def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,
     n_parts = max(1, min(parts, (t_hi - t_lo) // FRAMES_PER_PART)) if pool is not None else 1
     edges = np.linspace(t_lo, t_hi, n_parts + 1).round().astype(int)
     ranges = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
-    done = list(pool.map(lambda r: prepare(*r), ranges)) if n_parts > 1 else [prepare(t_lo, t_hi)]
-    data = done[0][0] if n_parts == 1 else np.concatenate([d for d, _ in done])
+    done = list((pool.map if n_parts > 1 else map)(lambda r: prepare(*r), ranges))
+    data = np.concatenate([d for d, _ in done]) if n_parts > 1 else done[0][0]
     shifts = None if reference is None else np.concatenate([s for _, s in done])
     return Block(data=_take(data, t_idx - t_lo, 0), y0=y0, x0=x0, first_frame=t_lo,
                  shifts=shifts)
