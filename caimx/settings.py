@@ -68,6 +68,12 @@ class Settings(BaseSettings):
                     "when one process runs a whole movie or a task runs several chunks (a GPU "
                     "host needs several).",
     )
+    deconvolve_processes: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that fit the calcium traces (OASIS) of a movie with a million "
+                    "trace samples or more; 0: one per core, at most 8; 1: only the process "
+                    "that runs the engine.",
+    )
     malloc_arena_max: int = Field(
         default=2, ge=0, le=64,
         description="glibc malloc arenas of a process that runs the engine (caimx process, "

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from caimx.jobs import DEFAULT_PREFIX
 from caimx.queue import Heartbeat, make_celery
@@ -14,6 +15,21 @@ from caimx.settings import Settings, get_settings
 from worker.tasks import register_tasks
 
 log = logging.getLogger(__name__)
+
+
+def allow_child_processes(**_: object) -> None:
+    """Lift the daemon mark of a prefork child, which forbids it processes of its own.
+
+    The engine fits the calcium traces of long movies in a few processes (OASIS holds the
+    interpreter lock); they are forked from a fork server that ends with this child, each ends
+    with its parent (``PR_SET_PDEATHSIG``), and the engine shuts them down after each movie, so
+    a child that is recycled or killed leaves none behind. Without this the fits run in the
+    child alone (``model.inference.deconvolve.fit_processes``).
+    """
+    multiprocessing.current_process().daemon = False
+
+
+worker_process_init.connect(allow_child_processes, weak=False)
 
 
 def create_celery(settings: Settings | None = None, *, prefix: str = DEFAULT_PREFIX) -> Celery:

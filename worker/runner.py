@@ -50,7 +50,8 @@ def inference_params(settings: Settings, overrides: dict[str, Any] | None = None
         plan["tiles_per_chunk"] = settings.tiles_per_chunk
     data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size,
                             "read_ahead": settings.read_ahead,
-                            "candidate_threads": settings.candidate_threads}
+                            "candidate_threads": settings.candidate_threads,
+                            "deconvolve_processes": settings.deconvolve_processes}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--candidate-threads", type=int, default=None, metavar="N",
                    help="threads that turn the network's outputs into candidates while it runs "
                         "(default from settings; a GPU needs several)")
+    p.add_argument("--deconvolve-processes", type=int, default=None, metavar="N",
+                   help="processes that fit the calcium traces of a long movie (default from "
+                        "settings; 0: one per core, at most 8)")
     p.add_argument("--no-motion-correction", action="store_true",
                    help="skip rigid motion correction (already registered movies)")
     p.add_argument("--denoised", action="store_true", help="also store the denoised movie")
@@ -121,6 +124,8 @@ def _params(args: argparse.Namespace, settings: Any):
         read_ahead=args.read_ahead if args.read_ahead is not None else settings.read_ahead,
         candidate_threads=(args.candidate_threads if args.candidate_threads is not None
                            else settings.candidate_threads),
+        deconvolve_processes=(args.deconvolve_processes if args.deconvolve_processes is not None
+                              else settings.deconvolve_processes),
         write_denoised=args.denoised or base.write_denoised)
 
 

@@ -361,10 +361,9 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
                            params=base, attrs=dict(attrs or {}), stitched=stitched)
     seconds = {"finalize": time.perf_counter() - t0}
     if movie is not None:
-        t0 = time.perf_counter()
-        add_fluorescence(movie, plan, work_dir=work_dir, output=output, params=base,
-                         footprints=PlacedFootprints(info["footprints"], plan.frames_shape[1:]))
-        seconds["fluorescence"] = time.perf_counter() - t0
+        seconds.update(add_fluorescence(
+            movie, plan, work_dir=work_dir, output=output, params=base,
+            footprints=PlacedFootprints(info["footprints"], plan.frames_shape[1:])))
     return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
                          movie_shape=plan.frames_shape, n_chunks=len(plan.chunks),
                          n_candidates=info["n_candidates"], decisions=info["decisions"],
@@ -373,13 +372,16 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
 
 def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: str | Path,
                      params: InferenceParams,
-                     footprints: PlacedFootprints | None = None) -> None:  # fmt: skip
+                     footprints: PlacedFootprints | None = None,
+                     ) -> dict[str, float]:  # fmt: skip
     """Read each neuron's fluorescence and neuropil from ``movie`` into the result at ``output``,
     motion-corrected against the reference the network's input was corrected against; then, when
     ``oasis-deconv`` is installed, its denoised calcium and spikes (:mod:`.deconvolve`).
-    ``footprints``: those just written there, as finalize held them (else they are read back)."""
+    ``footprints``: those just written there, as finalize held them (else they are read back).
+    Returns the seconds of each step (``fluorescence``, ``deconvolve``)."""
     from model.results import write_deconvolved, write_fluorescence
 
+    t0 = time.perf_counter()
     if footprints is None:
         footprints = zarr.open_group(str(output), mode="r")["footprints"]  # a slab at a time
     reference = motion_reference(plan, work_dir)
@@ -394,9 +396,13 @@ def add_fluorescence(movie: Any, plan: Plan, *, work_dir: str | Path, output: st
     write_fluorescence(output, fluorescence, neuropil,
                        {**ring.to_dict(), "weights": "footprint",
                         "motion_corrected": reference is not None})  # fmt: skip
+    seconds = {"fluorescence": time.perf_counter() - t0}
     if deconvolve.available():
+        t0 = time.perf_counter()
         write_deconvolved(output, *deconvolve.deconvolve_traces(
-            fluorescence - ring.coefficient * neuropil))
+            fluorescence - ring.coefficient * neuropil, processes=params.deconvolve_processes))
+        seconds["deconvolve"] = time.perf_counter() - t0
+    return seconds
 
 
 def chunk_shifts(plan: Plan, work_dir: str | Path, *,
@@ -670,7 +676,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     timings: dict[str, float] = {}
     digest = MovieDigest(movie)
-    threading.Thread(target=deconvolve.preload, name="caimx-preload", daemon=True).start()
+    threading.Thread(target=deconvolve.preload, args=(params.deconvolve_processes,),
+                     name="caimx-preload", daemon=True).start()
     try:
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)

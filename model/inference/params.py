@@ -335,6 +335,10 @@ class InferenceParams:
         1, "Network batches left running while the outputs of an earlier one are collected "
            "(a runtime that computes asynchronously, the Keras runner on JAX; 0: each batch "
            "collected at once). Each holds a batch's inputs and outputs on the device.", 0, 8)
+    deconvolve_processes: int = _p(
+        0, "Processes that fit the calcium traces (OASIS holds the interpreter lock, so threads "
+           "cannot share its work) once a movie has a million trace samples or more; 0: one per "
+           "core, at most 8; 1: none besides this one. The fits are the same either way.", 0, 64)
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -95,3 +95,34 @@ def test_decay_and_noise_of_all_traces_at_once_match_oasis_trace_by_trace():
             assert g_short == 0.15 * AR1_FUDGE_FACTOR and abs(g[0] - g_short) < 0.1
             g = [g_short]
         np.testing.assert_allclose((g_short, sn_short), (float(np.ravel(g)[0]), sn), rtol=1e-9)
+
+
+def _pdeathsig() -> int:
+    import ctypes
+
+    value = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
+    return value.value
+
+
+def test_fits_in_other_processes_are_the_same_bits(monkeypatch):
+    from model.inference import deconvolve
+
+    traces = np.array([_calcium(2000, seed=s)[1] * (1 + s) for s in range(9)]
+                      + [np.full(2000, 3.0)], np.float32)  # a flat one fails either way
+    alone = deconvolve_traces(traces, processes=1)
+    monkeypatch.setattr(deconvolve, "MIN_SAMPLES_FOR_PROCESSES", 1)
+    shared = deconvolve_traces(traces, processes=2)
+    for a, b in zip(alone[:2], shared[:2], strict=True):
+        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
+    assert alone[2] == shared[2] and shared[2]["failed"] == 1
+
+
+def test_fitting_processes_end_with_their_parent():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from model.inference.deconvolve import _context, _die_with_parent
+
+    with ProcessPoolExecutor(1, mp_context=_context(), initializer=_die_with_parent) as pool:
+        assert pool.submit(_pdeathsig).result() == 15  # SIGTERM when the fork server ends
+
