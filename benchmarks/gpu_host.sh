@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # what the GPU host's image lacks; each at the version this checkout's .venv runs
-WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv)
+WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv threadpoolctl)
 READ_AHEAD="${READ_AHEAD:-12}"
 CANDIDATE_THREADS="${CANDIDATE_THREADS:-4}"
 
