@@ -39,16 +39,17 @@ def available() -> bool:
     return importlib.util.find_spec("oasis") is not None
 
 
-def preload(processes: int = 1) -> None:
+def preload(processes: int = 1, n_frames: int = 0) -> None:
     """Import OASIS ahead of its first use (with the parts of SciPy it pulls in, 0.4 s that
-    would otherwise come after a movie's last chunk), and with ``processes`` > 1 start the
-    server the fitting processes are forked from (about 1 s once per process, which imports
-    this module); nothing when OASIS is not installed."""
+    would otherwise come after a movie's last chunk); for a movie of ``n_frames`` long enough
+    that its fits may go to other processes (:data:`PRESTART_FRAMES`), with ``processes`` > 1,
+    also start the server they are forked from (about 1 s once per process: it imports this
+    module). Nothing when OASIS is not installed."""
     if not available():
         return
     import oasis.functions  # noqa: F401
 
-    if fit_processes(processes) > 1:
+    if n_frames >= PRESTART_FRAMES and fit_processes(processes) > 1:
         import multiprocessing.forkserver
 
         _context()  # names this module for the server to import
@@ -62,6 +63,10 @@ MIN_TRACES_FOR_SHARED_DECAY = 5
 #: Trace samples (neurons x frames) below which the fits stay in this process: about 2 s of
 #: fitting on one core, against about 0.1 s to hand the traces to other processes and back.
 MIN_SAMPLES_FOR_PROCESSES = 1_000_000
+
+#: Frames from which :func:`preload` starts the fork server: a field of 200 neurons then has
+#: :data:`MIN_SAMPLES_FOR_PROCESSES` samples.
+PRESTART_FRAMES = MIN_SAMPLES_FOR_PROCESSES // 200
 
 #: Most processes the fits use unless asked for more.
 MAX_AUTO_PROCESSES = 8

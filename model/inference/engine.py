@@ -676,7 +676,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     timings: dict[str, float] = {}
     digest = MovieDigest(movie)
-    threading.Thread(target=deconvolve.preload, args=(params.deconvolve_processes,),
+    threading.Thread(target=deconvolve.preload,
+                     args=(params.deconvolve_processes, movie.shape[0]),
                      name="caimx-preload", daemon=True).start()
     try:
         t0 = time.perf_counter()
