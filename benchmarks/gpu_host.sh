@@ -26,6 +26,8 @@ CANDIDATE_THREADS="${CANDIDATE_THREADS:-4}"
 setup() {  # $1: OUT; installs the wheels, exports the environment, sets $rows
   mkdir -p "$1"
   export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
+  # each stage is a process of its own; compiled networks are reused from disk (20 s each)
+  export JAX_COMPILATION_CACHE_DIR=/tmp/caimx-jax-cache
   python3 -m pip install -q --no-index --no-deps --target /tmp/caimx-site vendor-wheels/*.whl
   export PYTHONPATH="/tmp/caimx-site:$PWD"
   rows="$1/rows.jsonl"
