@@ -50,10 +50,13 @@ def preload(processes: int = 1, n_frames: int = 0) -> None:
     import oasis.functions  # noqa: F401
 
     if n_frames >= PRESTART_FRAMES and fit_processes(processes) > 1:
-        import multiprocessing.forkserver
+        try:
+            import multiprocessing.forkserver
 
-        _context()  # names this module for the server to import
-        multiprocessing.forkserver.ensure_running()
+            _context()  # names this module for the server to import
+            multiprocessing.forkserver.ensure_running()
+        except (OSError, ValueError) as exc:  # no fork server on this platform: fitted here
+            log.info("no fork server for OASIS fits (%s)", exc)
 
 
 #: Fewest fitted traces whose median AR coefficient is shared by all traces of a movie.
@@ -80,7 +83,9 @@ def fit_processes(requested: int) -> int:
         return 1
     if requested > 0:
         return requested
-    return max(1, min(MAX_AUTO_PROCESSES, len(os.sched_getaffinity(0))))
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_PROCESSES, cores))
 
 
 def deconvolve_traces(traces: np.ndarray, *, processes: int = 1,
@@ -194,7 +199,7 @@ def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
                              [[decays[i] for i in g] for g in groups],
                              [[noises[i] for i in g] for g in groups])
             return [fit for part in parts for fit in part]
-    except (BrokenProcessPool, OSError) as exc:
+    except (BrokenProcessPool, OSError, ValueError) as exc:  # ValueError: no fork server here
         log.warning("OASIS fits in %d processes failed (%s); fitting in this process",
                     processes, exc)
         return _fit_group(traces[rows], decays, noises)
