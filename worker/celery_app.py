@@ -21,9 +21,9 @@ def allow_child_processes(**_: object) -> None:
     """Lift the daemon mark of a prefork child, which forbids it processes of its own.
 
     The engine fits the calcium traces of long movies in a few processes (OASIS holds the
-    interpreter lock); they are forked from a fork server that ends with this child, each ends
-    with its parent (``PR_SET_PDEATHSIG``), and the engine shuts them down after each movie, so
-    a child that is recycled or killed leaves none behind. Without this the fits run in the
+    interpreter lock), forked from a fork server; the engine shuts them down after each movie,
+    each exits as soon as the process that started it has ended, and the fork server then ends
+    too, so a child that is recycled or killed leaves none behind. Without this the fits run in the
     child alone (``model.inference.deconvolve.fit_processes``).
     """
     multiprocessing.current_process().daemon = False

@@ -24,6 +24,9 @@ import importlib.util
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -173,16 +176,31 @@ def _context() -> Any:
     return context
 
 
-def _die_with_parent() -> None:
-    """In a fitting process: end it when its parent ends (Linux), so a killed engine leaves
-    no fitting processes behind."""
-    try:
-        import ctypes
-        import signal
+def _end_with(engine: int) -> None:
+    """In a fitting process: exit as soon as the process ``engine`` has ended, so a killed
+    engine leaves no fitting processes behind. (Their parent is the fork server, which lives
+    until they end; each would otherwise wait forever for work on a queue it holds both ends
+    of.)"""
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(engine)  # Linux: readable once the process has ended
+        except (AttributeError, OSError):
+            handle = None
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(engine, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(1)
+
+    threading.Thread(target=watch, name="caimx-watch-engine", daemon=True).start()
 
 
 def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
@@ -194,7 +212,7 @@ def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
     groups = np.array_split(np.arange(len(rows)), min(len(rows), processes * 4))
     try:
         with ProcessPoolExecutor(max_workers=processes, mp_context=_context(),
-                                 initializer=_die_with_parent) as pool:
+                                 initializer=_end_with, initargs=(os.getpid(),)) as pool:
             parts = pool.map(_fit_group, [traces[rows[g]] for g in groups],
                              [[decays[i] for i in g] for g in groups],
                              [[noises[i] for i in g] for g in groups])

@@ -1,8 +1,13 @@
 """OASIS deconvolution of the corrected fluorescence (``model.inference.deconvolve``)."""
 
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model.evaluate import pearson
 from model.inference.deconvolve import available, deconvolve_traces
@@ -97,14 +102,6 @@ def test_decay_and_noise_of_all_traces_at_once_match_oasis_trace_by_trace():
         np.testing.assert_allclose((g_short, sn_short), (float(np.ravel(g)[0]), sn), rtol=1e-9)
 
 
-def _pdeathsig() -> int:
-    import ctypes
-
-    value = ctypes.c_int()
-    ctypes.CDLL(None).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
-    return value.value
-
-
 def test_fits_in_other_processes_are_the_same_bits(monkeypatch):
     from model.inference import deconvolve
 
@@ -118,11 +115,50 @@ def test_fits_in_other_processes_are_the_same_bits(monkeypatch):
     assert alone[2] == shared[2] and shared[2]["failed"] == 1
 
 
-def test_fitting_processes_end_with_their_parent():
-    from concurrent.futures import ProcessPoolExecutor
 
-    from model.inference.deconvolve import _context, _die_with_parent
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
 
-    with ProcessPoolExecutor(1, mp_context=_context(), initializer=_die_with_parent) as pool:
-        assert pool.submit(_pdeathsig).result() == 15  # SIGTERM when the fork server ends
 
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_killed_engine_leaves_no_fitting_processes_behind():
+    # fits that go on until killed, in 2 processes forked from the engine's fork server
+    script = (
+        "import numpy as np\n"
+        "from model.inference import deconvolve\n"
+        "deconvolve.MIN_SAMPLES_FOR_PROCESSES = 1\n"
+        "traces = 10 + np.cumsum(np.random.default_rng(0).normal(0, 1, (8, 20000)), axis=1)\n"
+        "while True:\n"
+        "    deconvolve.deconvolve_traces(traces, processes=2)\n")
+    engine = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            servers = _children(engine.pid)  # the fork server (and the resource tracker)
+            workers = [w for s in servers for w in _children(s)]
+            time.sleep(0.1)
+        assert len(workers) == 2, "the fitting processes did not start"
+    finally:
+        engine.kill()
+        engine.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in [*servers, *workers]):
+        time.sleep(0.1)
+    assert not [p for p in [*servers, *workers] if _alive(p)]
