@@ -66,7 +66,7 @@ def preload(processes: int = 1, n_frames: int = 0) -> None:
 MIN_TRACES_FOR_SHARED_DECAY = 5
 
 
-#: Trace samples (neurons x frames) below which the fits stay in this process: about 2 s of
+#: Trace samples (neurons x frames) below which the fits stay in this process: about 0.6 s of
 #: fitting on one core, against about 0.1 s to hand the traces to other processes and back.
 MIN_SAMPLES_FOR_PROCESSES = 1_000_000
 
@@ -100,8 +100,9 @@ def deconvolve_traces(traces: np.ndarray, *, processes: int = 1,
     the traces' own AR(1) estimates (the calcium decay per frame), ``info["ar_coefficient"]``
     the one the fits used (that median, or ``"per trace"`` when too few traces could be fitted).
 
-    OASIS's fits hold the interpreter lock (about 2.5 microseconds per frame and trace on one
-    core: 15 s for 200 neurons x 30000 frames), so threads do not share them; ``processes``
+    OASIS's fits hold the interpreter lock (about 0.6 microseconds per frame and trace on one
+    core of the development host: 3-4 s for 200 neurons x 30000 frames), so threads do not
+    share them; ``processes``
     (0: :func:`fit_processes`) fit groups of traces in other processes when there are at least
     :data:`MIN_SAMPLES_FOR_PROCESSES` samples. Each trace is fitted by the same code either way:
     the results are the same bits.
