@@ -130,7 +130,8 @@ def scale_block(block: np.ndarray, movie_range: MovieRange) -> np.ndarray:
     return out
 
 
-def minmax_patches(patches: np.ndarray, *, min_range: float) -> tuple[np.ndarray, np.ndarray]:
+def minmax_patches(patches: np.ndarray, *, min_range: float,
+                   out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch min-max scaling to [0, 1], with a floor on the range.
 
     Parameters
@@ -139,18 +140,21 @@ def minmax_patches(patches: np.ndarray, *, min_range: float) -> tuple[np.ndarray
         Patches already mapped to the movie range ([0, 1]).
     min_range : float
         Smallest divisor; a flat (background-only) patch is not stretched beyond it.
+    out : ndarray, optional
+        Where the result goes (``patches`` itself, float32, to scale in place).
 
     Returns
     -------
     scaled : ndarray, shape (B, T, h, w), float32
-        New array in [0, 1].
+        In [0, 1]; a new array unless ``out`` is given.
     span : ndarray, shape (B,), float32
         The divisor used per patch (multiply network traces by it to return to movie units).
     """
     lo = patches.min(axis=(1, 2, 3), keepdims=True)
     hi = patches.max(axis=(1, 2, 3), keepdims=True)
     span = np.maximum(hi - lo, np.float32(max(min_range, 1e-6))).astype(np.float32)
-    scaled = (patches - lo) / span
+    scaled = np.subtract(patches, lo, out=out)
+    np.divide(scaled, span, out=scaled)
     np.clip(scaled, 0.0, 1.0, out=scaled)
     return scaled.astype(np.float32, copy=False), span.reshape(-1)
 
@@ -172,8 +176,8 @@ def check_input_scaling(mode: str) -> str:
     return mode
 
 
-def level_patches(patches: np.ndarray, *, background: float,
-                  peak: float) -> tuple[np.ndarray, np.ndarray]:
+def level_patches(patches: np.ndarray, *, background: float, peak: float,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Map movie-range units to fixed network levels: 0 -> ``background``, 1 -> ``peak``.
 
     Parameters
@@ -183,11 +187,14 @@ def level_patches(patches: np.ndarray, *, background: float,
     background, peak : float
         Network input levels of the movie's low and high percentiles (``0 <= background < peak
         <= 1``).
+    out : ndarray, optional
+        Where the result goes (``patches`` itself, float32, to scale in place).
 
     Returns
     -------
     scaled : ndarray, shape (B, T, h, w), float32
-        New array in [0, 1]; every patch gets the same map, so a dim patch stays dim.
+        In [0, 1], a new array unless ``out`` is given; every patch gets the same map, so a dim
+        patch stays dim.
     span : ndarray, shape (B,), float32
         The divisor ``1 / (peak - background)`` per patch (multiply network traces by it to return
         to movie units), as :func:`minmax_patches` returns.
@@ -195,19 +202,21 @@ def level_patches(patches: np.ndarray, *, background: float,
     if not 0.0 <= background < peak <= 1.0:
         raise ValueError(f"need 0 <= background < peak <= 1, got {background}, {peak}")
     gain = np.float32(peak - background)
-    scaled = np.asarray(patches, dtype=np.float32) * gain + np.float32(background)
+    scaled = np.multiply(np.asarray(patches, dtype=np.float32), gain, out=out)
+    np.add(scaled, np.float32(background), out=scaled)
     np.clip(scaled, 0.0, 1.0, out=scaled)
     span = np.full(scaled.shape[0], 1.0 / gain, dtype=np.float32)
     return scaled, span
 
 
-def scale_patches(patches: np.ndarray, *, mode: str,
-                  params: ScalingParams) -> tuple[np.ndarray, np.ndarray]:
+def scale_patches(patches: np.ndarray, *, mode: str, params: ScalingParams,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Network input for patches in movie-range units, per the model's ``input_scaling``.
 
-    Returns ``(scaled, span)`` as :func:`minmax_patches` and :func:`level_patches` do; raises
-    ``ValueError`` for an unknown ``mode``.
+    Returns ``(scaled, span)`` as :func:`minmax_patches` and :func:`level_patches` do (in
+    ``out`` when given); raises ``ValueError`` for an unknown ``mode``.
     """
     if check_input_scaling(mode) == "movie-range":
-        return level_patches(patches, background=params.background_level, peak=params.peak_level)
-    return minmax_patches(patches, min_range=params.min_patch_range)
+        return level_patches(patches, background=params.background_level, peak=params.peak_level,
+                             out=out)
+    return minmax_patches(patches, min_range=params.min_patch_range, out=out)

@@ -144,6 +144,19 @@ def test_minmax_per_patch_mode_is_the_per_patch_minmax():
     np.testing.assert_array_equal(span, expected_span)
 
 
+
+@pytest.mark.parametrize("mode", ["movie-range", "minmax-per-patch"])
+def test_patches_scaled_in_place_are_the_same_bits(mode):
+    rng = np.random.default_rng(4)
+    patches = (rng.random((5, 6, 8, 8)) * 1.4 - 0.2).astype(np.float32)  # some out of range
+    params = ScalingParams(min_patch_range=0.25, background_level=0.3, peak_level=0.9)
+    expected, expected_span = scale_patches(patches, mode=mode, params=params)
+    work = patches.copy()
+    scaled, span = scale_patches(work, mode=mode, params=params, out=work)
+    assert scaled is work and np.array_equal(scaled, expected)
+    assert np.array_equal(span, expected_span)
+    assert not np.array_equal(patches, work)  # the copying call left its input alone
+
 def test_unknown_input_scaling_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown input_scaling 'zscore'.*movie-range"):
         scale_patches(np.zeros((1, 2, 4, 4), np.float32), mode="zscore", params=ScalingParams())
