@@ -133,6 +133,7 @@ def timed_process(movie_path: Path, predictor: Any, params: Any, output: Path,
             "frames_per_s": round(summary.movie_shape[0] / wall, 1),
             "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
             "chunk_stage_s": {k: round(v, 1) for k, v in summary.chunk_seconds.items()},
+            "timeline_s": {k: round(v, 1) for k, v in summary.timeline.items()},
             "n_chunks": summary.n_chunks, "n_candidates": summary.n_candidates,
             "n_neurons": summary.n_neurons}
 

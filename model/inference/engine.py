@@ -72,6 +72,10 @@ class ResultSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     #: Where the chunk stage's network thread spent its time (part of ``seconds["chunks"]``).
     chunk_seconds: dict[str, float] = field(default_factory=dict)
+    #: Seconds from the start at which: the first network batch started (``first batch``), the
+    #: last one's outputs came back (``last batch``), the input's SHA-256, read on a thread of
+    #: its own alongside everything else, was done (``sha256``).
+    timeline: dict[str, float] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
@@ -544,7 +548,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 progress: Callable[[int, int], None] | None,
                 should_cancel: Callable[[], bool] | None,
                 stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
-                on_written: Callable[[str], None] | None = None) -> dict[str, float]:
+                on_written: Callable[[str], None] | None = None,
+                timeline: dict[str, float] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of five rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
     ahead; this thread runs the network, collecting each batch's outputs only once
@@ -558,8 +563,10 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
     Returns where this thread's time went: ``network`` (starting batches and waiting for their
     outputs), ``waiting for reads`` (the next batch not cut yet: its chunks not read, or the
     cutting not done) and ``waiting for candidates`` (the candidate thread behind by more than
-    :data:`POST_BACKLOG` batches, and at the end).
+    :data:`POST_BACKLOG` batches, and at the end). ``timeline`` gets the clock
+    (``time.perf_counter``) at which the first batch started and the last one's outputs came.
     """
+    timeline = timeline if timeline is not None else {}
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
     denoised = InferenceParams.from_dict(plan.params).write_denoised
     ids = [c.id for c in plan.chunks] if chunk_ids is None else list(chunk_ids)
@@ -625,6 +632,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                     settle(0)  # what the network computed is written (and counted)
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
                 t0 = time.perf_counter()
+                timeline.setdefault("first batch", t0)
                 in_flight.append((start_predict(predictor, batch, denoised=denoised), len(batch),
                                   segments))
                 clock["network"] += time.perf_counter() - t0
@@ -633,6 +641,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                     hand_over(*in_flight.popleft())
             while in_flight:
                 hand_over(*in_flight.popleft())
+            timeline["last batch"] = time.perf_counter()
             t0 = time.perf_counter()
             settle(0)  # every batch's tasks done, each chunk's write among them
             clock["waiting for candidates"] += time.perf_counter() - t0
@@ -675,6 +684,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     output = Path(output)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
     timings: dict[str, float] = {}
+    start = time.perf_counter()
+    timeline: dict[str, float] = {}
     digest = MovieDigest(movie)
     threading.Thread(target=deconvolve.preload,
                      args=(params.deconvolve_processes, movie.shape[0]),
@@ -690,7 +701,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
             batches_in_flight=params.batches_in_flight, progress=progress,
-            should_cancel=should_cancel, stitcher=stitcher)
+            should_cancel=should_cancel, stitcher=stitcher, timeline=timeline)
         timings["chunks"] = time.perf_counter() - t0
         # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
         summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,
@@ -700,6 +711,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
         t0 = time.perf_counter()
         write_input_digest(output, digest.result())
         timings["digest"] = time.perf_counter() - t0
+        timeline["sha256"] = digest.finished_at
     finally:
         digest.cancel()
     if work_dir is None:
@@ -707,4 +719,5 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     return ResultSummary(output=summary.output, n_neurons=summary.n_neurons,
                          movie_shape=summary.movie_shape, n_chunks=summary.n_chunks,
                          n_candidates=summary.n_candidates, decisions=summary.decisions,
-                         seconds=timings, chunk_seconds=chunk_seconds)
+                         seconds=timings, chunk_seconds=chunk_seconds,
+                         timeline={k: v - start for k, v in timeline.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,6 +139,8 @@ class MovieDigest:
         self._stop = threading.Event()
         self._value: str | None = None
         self._error: BaseException | None = None
+        #: ``time.perf_counter()`` when the digest was done (or failed, or was cancelled)
+        self.finished_at: float | None = None
         self._thread = threading.Thread(target=self._run, args=(movie,), name="caimx-sha256",
                                         daemon=True)
         self._thread.start()
@@ -147,6 +150,8 @@ class MovieDigest:
             self._value = movie_sha256(movie, stop=self._stop)
         except BaseException as exc:  # handed to result()
             self._error = exc
+        finally:
+            self.finished_at = time.perf_counter()
 
     def result(self) -> str:
         """The digest, once the whole movie is read (re-raises the thread's error)."""

@@ -112,6 +112,10 @@ def test_reading_ahead_in_threads_changes_nothing(tmp_path):
         summary = process_movie(movie, PeakPredictor(), output=out, params=params)
         assert summary.n_chunks >= 4
         results[read_ahead] = read_result(out)
+        # when the first batch started and the last came back, when the hash was done
+        line, total = summary.timeline, sum(summary.seconds.values())
+        assert 0 < line["first batch"] < line["last batch"] <= total + 0.05
+        assert 0 < line["sha256"] <= total + 0.05
     for read_ahead in (1, 3):
         np.testing.assert_array_equal(results[read_ahead].footprints, results[0].footprints)
         np.testing.assert_array_equal(results[read_ahead].traces, results[0].traces)
