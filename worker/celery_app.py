@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def allow_child_processes(**_: object) -> None:
-    """Lift the daemon mark of a prefork child, which forbids it processes of its own.
+    """Let a prefork child start processes of its own: lift its daemon mark, which forbids
+    them, and hold its authentication key as the standard library's type (Celery's process
+    library sets its own, which the standard library refuses to hand to a new process).
 
     The engine fits the calcium traces of long movies in a few processes (OASIS holds the
     interpreter lock), forked from a fork server; the engine shuts them down after each movie,
@@ -26,7 +28,10 @@ def allow_child_processes(**_: object) -> None:
     too, so a child that is recycled or killed leaves none behind. Without this the fits run in the
     child alone (``model.inference.deconvolve.fit_processes``).
     """
-    multiprocessing.current_process().daemon = False
+    process = multiprocessing.current_process()
+    process.daemon = False
+    process._config["authkey"] = multiprocessing.process.AuthenticationString(
+        bytes(process.authkey))
 
 
 worker_process_init.connect(allow_child_processes, weak=False)

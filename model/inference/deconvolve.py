@@ -29,7 +29,6 @@ import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -208,8 +207,9 @@ def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
                       decays: list[tuple[float | None, float]], noises: list[float],
                       processes: int) -> list[tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
     """:func:`_fit_group` over ``traces[rows]`` in ``processes`` processes, four groups each
-    (traces differ in how long they take); in this process if the processes cannot start or
-    one of them dies."""
+    (traces differ in how long they take); in this process, with the same result, if the
+    processes cannot be started or used for any reason (one of them dies, this process may not
+    hand them its state): a movie's traces are never lost to the speed-up."""
     groups = np.array_split(np.arange(len(rows)), min(len(rows), processes * 4))
     try:
         with ProcessPoolExecutor(max_workers=processes, mp_context=_context(),
@@ -218,7 +218,7 @@ def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
                              [[decays[i] for i in g] for g in groups],
                              [[noises[i] for i in g] for g in groups])
             return [fit for part in parts for fit in part]
-    except (BrokenProcessPool, OSError, ValueError) as exc:  # ValueError: no fork server here
+    except Exception as exc:  # a broken pool, OSError, a pickling refusal, ...
         log.warning("OASIS fits in %d processes failed (%s); fitting in this process",
                     processes, exc)
         return _fit_group(traces[rows], decays, noises)

@@ -116,6 +116,22 @@ def test_fits_in_other_processes_are_the_same_bits(monkeypatch):
 
 
 
+
+def test_fits_whose_processes_fail_are_made_here_with_the_same_result(monkeypatch, caplog):
+    from model.inference import deconvolve
+
+    traces = np.array([_calcium(1000, seed=s)[1] for s in range(6)], np.float32)
+    alone = deconvolve_traces(traces, processes=1)
+
+    def no_processes():
+        raise OSError("no process may be started here")
+
+    monkeypatch.setattr(deconvolve, "MIN_SAMPLES_FOR_PROCESSES", 1)
+    monkeypatch.setattr(deconvolve, "_context", no_processes)
+    again = deconvolve_traces(traces, processes=2)
+    assert np.array_equal(alone[0], again[0]) and np.array_equal(alone[1], again[1])
+    assert "fitting in this process" in caplog.text
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
