@@ -138,5 +138,6 @@ def network_patches(block: Block, tiles: tuple[Tile, ...], size: int, *, mode: s
     span : ndarray, shape (B,), float32
         Multiply network traces (and the denoised movie) by it to return to movie-range units.
     """
-    cut = cut_patches(block, tiles, size)  # a copy of its own: scaled in place (148 MB for a
-    return scale_patches(cut, mode=mode, params=scaling, out=cut)  # 512 x 512 chunk)
+    # the cut patches are a copy of their own, scaled in place (148 MB at 512 x 512)
+    cut = cut_patches(block, tiles, size)
+    return scale_patches(cut, mode=mode, params=scaling, out=cut)
