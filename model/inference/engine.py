@@ -361,13 +361,23 @@ def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,
     t0 = time.perf_counter()
     if stitched is not None and params is not None:
         raise ValueError("params cannot change the thresholds of chunks already stitched")
-    info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
-                           params=base, attrs=dict(attrs or {}), stitched=stitched)
-    seconds = {"finalize": time.perf_counter() - t0}
-    if movie is not None:
-        seconds.update(add_fluorescence(
-            movie, plan, work_dir=work_dir, output=output, params=base,
-            footprints=PlacedFootprints(info["footprints"], plan.frames_shape[1:])))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caimx-result") as writes:
+        # the result's arrays are written while the fluorescence is read (it needs only the
+        # footprints); every write is done before this returns or raises
+        info = finalize_result(plan, lambda cid: read_chunk(work_dir, cid), output=output,
+                               params=base, attrs=dict(attrs or {}), stitched=stitched,
+                               writes=writes if movie is not None else None)
+        seconds = {"finalize": time.perf_counter() - t0}
+        try:
+            if movie is not None:
+                seconds.update(add_fluorescence(
+                    movie, plan, work_dir=work_dir, output=output, params=base,
+                    footprints=PlacedFootprints(info["footprints"], plan.frames_shape[1:])))
+        finally:
+            if info["written"] is not None:
+                t0 = time.perf_counter()
+                info["written"].result()
+                seconds["result writes"] = time.perf_counter() - t0
     return ResultSummary(output=str(output), n_neurons=info["n_neurons"],
                          movie_shape=plan.frames_shape, n_chunks=len(plan.chunks),
                          n_candidates=info["n_candidates"], decisions=info["decisions"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -255,9 +256,15 @@ def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
 
 def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: str | Path,
                     params: InferenceParams, attrs: dict[str, Any],
-                    stitched: Stitcher | None = None) -> dict[str, Any]:
+                    stitched: Stitcher | None = None,
+                    writes: Executor | None = None) -> dict[str, Any]:
     """Stitch, decide and write; returns ``{"n_neurons", "n_candidates", "decisions",
-    "footprints"}``, the last the footprints written, as ``(y0, x0, values)`` per neuron.
+    "footprints", "written"}``, ``footprints`` those written, as ``(y0, x0, values)`` per neuron.
+
+    The result group, its arrays and attributes are created here; with ``writes`` the arrays'
+    contents (footprints, traces, images, per-neuron fields, the denoised movie) are written
+    there and ``written`` is that task's future (else None): what comes next, reading each
+    neuron's fluorescence, needs only ``footprints``, so the two overlap.
 
     Stitching and the decision rules work on the network's grid (binned frames, rescaled pixels:
     ``plan.movie_shape``); footprints, images, traces and the denoised movie are then brought to
@@ -278,9 +285,24 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
              "resample": plan.resample or {"temporal_bin": plan.temporal_bin,
                                            "spatial_scale": plan.spatial_scale},
              "parameters": params.to_dict()}
-    n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
     writer = ResultWriter(output, movie_shape=plan.frames_shape, n_neurons=len(kept), attrs=attrs,
                           with_denoised=params.write_denoised)
+    args = (writer, plan, load, kept, network_images, params.write_denoised)
+    written = writes.submit(_write_contents, *args) if writes is not None else None
+    if written is None:
+        _write_contents(*args)
+    return {"n_neurons": len(kept), "n_candidates": n_candidates,
+            "decisions": dict(sorted(reasons.items())),
+            "footprints": [(r["y0"], r["x0"], r["footprint"]) for r in kept],
+            "written": written}
+
+
+def _write_contents(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult],
+                    kept: list[dict[str, Any]], network_images: dict[str, np.ndarray],
+                    with_denoised: bool) -> None:
+    """The result arrays' contents: footprints, traces, images, per-neuron fields, and the
+    denoised movie when the result has one."""
+    n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
     traces = np.zeros((len(kept), plan.movie_shape[0]), np.float32)
     for first in range(0, len(kept), FOOTPRINT_SLAB):
         writer.put_footprints(first, [(r["y0"], r["x0"], r["footprint"])
@@ -299,8 +321,5 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
         "tile_evidence": [r["neuron"].tile_evidence for r in kept],
         "contrast": [r["contrast"] for r in kept],
     })
-    if params.write_denoised:
+    if with_denoised:
         _write_denoised(writer, plan, load)
-    return {"n_neurons": len(kept), "n_candidates": n_candidates,
-            "decisions": dict(sorted(reasons.items())),
-            "footprints": [(r["y0"], r["x0"], r["footprint"]) for r in kept]}

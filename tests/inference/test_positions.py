@@ -304,21 +304,30 @@ def test_stitching_while_the_network_runs_equals_finalizing_from_disk(tmp_path):
     """process_movie stitches each window as its chunks complete; finalizing the same chunk files
     afterwards (the queue's path) writes the same result."""
     from model.inference import finalize, load_plan
+    from model.inference.engine import add_fluorescence
 
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
                                         "batch_size": 7, "read_ahead": 2})
     summary = process_movie(movie, PeakPredictor(), output=tmp_path / "live.zarr", params=params,
                             work_dir=tmp_path / "w")
-    again = finalize(load_plan(tmp_path / "w"), work_dir=tmp_path / "w",
-                     output=tmp_path / "disk.zarr", movie=movie)
+    plan = load_plan(tmp_path / "w")
+    again = finalize(plan, work_dir=tmp_path / "w", output=tmp_path / "disk.zarr", movie=movie)
     assert summary.n_neurons == again.n_neurons == 3
     assert summary.decisions == again.decisions
-    live, disk = read_result(tmp_path / "live.zarr"), read_result(tmp_path / "disk.zarr")
-    for name in ("footprints", "traces", "fluorescence", "neuropil"):
-        np.testing.assert_array_equal(getattr(live, name), getattr(disk, name), err_msg=name)
-    assert live.images.keys() == disk.images.keys() and len(live.images) == len(IMAGE_NAMES)
-    for name, image in live.images.items():
-        np.testing.assert_array_equal(image, disk.images[name], err_msg=name)
-    for name, values in live.neurons.items():
-        np.testing.assert_array_equal(values, disk.neurons[name], err_msg=name)
+    # the arrays written while the fluorescence was read (above) against written first (here)
+    finalize(plan, work_dir=tmp_path / "w", output=tmp_path / "first.zarr")
+    add_fluorescence(movie, plan, work_dir=tmp_path / "w", output=tmp_path / "first.zarr",
+                     params=InferenceParams.from_dict(plan.params))
+    assert "result writes" in summary.seconds and "result writes" in again.seconds
+    live = read_result(tmp_path / "live.zarr")
+    for other in ("disk", "first"):
+        disk = read_result(tmp_path / f"{other}.zarr")
+        for name in ("footprints", "traces", "fluorescence", "neuropil", "calcium", "spikes"):
+            np.testing.assert_array_equal(getattr(live, name), getattr(disk, name),
+                                          err_msg=name)
+        assert live.images.keys() == disk.images.keys() and len(live.images) == len(IMAGE_NAMES)
+        for name, image in live.images.items():
+            np.testing.assert_array_equal(image, disk.images[name], err_msg=name)
+        for name, values in live.neurons.items():
+            np.testing.assert_array_equal(values, disk.neurons[name], err_msg=name)
