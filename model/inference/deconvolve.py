@@ -101,10 +101,9 @@ def deconvolve_traces(traces: np.ndarray, *, processes: int = 1,
 
     OASIS's fits hold the interpreter lock (about 0.6 microseconds per frame and trace on one
     core of the development host: 3-4 s for 200 neurons x 30000 frames), so threads do not
-    share them; ``processes``
-    (0: :func:`fit_processes`) fit groups of traces in other processes when there are at least
-    :data:`MIN_SAMPLES_FOR_PROCESSES` samples. Each trace is fitted by the same code either way:
-    the results are the same bits.
+    share them; ``processes`` (0: :func:`fit_processes`) fit groups of traces in other
+    processes when there are at least :data:`MIN_SAMPLES_FOR_PROCESSES` samples. Each trace is
+    fitted by the same code either way: the results are the same bits.
     """
     traces = np.asarray(traces)
     calcium = np.zeros(traces.shape, np.float32)
@@ -116,15 +115,15 @@ def deconvolve_traces(traces: np.ndarray, *, processes: int = 1,
     if fitted.sum() >= MIN_TRACES_FOR_SHARED_DECAY:
         shared = float(np.median(coefficients[fitted]))
     rows = np.flatnonzero(fitted)
+    to_fit = traces[rows]
     decays = [(shared, estimates[k][0]) for k in rows]
     noises = [estimates[k][1] for k in rows]
     done = np.zeros(len(traces), bool)
     n_processes = fit_processes(processes)
-    large = len(rows) > 1 and len(rows) * traces.shape[1] >= MIN_SAMPLES_FOR_PROCESSES
-    if n_processes > 1 and large:
-        fits = _fit_in_processes(traces, rows, decays, noises, n_processes)
+    if n_processes > 1 and len(rows) > 1 and to_fit.size >= MIN_SAMPLES_FOR_PROCESSES:
+        fits = _fit_in_processes(to_fit, decays, noises, n_processes)
     else:
-        fits = _fit_group(traces[rows], decays, noises)
+        fits = _fit_group(to_fit, decays, noises)
     for k, fit in zip(rows, fits, strict=True):
         if fit is not None:
             calcium[k], spikes[k] = fit
@@ -203,25 +202,25 @@ def _end_with(engine: int) -> None:
     threading.Thread(target=watch, name="caimx-watch-engine", daemon=True).start()
 
 
-def _fit_in_processes(traces: np.ndarray, rows: np.ndarray,
-                      decays: list[tuple[float | None, float]], noises: list[float],
-                      processes: int) -> list[tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
-    """:func:`_fit_group` over ``traces[rows]`` in ``processes`` processes, four groups each
+def _fit_in_processes(traces: np.ndarray, decays: list[tuple[float | None, float]],
+                      noises: list[float], processes: int,
+                      ) -> list[tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
+    """:func:`_fit_group` in ``processes`` processes, four groups of traces each
     (traces differ in how long they take); in this process, with the same result, if the
     processes cannot be started or used for any reason (one of them dies, this process may not
     hand them its state): a movie's traces are never lost to the speed-up."""
-    groups = np.array_split(np.arange(len(rows)), min(len(rows), processes * 4))
+    groups = np.array_split(np.arange(len(traces)), min(len(traces), processes * 4))
     try:
         with ProcessPoolExecutor(max_workers=processes, mp_context=_context(),
                                  initializer=_end_with, initargs=(os.getpid(),)) as pool:
-            parts = pool.map(_fit_group, [traces[rows[g]] for g in groups],
+            parts = pool.map(_fit_group, [traces[g] for g in groups],
                              [[decays[i] for i in g] for g in groups],
                              [[noises[i] for i in g] for g in groups])
             return [fit for part in parts for fit in part]
     except Exception as exc:  # a broken pool, OSError, a pickling refusal, ...
         log.warning("OASIS fits in %d processes failed (%s); fitting in this process",
                     processes, exc)
-        return _fit_group(traces[rows], decays, noises)
+        return _fit_group(traces, decays, noises)
 
 
 def _usable(trace: np.ndarray) -> np.ndarray | None:

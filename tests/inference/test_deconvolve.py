@@ -115,8 +115,6 @@ def test_fits_in_other_processes_are_the_same_bits(monkeypatch):
     assert alone[2] == shared[2] and shared[2]["failed"] == 1
 
 
-
-
 def test_fits_whose_processes_fail_are_made_here_with_the_same_result(monkeypatch, caplog):
     from model.inference import deconvolve
 
@@ -131,6 +129,7 @@ def test_fits_whose_processes_fail_are_made_here_with_the_same_result(monkeypatc
     again = deconvolve_traces(traces, processes=2)
     assert np.array_equal(alone[0], again[0]) and np.array_equal(alone[1], again[1])
     assert "fitting in this process" in caplog.text
+
 
 def _children(pid: int) -> list[int]:
     found = []

@@ -155,7 +155,7 @@ def test_patches_scaled_in_place_are_the_same_bits(mode):
     scaled, span = scale_patches(work, mode=mode, params=params, out=work)
     assert scaled is work and np.array_equal(scaled, expected)
     assert np.array_equal(span, expected_span)
-    assert not np.array_equal(patches, work)  # the copying call left its input alone
+    assert not np.array_equal(patches, work)  # the copying call left its input as it was
 
 def test_unknown_input_scaling_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown input_scaling 'zscore'.*movie-range"):
