@@ -33,6 +33,7 @@ from model.inference.chunks import (
     write_chunk,
 )
 from model.inference.decide import Candidates, patch_candidates, pixel_major
+from model.inference.digest import MovieDigest, movie_sha256
 from model.inference.extract import NeuropilRing, PlacedFootprints, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
@@ -47,7 +48,7 @@ from model.inference.run import (
     start_predict,
 )
 from model.inference.scaling import movie_range
-from model.inference.source import MovieDigest, as_movie, movie_name, movie_sha256
+from model.inference.source import as_movie, movie_name
 from model.results import DIGEST_PENDING, write_input_digest
 
 PLAN_FILE = "plan.json"

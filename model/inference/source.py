@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,68 +98,3 @@ def movie_name(movie: Any) -> str:
     if path is not None:
         return Path(path).name
     return str(getattr(movie, "name", "<array>"))
-
-
-def movie_sha256(movie: Any, *, block_frames: int = 64,
-                 stop: threading.Event | None = None) -> str:
-    """SHA-256 of the movie's file (streamed), or of its pixel bytes for in-memory movies.
-
-    A set ``stop`` ends the reading early; the (then meaningless) digest so far is returned.
-    """
-    digest = hashlib.sha256()
-    path = getattr(movie, "path", None)
-    if path is not None and Path(path).is_file():
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-                if stop is not None and stop.is_set():
-                    break
-        return digest.hexdigest()
-    n_frames = movie.shape[0]
-    for t0 in range(0, n_frames, block_frames):
-        if stop is not None and stop.is_set():
-            break
-        block = movie.read(t0, min(n_frames, t0 + block_frames))
-        digest.update(np.ascontiguousarray(block).tobytes())
-    return digest.hexdigest()
-
-
-class MovieDigest:
-    """:func:`movie_sha256` on a thread of its own, started at once.
-
-    Hashing is a full read of the movie (5 GB for 10000 frames of 512 x 512): done after the
-    chunks it would add seconds to a GPU run; alongside them it costs a core. ``hashlib`` releases
-    the interpreter lock while it hashes.
-    """
-
-    def __init__(self, movie: Any) -> None:
-        self._stop = threading.Event()
-        self._value: str | None = None
-        self._error: BaseException | None = None
-        #: ``time.perf_counter()`` when the digest was done (or failed, or was cancelled)
-        self.finished_at: float | None = None
-        self._thread = threading.Thread(target=self._run, args=(movie,), name="caimx-sha256",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, movie: Any) -> None:
-        try:
-            self._value = movie_sha256(movie, stop=self._stop)
-        except BaseException as exc:  # handed to result()
-            self._error = exc
-        finally:
-            self.finished_at = time.perf_counter()
-
-    def result(self) -> str:
-        """The digest, once the whole movie is read (re-raises the thread's error)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._stop.is_set():
-            raise RuntimeError("the movie digest was cancelled")
-        assert self._value is not None
-        return self._value
-
-    def cancel(self) -> None:
-        """Stop reading (the engine failed or was cancelled); returns without waiting."""
-        self._stop.set()

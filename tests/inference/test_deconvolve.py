@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import child_pids, is_alive
 
 from model.evaluate import pearson
 from model.inference.deconvolve import available, deconvolve_traces
@@ -131,26 +132,6 @@ def test_fits_whose_processes_fail_are_made_here_with_the_same_result(monkeypatc
     assert "fitting in this process" in caplog.text
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:  # ended meanwhile
-                continue
-            if f"\nPPid:\t{pid}\n" in status:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in (Path("/proc") / str(pid) / "status").read_text()
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_a_killed_engine_leaves_no_fitting_processes_behind():
     # fits that go on until killed, in 2 processes forked from the engine's fork server
@@ -166,14 +147,14 @@ def test_a_killed_engine_leaves_no_fitting_processes_behind():
         deadline = time.monotonic() + 60
         workers: list[int] = []
         while time.monotonic() < deadline and len(workers) < 2:
-            servers = _children(engine.pid)  # the fork server (and the resource tracker)
-            workers = [w for s in servers for w in _children(s)]
+            servers = child_pids(engine.pid)  # the fork server (and the resource tracker)
+            workers = [w for s in servers for w in child_pids(s)]
             time.sleep(0.1)
         assert len(workers) == 2, "the fitting processes did not start"
     finally:
         engine.kill()
         engine.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(p) for p in [*servers, *workers]):
+    while time.monotonic() < deadline and any(is_alive(p) for p in [*servers, *workers]):
         time.sleep(0.1)
-    assert not [p for p in [*servers, *workers] if _alive(p)]
+    assert not [p for p in [*servers, *workers] if is_alive(p)]
