@@ -66,6 +66,18 @@ class _FileMovie(ArrayMovie):
         self.path = path
 
 
+def _hashing(parent: int) -> list[int]:
+    """The hashing processes that ``parent`` started (its other children are not counted)."""
+    found = []
+    for pid in child_pids(parent):
+        try:
+            if b"hashlib.sha256()" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
 def _wait(condition, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not condition():
@@ -76,8 +88,8 @@ def _wait(condition, timeout: float = 30) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_a_file_is_hashed_in_a_process_of_its_own_that_a_cancel_ends(tmp_path):
     digest = MovieDigest(_FileMovie(_zeros_file(tmp_path / "zeros.raw")))
-    assert _wait(lambda: child_pids(os.getpid())), "no hashing process started"
-    hashing = child_pids(os.getpid())
+    assert _wait(lambda: _hashing(os.getpid())), "no hashing process started"
+    hashing = _hashing(os.getpid())
     digest.cancel()
     with pytest.raises(RuntimeError, match="cancelled"):
         digest.result()
@@ -98,8 +110,8 @@ def test_the_hashing_process_ends_with_the_engine_that_started_it(tmp_path):
               "time.sleep(600)\n")
     engine = subprocess.Popen([sys.executable, "-c", script, str(path)])
     try:
-        assert _wait(lambda: child_pids(engine.pid)), "no hashing process started"
-        hashing = child_pids(engine.pid)
+        assert _wait(lambda: _hashing(engine.pid)), "no hashing process started"
+        hashing = _hashing(engine.pid)
     finally:
         engine.kill()
         engine.wait()
