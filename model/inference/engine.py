@@ -153,7 +153,8 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
                      reference: np.ndarray | None = None,
                      pool: Executor | None = None) -> ChunkInput:
     """Read, motion-correct and cut one chunk's patches (CPU work only; no network); ``pool``:
-    where its frames are read and prepared as parts (:func:`~.patches.read_block`)."""
+    where its frames are read and prepared as parts (:func:`~.patches.read_block`). The block's
+    images and pixel-major copy are made on two more threads while this one cuts the patches."""
     movie = resample.network_movie(as_movie(movie), plan.temporal_bin, plan.spatial_scale)
     params = InferenceParams.from_dict(plan.params)
     chunk = plan.chunk(chunk_id)
@@ -161,12 +162,16 @@ def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
     block = patches.read_block(movie, plan, chunk.window, tiles, reference=reference,
                                motion_params=params.motion, sigma=params.scaling.spatial_sigma,
                                pool=pool)
-    scaled, span = patches.network_patches(block, tiles, plan.patch[1],
-                                           mode=card_input_scaling(card), scaling=params.scaling)
+    # two threads of their own: the pool's queue holds the parts of the chunks read ahead
+    with ThreadPoolExecutor(2, thread_name_prefix="caimx-block") as side:
+        images = side.submit(movie_tile_images, block, tiles, plan, chunk.window, params.images)
+        pixels = side.submit(pixel_major, block.data)
+        scaled, span = patches.network_patches(block, tiles, plan.patch[1],
+                                               mode=card_input_scaling(card),
+                                               scaling=params.scaling)
     return ChunkInput(chunk_id=chunk_id, window=chunk.window, tiles=tuple(chunk.tiles),
-                      scaled=scaled, span=span,
-                      images=movie_tile_images(block, tiles, plan, chunk.window, params.images),
-                      pixels=pixel_major(block.data), origin=(block.y0, block.x0),
+                      scaled=scaled, span=span, images=images.result(),
+                      pixels=pixels.result(), origin=(block.y0, block.x0),
                       block_shape=block.data.shape[1:], first_frame=block.first_frame,
                       shifts=block.shifts)
 
