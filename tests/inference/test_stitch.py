@@ -7,7 +7,7 @@ from model.inference.chunks import ChunkResult
 from model.inference.finalize import finalize_result
 from model.inference.params import DecideParams, InferenceParams, StitchParams
 from model.inference.plan import window_weights
-from model.inference.stitch import assemble_trace, merge_tiles
+from model.inference.stitch import assemble_trace, boxes_overlap, merge_tiles
 from model.results import read_result
 
 DECIDE = DecideParams(min_area=5, min_snr=0.0, min_tile_evidence=0.0)
@@ -209,3 +209,15 @@ def test_long_movies_keep_somata_that_recur_and_drop_one_off_detections(tmp_path
     info = finalize_result(plan, _chunks_loader(plan, per_window), output=tmp_path / "off.zarr",
                            params=InferenceParams(decide=off), attrs={})
     assert info["n_neurons"] == 2
+
+
+def test_overlapping_boxes_are_every_intersecting_pair_once():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(0, 50))
+        boxes = np.c_[rng.integers(0, 40, (n, 2)), rng.integers(0, 12, (n, 2))]  # some empty
+        y0, x0, h, w = boxes.T
+        expected = [(i, j) for i in range(n) for j in range(i + 1, n)
+                    if y0[i] < y0[j] + h[j] and y0[j] < y0[i] + h[i]
+                    and x0[i] < x0[j] + w[j] and x0[j] < x0[i] + w[i]]
+        assert boxes_overlap(boxes) == expected
