@@ -8,8 +8,8 @@
 #                                         # (network on every frame, on frames binned by 4 and 8)
 #   bash benchmarks/gpu_host.sh engine OUT  # there: the faster bare network form, then the engine
 #                                         # on 30000 frames (binned by 8; 1 and 2 batches in
-#                                         # flight), on 10000 (unbinned) and on the scored 1000
-#                                         # (bins 1, 8)
+#                                         # flight, 2 with a 1 ms switch interval), on 10000
+#                                         # (unbinned) and on the scored 1000 (bins 1, 8)
 #
 # READ_AHEAD (default 12) and CANDIDATE_THREADS (default 4) set the engine's CPU threads: a GPU
 # host's 16 cores read ahead and turn outputs into candidates while the GPU runs.
@@ -93,9 +93,12 @@ print(max(rows, key=lambda r: r['pipelined_patches_per_s'])['head'] if rows else
       --head frame2d --out "$rows"
     python3 benchmarks/gpu.py simulate "${SCORED[@]}" --work /tmp/caimx-gpu
     # the 1000 frames/s target first: 30000 frames binned by 8, one batch left running while
-    # the last is collected (the default), then two
+    # the last is collected (the default), then two; then two with a 1 ms thread switch
+    # interval (the thread feeding the GPU waits less for the interpreter lock)
     cycled 30000
     engine --movie /tmp/caimx-gpu/long30000.npy --temporal-bin 8 --batches-in-flight 1 2
+    engine --movie /tmp/caimx-gpu/long30000.npy --temporal-bin 8 --batches-in-flight 2 \
+      --switch-interval-ms 1
     # the overhead target: every frame to the network
     cycled 10000
     engine --movie /tmp/caimx-gpu/long10000.npy --temporal-bin 1
