@@ -137,7 +137,8 @@ def run_job(job_id: str, *, settings: Settings, store: JobStore) -> JobState:
     try:
         timings, summary, output = _process(job_id, job.model, job.input_path, job.params,
                                             settings=settings, store=store,
-                                            options=job.input_options)  # fmt: skip
+                                            options=job.input_options,
+                                            input_sha256=job.input_sha256 or None)  # fmt: skip
     except JobCanceled:
         log.info("job %s canceled", job_id)
         shutil.rmtree(result_path(settings, job_id).parent, ignore_errors=True)
@@ -164,7 +165,10 @@ def _finish(
 def _process(
     job_id: str, model: str, input_path: str, overrides: dict[str, Any], *,
     settings: Settings, store: JobStore, options: dict[str, Any] | None = None,
+    input_sha256: str | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], Path]:  # fmt: skip
+    """``input_sha256``: the file's digest when the service has it (an upload, hashed as it
+    arrived), so that the engine does not read the movie once more for it."""
     from model.inference import InferenceCancelled, process_movie
 
     timings: dict[str, float] = {}
@@ -187,7 +191,8 @@ def _process(
             timings["load_model_s"] = round(cached.load_s, 3)
             start = time.perf_counter()
             summary = process_movie(movie, cached.predictor, output=output, params=params,
-                                    progress=progress, should_cancel=should_cancel)  # fmt: skip
+                                    progress=progress, should_cancel=should_cancel,
+                                    input_sha256=input_sha256)  # fmt: skip
     except InferenceCancelled as exc:
         raise JobCanceled(job_id) from exc
     timings["inference_s"] = round(time.perf_counter() - start, 3)

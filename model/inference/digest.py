@@ -155,3 +155,21 @@ class MovieDigest:
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 self._process.kill()
+
+
+class KnownDigest:
+    """A movie's SHA-256 known before the engine starts (an upload is hashed as it arrives):
+    :class:`MovieDigest`'s interface without reading the movie again."""
+
+    def __init__(self, sha256: str) -> None:
+        value = sha256.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError(f"not a SHA-256 in hexadecimal: {sha256!r}")
+        self._value = value
+        self.finished_at = time.perf_counter()
+
+    def result(self) -> str:
+        return self._value
+
+    def cancel(self) -> None:
+        """Nothing to stop."""

@@ -33,7 +33,7 @@ from model.inference.chunks import (
     write_chunk,
 )
 from model.inference.decide import Candidates, patch_candidates, pixel_major
-from model.inference.digest import MovieDigest, movie_sha256
+from model.inference.digest import KnownDigest, MovieDigest, movie_sha256
 from model.inference.extract import NeuropilRing, PlacedFootprints, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
@@ -673,7 +673,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
                   params: InferenceParams = DEFAULT_PARAMS,
                   progress: Callable[[int, int], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
-                  work_dir: str | Path | None = None) -> ResultSummary:
+                  work_dir: str | Path | None = None,
+                  input_sha256: str | None = None) -> ResultSummary:
     """Find neurons and their traces in a whole movie and write the result group.
 
     Parameters
@@ -691,6 +692,9 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
         Checked before each chunk; true raises :class:`InferenceCancelled`.
     work_dir : path, optional
         Where chunk results go; default ``<output>.work`` next to the output, removed on success.
+    input_sha256 : str, optional
+        The SHA-256 of the movie's file when it is already known (the service hashes an upload
+        as it arrives): recorded as given, and the movie is not read once more to hash it.
 
     Returns
     -------
@@ -702,7 +706,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings: dict[str, float] = {}
     start = time.perf_counter()
     timeline: dict[str, float] = {}
-    digest = MovieDigest(movie)
+    digest = MovieDigest(movie) if input_sha256 is None else KnownDigest(input_sha256)
     threading.Thread(target=deconvolve.preload,
                      args=(params.deconvolve_processes, movie.shape[0]),
                      name="caimx-preload", daemon=True).start()

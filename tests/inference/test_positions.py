@@ -15,6 +15,7 @@ import pytest
 
 from model.inference import InferenceParams, process_movie
 from model.inference.decide import mask_components
+from model.io import open_movie
 from model.results import IMAGE_NAMES, read_result
 
 CARD = {"name": "peaks", "version": "0", "T": 20, "H": 16, "W": 16, "N": 2, "trace_offset": 2,
@@ -119,6 +120,21 @@ def test_reading_ahead_in_threads_changes_nothing(tmp_path):
     for read_ahead in (1, 3):
         np.testing.assert_array_equal(results[read_ahead].footprints, results[0].footprints)
         np.testing.assert_array_equal(results[read_ahead].traces, results[0].traces)
+
+
+def test_a_digest_known_beforehand_is_recorded_without_hashing_the_file(tmp_path):
+    movie, _ = disk_movie([(16.0, 20.0)])
+    np.save(tmp_path / "movie.npy", movie)
+    known = "AB" * 32  # not the file's: only a digest taken as given comes out as this
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}})
+    with open_movie(tmp_path / "movie.npy") as reader:
+        process_movie(reader, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
+                      input_sha256=known)
+        with pytest.raises(ValueError, match="not a SHA-256"):
+            process_movie(reader, PeakPredictor(), output=tmp_path / "bad.zarr", params=params,
+                          input_sha256="ab" * 31)
+    assert read_result(tmp_path / "r.zarr").attrs["input"]["sha256"] == "ab" * 32
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 class SizeRecorder(PeakPredictor):
