@@ -185,11 +185,8 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
             shutil.rmtree(job_dir(settings, job_id))
         with _open(job, settings) as movie:
             plan = prepare(movie, card, work_dir=work, params=params)
-        values: dict[str, Any] = {"params": params.to_dict()}
-        if not job.input_sha256:
-            values["input_sha256"] = _sha256(Path(job.input_path))
-        values["timings"] = {"prepare_s": round(time.time() - started, 3)}
-        store.update(job_id, **values)
+        store.update(job_id, params=params.to_dict(),
+                     timings={"prepare_s": round(time.time() - started, 3)})
         _stop_if_not_running(store, job_id)
         store.reset_chunks(job_id, len(plan.chunks))
         ids = [chunk.id for chunk in plan.chunks]
@@ -197,6 +194,11 @@ def prepare_job(job_id: str, *, settings: Settings, store: JobStore, send: Send)
         for first in range(0, len(ids), step):
             group = ids[first:first + step]
             send(TASK_RUN_CHUNK, job_id, group[0] if len(group) == 1 else group)
+        if not job.input_sha256:
+            # a referenced movie is hashed once its chunks are queued (a full read: 40 s and
+            # more for 50 GB), so other workers run them meanwhile; finalize hashes it itself
+            # if it comes first
+            store.update(job_id, input_sha256=_sha256(Path(job.input_path)))
 
 
 def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, store: JobStore,
@@ -314,7 +316,9 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
               start: float) -> None:  # fmt: skip
     """Finalize's work inside :func:`task_outcome`: stitch, write, mark succeeded."""
     from model.inference import InferenceParams, finalize, load_plan
+    from model.inference.digest import MovieDigest, movie_file
     from model.registry import resolve_model
+    from model.results import DIGEST_PENDING, write_input_digest
 
     job_id = job.id
     count_delivery(store, settings, job_id, "finalize")
@@ -323,8 +327,20 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
     card = resolve_model(job.model, settings.models_dir).card
     params = InferenceParams.from_dict(plan.params)
     with _open(job, settings) as movie:  # read again for each neuron's fluorescence
-        summary = finalize(plan, work_dir=work, output=output, attrs=_attrs(job, card, params),
-                           movie=movie)
+        # prepare's digest of a referenced movie may not be in yet: made here alongside
+        digest = (MovieDigest(movie) if not job.input_sha256 and movie_file(movie) is not None
+                  else None)
+        try:
+            attrs = _attrs(job, card, params)
+            if digest is not None:
+                attrs["input"]["sha256"] = DIGEST_PENDING
+            summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie)
+            if digest is not None:
+                write_input_digest(output, digest.result())
+                store.update(job_id, input_sha256=digest.result())
+        finally:
+            if digest is not None:
+                digest.cancel()
     facts = _jsonable(summary) or {}
     facts.pop("seconds", None)
     facts.pop("decisions", None)

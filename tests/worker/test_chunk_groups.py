@@ -6,11 +6,13 @@ broker, and the test plays the broker by running each message's task function.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from caimx.jobs import JobState, JobStore
 from caimx.queue import TASK_FINALIZE_JOB, TASK_RUN_CHUNK
@@ -75,3 +77,33 @@ def test_chunk_groups_count_each_chunk_resume_and_finalize_once(
     pipeline.finalize_job(job_id, settings=settings, store=job_store, send=lambda *m: None)
     done = job_store.get(job_id)
     assert done.state is JobState.SUCCEEDED, done.error
+
+
+def test_a_referenced_movie_is_hashed_after_its_chunks_are_queued_or_by_finalize(
+    job_store: JobStore, settings: Settings, tmp_path: Path,
+) -> None:  # fmt: skip
+    settings = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 4})
+    job_id = job_store.new_id()
+    movie = _movie(tmp_path / "m.npy")
+    digest = hashlib.sha256(movie.read_bytes()).hexdigest()
+    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
+                     params={"motion": {"enabled": False}})
+    sent: list[tuple] = []
+
+    def send(*message: object) -> None:  # the digest as the broker gets each chunk
+        sent.append((*message, job_store.get(job_id).input_sha256))
+
+    pipeline.prepare_job(job_id, settings=settings, store=job_store, send=send)
+    assert sent and all(m[0] == TASK_RUN_CHUNK and not m[-1] for m in sent)
+    assert job_store.get(job_id).input_sha256 == digest
+    # finalize before prepare's digest is in: finalize makes it
+    job_store.update(job_id, input_sha256="")
+    for message in sent:
+        pipeline.run_chunk(job_id, message[2], settings=settings, store=job_store,
+                           send=lambda *m: None)
+    pipeline.finalize_job(job_id, settings=settings, store=job_store, send=lambda *m: None)
+    done = job_store.get(job_id)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.input_sha256 == digest
+    result = zarr.open_group(Path(done.result_path), mode="r")
+    assert result.attrs["input"]["sha256"] == digest
