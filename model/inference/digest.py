@@ -48,9 +48,10 @@ print(digest.hexdigest())
 
 
 def movie_file(movie: Any) -> Path | None:
-    """The single file ``movie`` was read from, if it was (a Zarr store is a folder: ``None``)."""
+    """The single local file ``movie`` was read from, if it was (a Zarr store is a folder, a
+    URL no local file: ``None``)."""
     path = getattr(movie, "path", None)
-    if path is not None and Path(path).is_file():
+    if path is not None and not getattr(movie, "url", None) and Path(path).is_file():
         return Path(path)
     return None
 
@@ -58,10 +59,12 @@ def movie_file(movie: Any) -> Path | None:
 def movie_sha256(movie: Any, *, block_frames: int = 64,
                  stop: threading.Event | None = None) -> str:
     """SHA-256 of the movie's file (streamed), or of its pixel bytes for in-memory movies, in
-    this thread.
+    this thread; ``""`` for a movie read from a URL (hashing it would download it once more).
 
     A set ``stop`` ends the reading early; the (then meaningless) digest so far is returned.
     """
+    if getattr(movie, "url", None):
+        return ""
     digest = hashlib.sha256()
     path = movie_file(movie)
     if path is not None:
@@ -89,7 +92,8 @@ class MovieDigest:
     chunks it would add seconds to a GPU run; alongside them it costs a core. A file is hashed in
     a process of its own (see the module's notes); should that process fail to start or to
     finish, the file is hashed on this object's thread instead, so a movie is never refused
-    for the sake of the speed-up. In-memory movies are hashed on the thread.
+    for the sake of the speed-up. In-memory movies are hashed on the thread; a movie read from
+    a URL is not hashed (its digest is ``""``).
     """
 
     def __init__(self, movie: Any) -> None:

@@ -33,6 +33,9 @@ class MovieReader(ABC):
         How many z-planes and channels the file holds (1 for most formats); one of each is read.
     plane, channel : int
         Which ones are read (from 0).
+    url : str or None
+        The fsspec URL the movie is read from (:func:`model.io.remote.open_url`); None for a
+        local file, whose ``path`` then exists.
     """
 
     planes: int = 1
@@ -42,6 +45,7 @@ class MovieReader(ABC):
     #: Whether several threads may read at once (memory-mapped or positional reads); readers
     #: that seek a shared file handle, then read, take turns.
     concurrent_reads: bool = False
+    url: str | None = None
 
     def __init__(
         self, path: Path, *, shape: tuple[int, int, int], dtype: np.dtype, fps: float | None

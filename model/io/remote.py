@@ -121,7 +121,9 @@ def open_url(url: str, *, storage_options: dict[str, Any] | None = None,
         from zarr.storage import FsspecStore
 
         store = FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
-        return make_reader("zarr", name, options, store=store)
+        reader = make_reader("zarr", name, options, store=store)
+        reader.url = url
+        return reader
     try:
         handle = fs.open(path, "rb", block_size=BLOCK, cache_type="blockcache",
                          cache_options={"maxblocks": CACHED_BLOCKS})  # fmt: skip
@@ -131,7 +133,9 @@ def open_url(url: str, *, storage_options: dict[str, Any] | None = None,
     try:
         head = handle.read(16)
         handle.seek(0)
-        return _reader(url, name, head, handle, options)
+        reader = _reader(url, name, head, handle, options)
+        reader.url = url
+        return reader
     except BaseException:
         handle.close()
         raise

@@ -38,7 +38,7 @@ def frames(t: int = 30, h: int = 20, w: int = 28, seed: int = 0) -> np.ndarray:
 def check(url: str, expected: np.ndarray, storage: dict, **options) -> None:
     with open_movie(url, storage_options=storage, **options) as movie:
         assert movie.shape == expected.shape and movie.dtype == expected.dtype
-        assert movie.path.name == url.rsplit("/", 1)[-1]
+        assert movie.path.name == url.rsplit("/", 1)[-1] and movie.url == url
         np.testing.assert_array_equal(movie.read(0, len(expected)), expected)
         np.testing.assert_array_equal(movie.read(5, 9, y=slice(2, 11), x=slice(3, None)),
                                       expected[5:9, 2:11, 3:])  # fmt: skip
