@@ -168,6 +168,52 @@ def boxes_overlap(boxes: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(i[pairs].tolist(), j[pairs].tolist(), strict=True))
 
 
+def mask_ious(a: list[tuple[np.ndarray, np.ndarray]], b: list[tuple[np.ndarray, np.ndarray]],
+              i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """IoU of binarized footprints ``a[i[k]]`` and ``b[j[k]]`` for every ``k``, each footprint
+    given as the frame rows and columns of its pixels; the numbers
+    :func:`iou_and_containment` gives (0 where either is empty or nothing is shared).
+
+    Every shared pixel of every pair comes from one sparse product (pixels x footprints), not
+    from one comparison of two boxes in Python per pair: a window's neurons are compared with
+    every neuron found so far, thousands after a few windows.
+    """
+    from scipy import sparse
+
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if not i.size:
+        return np.zeros(0, np.float64)
+    rows = [np.concatenate([p[0] for p in fps] or [np.zeros(0, np.int64)]) for fps in (a, b)]
+    cols = [np.concatenate([p[1] for p in fps] or [np.zeros(0, np.int64)]) for fps in (a, b)]
+    y0 = min((r.min() for r in rows if r.size), default=0)
+    x0 = min((c.min() for c in cols if c.size), default=0)
+    width = max((c.max() for c in cols if c.size), default=0) - x0 + 1
+    height = max((r.max() for r in rows if r.size), default=0) - y0 + 1
+    sizes = [np.array([p[0].size for p in fps], np.int64) for fps in (a, b)]
+    stacked = [sparse.csr_matrix(
+        (np.ones(r.size, np.int32), (r - y0) * width + (c - x0),
+         np.concatenate([[0], np.cumsum(n)])), shape=(len(n), height * width))
+        for r, c, n in zip(rows, cols, sizes, strict=True)]
+    shared = (stacked[0] @ stacked[1].T).tocoo()
+    keys = shared.row.astype(np.int64) * len(b) + shared.col
+    order = np.argsort(keys)
+    keys, counts = keys[order], shared.data[order].astype(np.int64)
+    wanted = i * len(b) + j
+    inter = np.zeros(i.size, np.int64)
+    if keys.size:
+        at = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+        shares = keys[at] == wanted
+        inter[shares] = counts[at[shares]]
+    union = sizes[0][i] + sizes[1][j] - inter
+    return np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def mask_pixels(fp: Footprint, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frame rows and columns of the pixels of ``fp`` above ``threshold``."""
+    ys, xs = np.nonzero(fp.values > threshold)
+    return ys.astype(np.int64) + fp.y0, xs.astype(np.int64) + fp.x0
+
+
 #: A candidate whose mask reaches this many pixels from a tile side that is not a frame edge was
 #: cut by the tile border (or pulled inward by the network, which does that to cells it sees
 #: only in part); see :func:`cut_by_tile`.
@@ -246,10 +292,27 @@ class Neuron:
     detected: int = 0
     covering: int = 0
     snr: float = 0.0
+    _mean_of: tuple[Footprint, Footprint, Footprint] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    _pixels_of: tuple[Footprint, float, tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def footprint(self) -> Footprint:
-        return _mean(self.total, self.count)
+        """The mean footprint, computed again only after ``total`` or ``count`` were replaced
+        (every window compares each neuron found so far with its own neurons)."""
+        cached = self._mean_of
+        if cached is None or cached[0] is not self.total or cached[1] is not self.count:
+            cached = self._mean_of = (self.total, self.count, _mean(self.total, self.count))
+        return cached[2]
+
+    def pixels(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`mask_pixels` of :attr:`footprint`, kept until the footprint changes."""
+        footprint, cached = self.footprint, self._pixels_of
+        if cached is None or cached[0] is not footprint or cached[1] != threshold:
+            cached = self._pixels_of = (footprint, threshold, mask_pixels(footprint, threshold))
+        return cached[2]
 
     @property
     def first_window(self) -> int:
@@ -295,30 +358,30 @@ def covering_tiles(plan: Plan, point: tuple[float, float], margin: int,
     return frozenset(np.nonzero(hit)[0].tolist())
 
 
-def _box_hits(a: list[Footprint], b: list[Footprint]) -> list[tuple[int, int]]:
-    """Pairs ``(i, j)`` whose boxes intersect, ``i`` in ``a`` and ``j`` in ``b``."""
+def _box_hits(a: list[Footprint], b: list[Footprint]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` whose boxes intersect, ``i`` in ``a`` and ``j`` in ``b`` (two arrays,
+    ``i`` then ``j`` ascending)."""
     if not a or not b:
-        return []
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ba, bb = np.array([f.box for f in a]), np.array([f.box for f in b])
     hit = ((ba[:, None, 0] < bb[None, :, 2]) & (bb[None, :, 0] < ba[:, None, 2])
            & (ba[:, None, 1] < bb[None, :, 3]) & (bb[None, :, 1] < ba[:, None, 3]))
-    i, j = np.nonzero(hit)
-    return list(zip(i.tolist(), j.tolist(), strict=True))
+    return np.nonzero(hit)
 
 
 def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], plan: Plan, *,
                 decide: DecideParams, stitch: StitchParams) -> None:
     """Link one window's neurons to ``neurons`` (rule 2), appending new ones; updates in place."""
     thr = decide.mask_threshold
-    current = [n.footprint for n in neurons]
-    pairs = []
-    for i, j in _box_hits(current, [wn.footprint for wn in found]):
-        iou, _ = iou_and_containment(current[i], found[j].footprint, thr)
-        if iou >= stitch.link_iou:
-            pairs.append((-iou, i, j))
+    hit_i, hit_j = _box_hits([n.footprint for n in neurons], [wn.footprint for wn in found])
+    ious = mask_ious([n.pixels(thr) for n in neurons],
+                     [mask_pixels(wn.footprint, thr) for wn in found], hit_i, hit_j)
+    linked = ious >= stitch.link_iou
+    pairs = sorted(zip((-ious[linked]).tolist(), hit_i[linked].tolist(), hit_j[linked].tolist(),
+                       strict=True))
     used_i: set[int] = set()
     target: dict[int, int] = {}
-    for _, i, j in sorted(pairs):
+    for _, i, j in pairs:
         if i not in used_i and j not in target:
             used_i.add(i)
             target[j] = i
@@ -345,11 +408,11 @@ def merge_duplicates(neurons: list[Neuron], *, decide: DecideParams,
     fps = [n.footprint for n in neurons]
     boxes = np.array([[f.y0, f.x0, *f.values.shape] for f in fps], dtype=np.int64)
     uf = _UnionFind(len(neurons))
-    for i, j in boxes_overlap(boxes):
-        if set(neurons[i].segments) & set(neurons[j].segments):
-            continue
-        iou, _ = iou_and_containment(fps[i], fps[j], decide.mask_threshold)
-        if iou >= stitch.link_iou:
+    hit = np.array(boxes_overlap(boxes), np.int64).reshape(-1, 2)
+    pixels = [n.pixels(decide.mask_threshold) for n in neurons]
+    ious = mask_ious(pixels, pixels, hit[:, 0], hit[:, 1])
+    for i, j in hit[ious >= stitch.link_iou].tolist():
+        if not set(neurons[i].segments) & set(neurons[j].segments):
             uf.union(i, j)
     out = []
     for members in uf.groups():

@@ -7,7 +7,15 @@ from model.inference.chunks import ChunkResult
 from model.inference.finalize import finalize_result
 from model.inference.params import DecideParams, InferenceParams, StitchParams
 from model.inference.plan import window_weights
-from model.inference.stitch import assemble_trace, boxes_overlap, merge_tiles
+from model.inference.stitch import (
+    Footprint,
+    assemble_trace,
+    boxes_overlap,
+    iou_and_containment,
+    mask_ious,
+    mask_pixels,
+    merge_tiles,
+)
 from model.results import read_result
 
 DECIDE = DecideParams(min_area=5, min_snr=0.0, min_tile_evidence=0.0)
@@ -221,3 +229,24 @@ def test_overlapping_boxes_are_every_intersecting_pair_once():
                     if y0[i] < y0[j] + h[j] and y0[j] < y0[i] + h[i]
                     and x0[i] < x0[j] + w[j] and x0[j] < x0[i] + w[i]]
         assert boxes_overlap(boxes) == expected
+
+
+def test_mask_ious_are_the_pairwise_ious_of_the_binarized_footprints():
+    rng = np.random.default_rng(8)
+
+    def footprints(n):
+        return [Footprint(int(rng.integers(-3, 30)), int(rng.integers(-3, 30)),
+                          rng.random((int(rng.integers(1, 9)), int(rng.integers(1, 9))))
+                          * rng.choice([0.0, 1.0], p=[0.1, 0.9]))  # some empty
+                for _ in range(n)]
+
+    overlapping = 0
+    for _ in range(30):
+        a, b = footprints(int(rng.integers(1, 25))), footprints(int(rng.integers(1, 25)))
+        i, j = (g.ravel() for g in np.meshgrid(np.arange(len(a)), np.arange(len(b)),
+                                                indexing="ij"))
+        got = mask_ious([mask_pixels(f, 0.5) for f in a], [mask_pixels(f, 0.5) for f in b], i, j)
+        expected = [iou_and_containment(a[p], b[q], 0.5)[0] for p, q in zip(i, j, strict=True)]
+        assert got.tolist() == expected  # the same numbers, not merely close
+        overlapping += int((got > 0).sum())
+    assert overlapping > 100
