@@ -374,8 +374,9 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
     """Link one window's neurons to ``neurons`` (rule 2), appending new ones; updates in place."""
     thr = decide.mask_threshold
     hit_i, hit_j = _box_hits([n.footprint for n in neurons], [wn.footprint for wn in found])
-    ious = mask_ious([n.pixels(thr) for n in neurons],
-                     [mask_pixels(wn.footprint, thr) for wn in found], hit_i, hit_j)
+    near, near_i = np.unique(hit_i, return_inverse=True)  # only the neurons near this window's
+    ious = mask_ious([neurons[k].pixels(thr) for k in near.tolist()],
+                     [mask_pixels(wn.footprint, thr) for wn in found], near_i, hit_j)
     linked = ious >= stitch.link_iou
     pairs = sorted(zip((-ious[linked]).tolist(), hit_i[linked].tolist(), hit_j[linked].tolist(),
                        strict=True))
