@@ -294,7 +294,6 @@ class Neuron:
     snr: float = 0.0
     _mean_of: tuple[Footprint, Footprint, Footprint] | None = field(
         default=None, init=False, repr=False, compare=False)
-
     _pixels_of: tuple[Footprint, float, tuple[np.ndarray, np.ndarray]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
