@@ -33,7 +33,7 @@ from model.inference.chunks import (
     write_chunk,
 )
 from model.inference.decide import Candidates, patch_candidates, pixel_major
-from model.inference.digest import KnownDigest, MovieDigest, movie_sha256
+from model.inference.digest import KnownDigest, MovieDigest
 from model.inference.extract import NeuropilRing, PlacedFootprints, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
@@ -74,8 +74,8 @@ class ResultSummary:
     #: Where the chunk stage's network thread spent its time (part of ``seconds["chunks"]``).
     chunk_seconds: dict[str, float] = field(default_factory=dict)
     #: Seconds from the start at which: the first network batch started (``first batch``), the
-    #: last one's outputs came back (``last batch``), the input's SHA-256, read on a thread of
-    #: its own alongside everything else, was done (``sha256``).
+    #: last one's outputs came back (``last batch``), the input's SHA-256, made alongside
+    #: everything else (:class:`~model.inference.digest.MovieDigest`), was done (``sha256``).
     timeline: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -454,14 +454,15 @@ def software_version() -> str:
 
 
 def result_attrs(movie: Any, card: Any, params: InferenceParams, *,
-                 sha256: str | None = None) -> dict[str, Any]:
+                 sha256: str) -> dict[str, Any]:
     """Group attributes: model, input (name, sha256, shape, dtype, fps, the plane and channel read
-    from a multi-plane file), software, parameters. ``sha256``: the movie's digest if known."""
+    from a multi-plane file), software, parameters. ``sha256``: the movie's digest, or
+    :data:`~model.results.DIGEST_PENDING` while it is being made."""
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
     return {
         "model": {"name": card_dict.get("name"), "version": card_dict.get("version"),
                   "card": card_dict},
-        "input": {"name": movie_name(movie), "sha256": sha256 or movie_sha256(movie),
+        "input": {"name": movie_name(movie), "sha256": sha256,
                   "shape": list(movie.shape), "dtype": str(getattr(movie, "dtype", "")),
                   "fps": getattr(movie, "fps", None),
                   "layout": getattr(movie, "layout", None) or None},
