@@ -92,9 +92,11 @@ class TimedPredictor:
     def predict(self, patches: np.ndarray) -> Any:
         return self.start(patches)()
 
-    def start(self, patches: np.ndarray, *, denoised: bool = True) -> Any:
+    def start(self, patches: np.ndarray, *, denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Any:
         t0 = time.perf_counter()
-        fetch = self._predictor.start(patches, denoised=denoised)
+        fetch = self._predictor.start(patches, denoised=denoised,
+                                      attention_frames=attention_frames)
         self.seconds += time.perf_counter() - t0
         self.patches += len(patches)
 
@@ -146,36 +148,49 @@ def network(args: argparse.Namespace) -> None:
                                            batch_size=batch)
             x = np.random.default_rng(0).random((batch, config.T, config.H, config.W),
                                                 np.float32)
-            denoised = args.denoised
-            t0 = time.perf_counter()
-            predictor.predict(x, denoised=denoised)
-            first = time.perf_counter() - t0
-            times = []
-            for _ in range(args.repeats):
+            for attention in args.attention:
+                options = {"denoised": args.denoised,
+                           "attention_frames": _owned_weights(batch, config.T)
+                           if attention == "sums" else None}
                 t0 = time.perf_counter()
-                predictor.predict(x, denoised=denoised)
-                times.append(time.perf_counter() - t0)
-            rate = batch / min(times)
-            pipelined = _pipelined_rate(predictor, x, args.repeats, denoised)
-            _emit(args.out, {"stage": "network", "preset": preset, "batch": batch,
-                             "tile": config.H, "dtype": dtype, "ista": ista, "head": head,
-                             "denoised": denoised,
-                             "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
-                             "patches_per_s": round(rate, 1),
-                             "pipelined_patches_per_s": round(pipelined, 1),
-                             "patches_per_512_frame": round(per_frame, 2),
-                             "frames_per_s_512_plan": round(rate / per_frame, 1),
-                             "pipelined_frames_per_s_512_plan": round(pipelined / per_frame, 1),
-                             "peak_rss_gb": round(peak_rss_gb(), 2)})
+                predictor.predict(x, **options)
+                first = time.perf_counter() - t0
+                times = []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    predictor.predict(x, **options)
+                    times.append(time.perf_counter() - t0)
+                rate = batch / min(times)
+                pipelined = _pipelined_rate(predictor, x, args.repeats, options)
+                _emit(args.out, {
+                    "stage": "network", "preset": preset, "batch": batch, "tile": config.H,
+                    "dtype": dtype, "ista": ista, "head": head, "denoised": args.denoised,
+                    "attention": attention,
+                    "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
+                    "patches_per_s": round(rate, 1),
+                    "pipelined_patches_per_s": round(pipelined, 1),
+                    "patches_per_512_frame": round(per_frame, 2),
+                    "frames_per_s_512_plan": round(rate / per_frame, 1),
+                    "pipelined_frames_per_s_512_plan": round(pipelined / per_frame, 1),
+                    "peak_rss_gb": round(peak_rss_gb(), 2)})
 
 
-def _pipelined_rate(predictor: Any, x: np.ndarray, calls: int, denoised: bool) -> float:
+def _owned_weights(batch: int, frames: int) -> np.ndarray:
+    """Frame weights of a middle window's attention sum (all frames but 10 at either end), as
+    the engine asks for them."""
+    weights = np.zeros((batch, frames), np.float32)
+    weights[:, 10:frames - 10] = 1
+    return weights
+
+
+def _pipelined_rate(predictor: Any, x: np.ndarray, calls: int, options: dict[str, Any],
+                    ) -> float:  # fmt: skip
     """Patches/s over ``calls`` back-to-back calls with one in flight, as the engine runs them
     (on JAX the next call is queued before the last one's outputs are copied back)."""
     t0 = time.perf_counter()
-    in_flight = predictor.start(x, denoised=denoised)
+    in_flight = predictor.start(x, **options)
     for _ in range(calls - 1):
-        started = predictor.start(x, denoised=denoised)
+        started = predictor.start(x, **options)
         in_flight()
         in_flight = started
     in_flight()
@@ -329,6 +344,11 @@ def main() -> None:
     ap.add_argument("--denoised", action="store_true",
                     help="network: also return the denoised movie (the engine asks for it only "
                          "when it writes it; off by default)")
+    ap.add_argument("--attention", nargs="+", default=["maps", "sums"],
+                    choices=("maps", "sums"),
+                    help="network: the attention output as per-frame maps, or summed over a "
+                         "window's frames on the device as the engine asks for it (one row "
+                         "each)")
     ap.add_argument("--upto", nargs="+", default=["denoised", "convlstm", "attention_relu"],
                     help="layers stage: cut the network after each of these layers")
     ap.add_argument("--read-ahead", type=int, default=4, help="engine: chunks read ahead")

@@ -94,8 +94,9 @@ class ReplayPredictor:
         return dataclasses.replace(first, **{k: getattr(first, k)[idx]
                                              for k in first.__dataclass_fields__})
 
-    def start(self, patches: np.ndarray, *, denoised: bool = True) -> Any:
-        outputs = self.predict(patches)
+    def start(self, patches: np.ndarray, *, denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Any:
+        outputs = self.predict(patches)  # the maps: the engine sums them, as for a SavedModel
         if not self.patches_per_s:
             return lambda: outputs
         busy = len(patches) / self.patches_per_s

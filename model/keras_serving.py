@@ -12,6 +12,11 @@ On JAX the network call is dispatched asynchronously: :meth:`KerasPredictor.star
 once and the device computes while the caller prepares the next batch or handles the previous
 one's outputs; the engine keeps one batch in flight this way, so a GPU does not idle while the
 host copies inputs and outputs or cuts the next batch.
+
+``start(..., attention_frames=weights)`` sums the attention map over each patch's frames on the
+device (``weights`` float32 ``(B, T)``, 1 at the frames to add): the engine needs only the sum
+over the frames a window owns, and the per-frame maps are the largest output (105 MB per batch
+of 256 mini patches) to copy back to the host.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from model.outputs import (
     PatchOutputs,
     as_patch_batch,
     serving_outputs,
+    summed_attention,
 )
 from model.registry import WEIGHTS_FILE, ModelCard, ModelCardError, sha256_file
 
@@ -76,33 +82,49 @@ def preferred_convs() -> dict[str, str]:
 Fetch = Callable[[], list[np.ndarray]]
 """Waits for one network call and returns its outputs as numpy arrays."""
 
+Dispatch = Callable[[np.ndarray, np.ndarray | None], Fetch]
+"""Starts the network on one input batch ``(B, T, H, W, 1)``; the second argument, frame weights
+``(B, T)`` or None, asks for the attention output summed over frames with those weights."""
 
-def _dispatcher(model: keras.Model) -> Callable[[np.ndarray], Fetch]:
+
+def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     """A function that starts ``model`` on one input batch and returns its :data:`Fetch`.
 
+    ``attention_at``: the position of the attention map among the model's outputs (None: not
+    among them), which frame weights replace by its weighted sum over frames.
+
     Under JAX the call is one jitted, stateless function (``Model.stateless_call``): it returns
-    device arrays before they are computed, and the fetch blocks. Other backends compute in
-    ``predict_on_batch`` and the fetch hands the result over.
+    device arrays before they are computed, and the fetch blocks; the weighted sum is computed
+    there too (a product and a reduction that XLA fuses, in float32: no TF32 matrix product),
+    so only ``(B, H, W)`` of the attention comes back. Other backends compute in
+    ``predict_on_batch`` and the fetch hands the result over (the sum made on the host).
     """
     if keras.backend.backend() != "jax":
-        def start_eagerly(x: np.ndarray) -> Fetch:
-            values = model.predict_on_batch(x)
-            return lambda: list(values)
+        def start_eagerly(x: np.ndarray, weights: np.ndarray | None) -> Fetch:
+            values = list(model.predict_on_batch(x))
+            if weights is not None and attention_at is not None:
+                values[attention_at] = summed_attention(values[attention_at], weights)
+            return lambda: values
 
         return start_eagerly
 
     import jax
 
-    def call(trainable: list[Any], non_trainable: list[Any], x: Any) -> list[Any]:
+    def call(trainable: list[Any], non_trainable: list[Any], x: Any,
+             weights: Any) -> list[Any]:
         values, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        values = list(values)
+        if weights is not None and attention_at is not None:
+            values[attention_at] = (values[attention_at] * weights[:, :, None, None]).sum(axis=1)
         return values
 
-    compiled = jax.jit(call)
+    compiled = jax.jit(call)  # traced once with weights and once without, as asked
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 
-    def start_async(x: np.ndarray) -> Fetch:
-        values = compiled(trainable, non_trainable, x)  # queued on the device; returns at once
+    def start_async(x: np.ndarray, weights: np.ndarray | None) -> Fetch:
+        # queued on the device; returns at once
+        values = compiled(trainable, non_trainable, x, weights)
         return lambda: [np.asarray(v) for v in values]
 
     return start_async
@@ -125,7 +147,7 @@ class KerasPredictor:
         self.card = card
         self.batch_size = batch_size
         self._network = network
-        self._runners: dict[tuple[str, ...], Callable[[np.ndarray], Fetch]] = {}
+        self._runners: dict[tuple[str, ...], Dispatch] = {}
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = DEFAULT_BATCH,
@@ -164,52 +186,76 @@ class KerasPredictor:
         return self.card.patch_shape
 
     def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
-                denoised: bool = True) -> PatchOutputs:
+                denoised: bool = True,
+                attention_frames: np.ndarray | None = None) -> PatchOutputs:
         """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
 
         ``denoised=False`` skips the denoised movie (its field is None): the network then stops
         short of the last ISTA block's synthesis, and nothing of that size is copied back.
+        ``attention_frames``: frame weights ``(B, T)``; the attention output is then each
+        patch's map summed over frames with them, ``(B, H, W)``.
         """
-        return self.start(patches, batch_size, denoised=denoised)()
+        return self.start(patches, batch_size, denoised=denoised,
+                          attention_frames=attention_frames)()
 
     def start(self, patches: np.ndarray, batch_size: int | None = None, *,
-              denoised: bool = True) -> Callable[[], PatchOutputs]:
+              denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
         """Start the network on ``patches`` and return a function that waits for the outputs.
 
         On JAX the call returns before the device has finished (see the module docstring);
-        elsewhere the work is done by the time it returns.
+        elsewhere the work is done by the time it returns. Options as :meth:`predict`.
         """
         patches = as_patch_batch(patches, self.card.patch_shape)
+        weights = self._frame_weights(attention_frames, patches.shape[:2])
         step = batch_size or self.batch_size
         keys = SERVING_OUTPUTS if denoised else tuple(k for k in SERVING_OUTPUTS
                                                       if k not in OPTIONAL_OUTPUTS)
         run = self._runner(keys)
-        pending = [(len(part), run(self._padded(part)))
-                   for part in (patches[s:s + step] for s in range(0, len(patches), step))]
+        pending = [(min(step, len(patches) - s),
+                    run(self._padded(patches[s:s + step])[..., None],
+                        None if weights is None else self._padded(weights[s:s + step])))
+                   for s in range(0, len(patches), step)]
 
         def result() -> PatchOutputs:
             parts = [self._named(keys, fetch(), n) for n, fetch in pending]
             if parts:
                 return PatchOutputs.concat(parts)
             empty = PatchOutputs.empty(self.card)
+            if weights is not None:
+                empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
             return empty if denoised else dataclasses.replace(empty, denoised=None)
 
         return result
 
-    def _runner(self, keys: tuple[str, ...]) -> Callable[[np.ndarray], Fetch]:
+    def _runner(self, keys: tuple[str, ...]) -> Dispatch:
         if keys not in self._runners:
             outputs = serving_outputs(self._network.output, keys)
             model = keras.Model(self._network.inputs, [outputs[k] for k in keys],
                                 name="serving")
-            self._runners[keys] = _dispatcher(model)
+            self._runners[keys] = _dispatcher(
+                model, keys.index("attention") if "attention" in keys else None)
         return self._runners[keys]
 
+    @staticmethod
+    def _frame_weights(weights: np.ndarray | None,
+                       shape: tuple[int, int]) -> np.ndarray | None:
+        """``weights`` as float32 ``(B, T)``; ``ValueError`` for any other shape."""
+        if weights is None:
+            return None
+        weights = np.asarray(weights, np.float32)
+        if weights.shape != shape:
+            raise ValueError(f"attention_frames must have shape {shape} (patches, frames), "
+                             f"got {weights.shape}")
+        return weights
+
     def _padded(self, batch: np.ndarray) -> np.ndarray:
-        """``batch`` with a channel axis, padded with zero patches to ``batch_size``."""
+        """``batch`` (patches or their frame weights) as float32, padded with zeros to
+        ``batch_size`` along its first axis."""
         if len(batch) >= self.batch_size:  # a full batch goes as it is (a view: no 100 MB copy)
-            return np.ascontiguousarray(batch, np.float32)[..., None]
-        x = np.zeros((self.batch_size, *batch.shape[1:], 1), np.float32)
-        x[:len(batch), ..., 0] = batch
+            return np.ascontiguousarray(batch, np.float32)
+        x = np.zeros((self.batch_size, *batch.shape[1:]), np.float32)
+        x[:len(batch)] = batch
         return x
 
     @staticmethod

@@ -32,7 +32,9 @@ class PatchOutputs:
     ``denoised``, ``attention``: ``(B, T, H, W)``; ``footprints`` (opened masks, all-zero for
     an empty channel) and ``raw_footprints``: ``(B, N, H, W)``; ``traces``: ``(B, N, T - 4)``,
     trace frame ``i`` being input frame ``i + card.trace_offset``. ``denoised`` is None when
-    the caller did not ask for it (:data:`OPTIONAL_OUTPUTS`).
+    the caller did not ask for it (:data:`OPTIONAL_OUTPUTS`); ``attention`` is ``(B, H, W)``,
+    each patch's maps summed over frames, when the caller gave frame weights for that sum and
+    the runner computes it (``start(..., attention_frames=)``).
     """
 
     denoised: np.ndarray | None
@@ -74,6 +76,13 @@ def as_patch_batch(patches: Any, patch_shape: tuple[int, int, int]) -> np.ndarra
         raise ValueError(f"patches must have shape (batch, {', '.join(map(str, patch_shape))}),"
                          f" got {patches.shape}")
     return patches
+
+
+def summed_attention(attention: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per patch, the attention maps ``(B, T, H, W)`` summed over frames with ``weights``
+    ``(B, T)``: ``(B, H, W)`` float32. With weights of 0 and 1 these are the same numbers as
+    the sums over the frames weighted 1 (adding a zero changes no float)."""
+    return (np.asarray(attention) * np.asarray(weights)[:, :, None, None]).sum(axis=1)
 
 
 def serving_outputs(outputs: dict[str, Any],

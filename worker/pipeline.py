@@ -99,9 +99,11 @@ class _CancelAware:
         self._check()
         return self._predictor.predict(patches)
 
-    def start(self, patches: Any, *, denoised: bool = True) -> Callable[[], Any]:
+    def start(self, patches: Any, *, denoised: bool = True,
+              attention_frames: Any = None) -> Callable[[], Any]:
         self._check()
-        return start_predict(self._predictor, patches, denoised=denoised)
+        return start_predict(self._predictor, patches, denoised=denoised,
+                             attention_frames=attention_frames)
 
 
 def _disk_full(exc: BaseException, folder: Path) -> BaseException:

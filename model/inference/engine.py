@@ -41,6 +41,7 @@ from model.inference.plan import Plan, Tile, check_movie, make_plan
 from model.inference.prefetch import Prefetched
 from model.inference.run import (
     Predictor,
+    attention_sums,
     card_geometry,
     card_input_scaling,
     checked_outputs,
@@ -246,7 +247,7 @@ class ChunkAssembler:
         one chunk may be added from several threads at once (each writes its own patches)."""
         n = np.asarray(outputs.traces).shape[0]
         span = self.span
-        self.attention[first:first + n] = np.asarray(outputs.attention)[:, self._owned].sum(axis=1)
+        self.attention[first:first + n] = attention_sums(outputs.attention, self._owned)
         if self.denoised is not None:
             self.denoised[first:first + n] = (np.asarray(outputs.denoised)[:, self._owned]
                                               * span[first:first + n, None, None, None])
@@ -279,7 +280,8 @@ def run_chunk_input(chunk: ChunkInput, predictor: Predictor, plan: Plan) -> Chun
     params = InferenceParams.from_dict(plan.params)
     assembler = ChunkAssembler(chunk, plan)
     for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size,
-                                      denoised=params.write_denoised):
+                                      denoised=params.write_denoised,
+                                      attention_frames=owned_frames(plan, chunk.window)):
         assembler.add(first, out)
     return assembler.result()
 
@@ -521,11 +523,13 @@ class _Segment:
         return self.first + self.count == self.assembler.n_patches
 
 
-def _full_batches(inputs: Iterator[ChunkInput], plan: Plan,
-                  batch_size: int) -> Iterator[tuple[np.ndarray, list[_Segment]]]:
+def _full_batches(inputs: Iterator[ChunkInput], plan: Plan, batch_size: int,
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, list[_Segment]]]:  # fmt: skip
     """The patches of consecutive chunks in batches of ``batch_size``; only the movie's last batch
     may be smaller. A chunk rarely holds a multiple of the batch size (361 tiles of a 512 x 512
-    movie in batches of 256), and a compiling runtime pads every short batch to the full size."""
+    movie in batches of 256), and a compiling runtime pads every short batch to the full size.
+    With each batch come the frame weights of its patches' attention sums (the frames each
+    patch's window owns; :func:`~model.inference.run.start_predict`)."""
     queue: deque[tuple[ChunkInput, ChunkAssembler, int]] = deque()  # chunk, its results, next
     waiting = 0
     for chunk in itertools.chain(inputs, [None]):
@@ -544,7 +548,12 @@ def _full_batches(inputs: Iterator[ChunkInput], plan: Plan,
                 if start + n < assembler.n_patches:
                     queue.appendleft((source, assembler, start + n))
             batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            yield np.ascontiguousarray(batch, dtype=np.float32), segments
+            weights = np.zeros(batch.shape[:2], np.float32)
+            at = 0
+            for seg in segments:
+                weights[at:at + seg.count, owned_frames(plan, seg.assembler.window)] = 1
+                at += seg.count
+            yield np.ascontiguousarray(batch, dtype=np.float32), weights, segments
 
 
 def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | None,
@@ -639,7 +648,7 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
         try:
             while True:
                 t0 = time.perf_counter()
-                batch, segments = next(feed, (None, []))
+                batch, weights, segments = next(feed, (None, None, []))
                 clock["waiting for reads"] += time.perf_counter() - t0
                 if batch is None:
                     break
@@ -650,8 +659,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
                 t0 = time.perf_counter()
                 timeline.setdefault("first batch", t0)
-                in_flight.append((start_predict(predictor, batch, denoised=denoised), len(batch),
-                                  segments))
+                in_flight.append((start_predict(predictor, batch, denoised=denoised,
+                                                attention_frames=weights), len(batch), segments))
                 clock["network"] += time.perf_counter() - t0
                 del batch
                 while len(in_flight) > batches_in_flight:  # while the device runs later ones

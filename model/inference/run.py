@@ -19,8 +19,8 @@ class Predictor(Protocol):
     object with numpy fields ``denoised`` and ``attention`` ``(B, T, H, W)``, ``footprints`` (opened
     masks) and ``raw_footprints`` ``(B, N, H, W)``, and ``traces`` ``(B, N, T - 4)``.
 
-    A predictor may also have ``start(patches, *, denoised)``, returning a function that waits
-    for those outputs (see :func:`start_predict`).
+    A predictor may also have ``start(patches, *, denoised, attention_frames)``, returning a
+    function that waits for those outputs (see :func:`start_predict`).
     """
 
     card: Any
@@ -28,19 +28,38 @@ class Predictor(Protocol):
     def predict(self, patches: np.ndarray) -> Any: ...
 
 
-def start_predict(predictor: Predictor, patches: np.ndarray, *,
-                  denoised: bool = True) -> Callable[[], Any]:
+def start_predict(predictor: Predictor, patches: np.ndarray, *, denoised: bool = True,
+                  attention_frames: np.ndarray | None = None) -> Callable[[], Any]:
     """Start the network on one batch; the returned function waits for its outputs.
 
     A predictor with ``start`` (the Keras runner, asynchronous under JAX) may still be computing
     when this returns, so the caller can prepare the next batch meanwhile; any other predictor
     runs ``predict`` now. ``denoised=False``: the caller does not need the denoised movie.
+    ``attention_frames`` (float32 ``(B, T)``): the caller needs each patch's attention maps
+    only summed over frames with these weights, which a predictor with ``start`` may return
+    instead of the maps (``(B, H, W)``; the Keras runner sums on the device). Callers take
+    either (:func:`attention_sums`).
     """
     start = getattr(predictor, "start", None)
     if start is not None:
-        return start(patches, denoised=denoised)
+        return start(patches, denoised=denoised, attention_frames=attention_frames)
     outputs = predictor.predict(patches)
     return lambda: outputs
+
+
+def attention_sums(attention: np.ndarray, frames: slice) -> np.ndarray:
+    """Per patch, the attention maps summed over ``frames``: ``(B, H, W)``. ``attention`` is
+    either the maps ``(B, T, H, W)`` or already those sums (a predictor given the frame
+    weights, :func:`start_predict`)."""
+    attention = np.asarray(attention)
+    return attention if attention.ndim == 3 else attention[:, frames].sum(axis=1)
+
+
+def frame_weights(n_frames: int, frames: slice, n_patches: int) -> np.ndarray:
+    """Weights ``(n_patches, n_frames)`` float32 that pick ``frames`` of every patch."""
+    weights = np.zeros((n_patches, n_frames), np.float32)
+    weights[:, frames] = 1
+    return weights
 
 
 def card_geometry(card: Any) -> tuple[tuple[int, int, int], int, int]:
@@ -58,8 +77,11 @@ def card_input_scaling(card: Any) -> str:
 
 
 def predict_batches(predictor: Predictor, patches: np.ndarray, *, batch_size: int,
-                    denoised: bool = True) -> Iterator[tuple[int, Any]]:
+                    denoised: bool = True,
+                    attention_frames: slice | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``patches`` ``(B, T, H, W)`` through the predictor ``batch_size`` at a time.
+    ``attention_frames``: the frames over which the caller sums the attention maps (see
+    :func:`start_predict`).
 
     Yields
     ------
@@ -70,7 +92,9 @@ def predict_batches(predictor: Predictor, patches: np.ndarray, *, batch_size: in
         raise ValueError(f"patches must be (B, T, H, W), got shape {patches.shape}")
     for first in range(0, patches.shape[0], batch_size):
         batch = np.ascontiguousarray(patches[first:first + batch_size], dtype=np.float32)
-        outputs = start_predict(predictor, batch, denoised=denoised)()
+        weights = (None if attention_frames is None
+                   else frame_weights(batch.shape[1], attention_frames, batch.shape[0]))
+        outputs = start_predict(predictor, batch, denoised=denoised, attention_frames=weights)()
         yield first, checked_outputs(outputs, batch.shape[0], denoised=denoised)
 
 

@@ -16,6 +16,7 @@ import pytest
 from model.inference import InferenceParams, process_movie
 from model.inference.decide import mask_components
 from model.io import open_movie
+from model.outputs import summed_attention
 from model.results import IMAGE_NAMES, read_result
 
 CARD = {"name": "peaks", "version": "0", "T": 20, "H": 16, "W": 16, "N": 2, "trace_offset": 2,
@@ -42,7 +43,8 @@ class PeakPredictor:
             footprints[i, 0] = on
             traces[i, 0] = patch[2:-2, on].mean(axis=1)
         zeros = np.zeros((b, t, h, w), np.float32)
-        return SimpleNamespace(denoised=zeros, attention=zeros, footprints=footprints,
+        attention = np.array(patches, np.float32)  # a map that differs from frame to frame
+        return SimpleNamespace(denoised=zeros, attention=attention, footprints=footprints,
                                raw_footprints=footprints, traces=traces)
 
 
@@ -193,16 +195,20 @@ class InFlightPredictor(PeakPredictor):
         super().__init__()
         self.log: list[tuple[str, int]] = []
         self.asked_denoised: set[bool] = set()
+        self.attention_frames: list[np.ndarray] = []
 
-    def start(self, patches: np.ndarray, *, denoised: bool = True):
+    def start(self, patches: np.ndarray, *, denoised: bool = True, attention_frames=None):
         call = sum(1 for event, _ in self.log if event == "start")
         self.log.append(("start", call))
         self.asked_denoised.add(denoised)
 
         def fetch():
             self.log.append(("fetch", call))
-            out = PeakPredictor.predict(self, patches)
-            return out if denoised else SimpleNamespace(**{**vars(out), "denoised": None})
+            out = vars(PeakPredictor.predict(self, patches))
+            if attention_frames is not None:  # as the Keras runner sums them on a device
+                self.attention_frames.append(attention_frames)
+                out["attention"] = summed_attention(out["attention"], attention_frames)
+            return SimpleNamespace(**{**out, "denoised": out["denoised"] if denoised else None})
 
         return fetch
 
@@ -211,8 +217,9 @@ class InFlightPredictor(PeakPredictor):
 def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
     """With a predictor that has ``start``, batch k + ``batches_in_flight`` is started before
     batch k's outputs are fetched (1 by default: the device is never left waiting on the host);
-    the chunk results are the same bytes as with ``predict`` alone, and the denoised movie is
-    not asked for when it is not written."""
+    the chunk results are the same bytes as with ``predict`` alone, also when the predictor sums
+    the attention maps over the frame weights it is given, and the denoised movie is not asked
+    for when it is not written."""
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     files = {}
     for name, predictor, in_flight in (("plain", PeakPredictor(), 1),
@@ -223,6 +230,9 @@ def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
                       work_dir=tmp_path / name)
         files[name] = _chunk_files(tmp_path / name)
     assert files["in flight"] == files["plain"]
+    weights = np.concatenate(predictor.attention_frames)
+    assert set(np.unique(weights)) == {0, 1}
+    assert weights.sum(axis=1).min() > 0 and weights.sum(axis=1).max() < weights.shape[1]
     log = predictor.log
     calls = sum(1 for event, _ in log if event == "start")
     assert calls > depth + 2 and predictor.asked_denoised == {False}

@@ -39,9 +39,13 @@ RUNNER = textwrap.dedent("""
     second = predictor.start(patches[2:], denoised=False)
     a, b = first(), second()
     assert b.denoised is None, "denoised was not asked for"
+    weights = np.zeros(patches.shape[:2], np.float32)
+    weights[:, 20:80] = 1
+    summed = predictor.predict(patches, attention_frames=weights)  # summed on the device
     np.savez(out_file, **{key: getattr(whole, key) for key in SERVING_OUTPUTS},
              started_traces=np.concatenate([a.traces, b.traces]),
-             started_footprints=np.concatenate([a.footprints, b.footprints]))
+             started_footprints=np.concatenate([a.footprints, b.footprints]),
+             attention_sum=summed.attention)
 """)
 CLI = "import sys; from caimx.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -53,7 +57,8 @@ def _jax_env() -> dict[str, str]:
 def test_the_jax_runner_matches_the_saved_model(tmp_path):
     """Outputs of the jitted, asynchronous JAX path (with the convolutions JAX runs best on a
     CPU: per frame) equal the SavedModel's (1e-3: two backends' convolutions), batches started
-    together come back intact, and a call without the denoised movie leaves it out."""
+    together come back intact, a call without the denoised movie leaves it out, and the
+    attention summed on the device over the frames asked for is the sum of those frames' maps."""
     rng = np.random.default_rng(5)
     patches = np.clip(0.35 + rng.normal(0, 0.05, (3, 100, 32, 32)), 0, 1).astype(np.float32)
     patches[:, :, 10:18, 12:20] += np.linspace(0, 0.5, 100, dtype=np.float32)[None, :, None, None]
@@ -69,11 +74,13 @@ def test_the_jax_runner_matches_the_saved_model(tmp_path):
         np.testing.assert_allclose(jax_out[key], getattr(saved, key), atol=1e-3, err_msg=key)
     np.testing.assert_allclose(jax_out["started_traces"], jax_out["traces"], atol=1e-6)
     np.testing.assert_allclose(jax_out["started_footprints"], jax_out["footprints"], atol=1e-6)
+    np.testing.assert_allclose(jax_out["attention_sum"],
+                               jax_out["attention"][:, 20:80].sum(axis=1), rtol=1e-5, atol=1e-5)
 
 
 def test_caimx_process_on_jax_finds_the_saved_models_neurons(tmp_path):
-    """The whole engine through the JAX runner (batches kept in flight) gives the neurons and
-    traces of the SavedModel run."""
+    """The whole engine through the JAX runner (batches kept in flight, attention summed on the
+    device) gives the neurons, traces and attention image of the SavedModel run."""
     from model.results import read_result
 
     blinking_disk_movie(tmp_path / "movie.npy")
@@ -91,3 +98,6 @@ def test_caimx_process_on_jax_finds_the_saved_models_neurons(tmp_path):
     assert a.footprints.shape == b.footprints.shape and len(a.footprints) >= 1
     np.testing.assert_array_equal(a.footprints > 0, b.footprints > 0)
     np.testing.assert_allclose(b.traces, a.traces, rtol=1e-3, atol=1e-3)
+    # summed on the device over each window's own frames, on the host from the SavedModel's maps
+    np.testing.assert_allclose(b.images["attention_mean"], a.images["attention_mean"], atol=1e-3)
+    assert a.images["attention_mean"].max() > 0.01

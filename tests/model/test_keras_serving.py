@@ -67,6 +67,26 @@ def test_padding_does_not_change_results(patches):
         predictor.predict(np.zeros((2, 50, 32, 32), np.float32))
 
 
+def test_attention_summed_over_the_frames_asked_for(patches):
+    """With frame weights the attention output is each patch's maps summed over the frames
+    weighted 1 (the same numbers as summing those frames), padded batches included; weights of
+    the wrong shape are refused."""
+    predictor = KerasPredictor.load(MODEL, batch_size=4)  # 4 + 1 padded
+    weights = np.zeros((len(patches), 100), np.float32)
+    weights[:, 12:90] = 1
+    weights[3, :] = 0
+    weights[3, 40:] = 1
+    summed = predictor.predict(patches, attention_frames=weights)
+    maps = predictor.predict(patches)
+    assert summed.attention.shape == (len(patches), 32, 32)
+    expected = np.stack([m[w > 0].sum(axis=0) for m, w in zip(maps.attention, weights,
+                                                                strict=True)])
+    np.testing.assert_array_equal(summed.attention, expected)
+    np.testing.assert_array_equal(summed.traces, maps.traces)
+    with pytest.raises(ValueError, match=r"attention_frames must have shape \(5, 100\)"):
+        predictor.predict(patches, attention_frames=weights[:, :50])
+
+
 def test_damaged_weights_are_refused(tmp_path):
     copy = tmp_path / "caimx-mini"
     shutil.copytree(MODEL, copy, ignore=shutil.ignore_patterns("saved_model"))
