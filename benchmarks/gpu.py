@@ -87,6 +87,7 @@ class TimedPredictor:
         self._predictor = predictor
         self.card = predictor.card
         self.seconds = 0.0
+        self.start_seconds = 0.0  # of which starting calls (a synchronous copy to the device)
         self.patches = 0
 
     def predict(self, patches: np.ndarray) -> Any:
@@ -98,6 +99,7 @@ class TimedPredictor:
         fetch = self._predictor.start(patches, denoised=denoised,
                                       attention_frames=attention_frames)
         self.seconds += time.perf_counter() - t0
+        self.start_seconds += time.perf_counter() - t0
         self.patches += len(patches)
 
         def timed_fetch() -> Any:
@@ -161,7 +163,8 @@ def network(args: argparse.Namespace) -> None:
                     predictor.predict(x, **options)
                     times.append(time.perf_counter() - t0)
                 rate = batch / min(times)
-                pipelined = _pipelined_rate(predictor, x, args.repeats, options)
+                pipelined, start_s, fetch_s = _pipelined_rate(predictor, x, args.repeats,
+                                                              options)
                 _emit(args.out, {
                     "stage": "network", "preset": preset, "batch": batch, "tile": config.H,
                     "dtype": dtype, "ista": ista, "head": head, "denoised": args.denoised,
@@ -169,6 +172,7 @@ def network(args: argparse.Namespace) -> None:
                     "compile_s": round(first, 2), "best_call_s": round(min(times), 4),
                     "patches_per_s": round(rate, 1),
                     "pipelined_patches_per_s": round(pipelined, 1),
+                    "pipelined_start_s": round(start_s, 4), "pipelined_fetch_s": round(fetch_s, 4),
                     "patches_per_512_frame": round(per_frame, 2),
                     "frames_per_s_512_plan": round(rate / per_frame, 1),
                     "pipelined_frames_per_s_512_plan": round(pipelined / per_frame, 1),
@@ -184,17 +188,35 @@ def _owned_weights(batch: int, frames: int) -> np.ndarray:
 
 
 def _pipelined_rate(predictor: Any, x: np.ndarray, calls: int, options: dict[str, Any],
-                    ) -> float:  # fmt: skip
+                    ) -> tuple[float, float, float]:  # fmt: skip
     """Patches/s over ``calls`` back-to-back calls with one in flight, as the engine runs them
-    (on JAX the next call is queued before the last one's outputs are copied back)."""
+    (on JAX the next call is queued before the last one's outputs are copied back), and the
+    mean seconds per call the caller spent starting a call (the input's copy to the device,
+    where that is synchronous) and fetching one (waiting for the device, and the outputs' copy
+    back)."""
+    starting = fetching = 0.0
+
+    def start() -> Any:
+        nonlocal starting
+        t = time.perf_counter()
+        fetch = predictor.start(x, **options)
+        starting += time.perf_counter() - t
+        return fetch
+
+    def collect(fetch: Any) -> None:
+        nonlocal fetching
+        t = time.perf_counter()
+        fetch()
+        fetching += time.perf_counter() - t
+
     t0 = time.perf_counter()
-    in_flight = predictor.start(x, **options)
+    in_flight = start()
     for _ in range(calls - 1):
-        started = predictor.start(x, **options)
-        in_flight()
+        started = start()
+        collect(in_flight)
         in_flight = started
-    in_flight()
-    return calls * len(x) / (time.perf_counter() - t0)
+    collect(in_flight)
+    return calls * len(x) / (time.perf_counter() - t0), starting / calls, fetching / calls
 
 
 def layers_time(args: argparse.Namespace) -> None:
@@ -259,10 +281,11 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
                                  plan=PlanParams(shifted_tiling=args.shifted_tiling),
                                  resample=ResampleParams(temporal_bin=temporal_bin))
     t0 = time.perf_counter()
-    predictor.start(np.zeros((1, *predictor.card.patch_shape), np.float32),  # compile
-                    denoised=params.write_denoised)()
+    one = np.zeros((1, *predictor.card.patch_shape), np.float32)
+    predictor.start(one, denoised=params.write_denoised,  # compile, as the engine calls it
+                    attention_frames=np.ones(one.shape[:2], np.float32))()
     compile_s = time.perf_counter() - t0
-    predictor.seconds, predictor.patches = 0.0, 0
+    predictor.seconds, predictor.start_seconds, predictor.patches = 0.0, 0.0, 0
     timing = timed_process(movie_path, predictor, params, output)
     return {"batch": args.batch, "read_ahead": args.read_ahead,
             "candidate_threads": args.candidate_threads, "batches_in_flight": in_flight,
@@ -270,6 +293,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
             "temporal_bin": temporal_bin,
             "compile_s": round(compile_s, 1), **timing,
             "network_s": round(predictor.seconds, 1), "patches": predictor.patches,
+            "network_start_s": round(predictor.start_seconds, 2),
             "network_share": round(predictor.seconds / timing["wall_s"], 3),
             "network_patches_per_s": round(predictor.patches / max(predictor.seconds, 1e-9), 1),
             "peak_rss_gb": round(peak_rss_gb(), 2)}
