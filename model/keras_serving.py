@@ -94,9 +94,10 @@ def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     among them), which frame weights replace by its weighted sum over frames.
 
     Under JAX the call is one jitted, stateless function (``Model.stateless_call``): it returns
-    device arrays before they are computed, and the fetch blocks; the weighted sum is computed
-    there too (a product and a reduction that XLA fuses, in float32: no TF32 matrix product),
-    so only ``(B, H, W)`` of the attention comes back. Other backends compute in
+    device arrays before they are computed, with their copy to the host requested behind the
+    computation, and the fetch blocks; the weighted sum is computed there too (a product and a
+    reduction that XLA fuses, in float32: no TF32 matrix product), so only ``(B, H, W)`` of the
+    attention comes back. Other backends compute in
     ``predict_on_batch`` and the fetch hands the result over (the sum made on the host).
     """
     if keras.backend.backend() != "jax":
@@ -125,6 +126,8 @@ def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     def start_async(x: np.ndarray, weights: np.ndarray | None) -> Fetch:
         # queued on the device; returns at once
         values = compiled(trainable, non_trainable, x, weights)
+        # the copy back is queued behind the computation, not left until the fetch asks
+        jax.copy_to_host_async(values)
         return lambda: [np.asarray(v) for v in values]
 
     return start_async
