@@ -16,7 +16,9 @@ host copies inputs and outputs or cuts the next batch.
 ``start(..., attention_frames=weights)`` sums the attention map over each patch's frames on the
 device (``weights`` float32 ``(B, T)``, 1 at the frames to add): the engine needs only the sum
 over the frames a window owns, and the per-frame maps are the largest output (105 MB per batch
-of 256 mini patches) to copy back to the host.
+of 256 mini patches) to copy back to the host. :meth:`KerasPredictor.stage` pads a batch and
+copies it to the device ahead of its ``start``, so that the copy can happen on another thread
+than the one that keeps the device fed.
 """
 
 from __future__ import annotations
@@ -133,6 +135,25 @@ def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     return start_async
 
 
+@dataclasses.dataclass(frozen=True)
+class StagedPatches:
+    """Patches made ready for :meth:`KerasPredictor.start` by :meth:`KerasPredictor.stage`:
+    per batch, ``(patches in it, padded input, padded frame weights or None)``, the arrays on
+    the device under JAX."""
+
+    parts: tuple[tuple[int, Any, Any], ...]
+    summed_attention: bool
+
+
+def _device_put() -> Callable[[np.ndarray], Any]:
+    """Copies an array to the default device under JAX (it stays as it is elsewhere)."""
+    if keras.backend.backend() != "jax":
+        return lambda a: a
+    import jax
+
+    return jax.device_put
+
+
 class KerasPredictor:
     """A network built from a model card, with the folder's Keras weights loaded.
 
@@ -201,31 +222,46 @@ class KerasPredictor:
         return self.start(patches, batch_size, denoised=denoised,
                           attention_frames=attention_frames)()
 
-    def start(self, patches: np.ndarray, batch_size: int | None = None, *,
+    def stage(self, patches: np.ndarray, batch_size: int | None = None, *,
+              attention_frames: np.ndarray | None = None) -> StagedPatches:
+        """``patches`` (and their frame weights) checked, padded to whole batches and, under
+        JAX, copied to the device, for :meth:`start`: a caller that prepares batches on one
+        thread and starts them on another moves the copy off the starting thread (the engine
+        stages in the thread that cuts the batches, so the thread that feeds the device only
+        queues calls). Options as :meth:`predict`."""
+        patches = as_patch_batch(patches, self.card.patch_shape)
+        weights = self._frame_weights(attention_frames, patches.shape[:2])
+        step = batch_size or self.batch_size
+        put = _device_put()
+        parts = tuple((min(step, len(patches) - s),
+                       put(self._padded(patches[s:s + step])[..., None]),
+                       None if weights is None else put(self._padded(weights[s:s + step])))
+                      for s in range(0, len(patches), step))
+        return StagedPatches(parts, summed_attention=weights is not None)
+
+    def start(self, patches: np.ndarray | StagedPatches, batch_size: int | None = None, *,
               denoised: bool = True,
               attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
         """Start the network on ``patches`` and return a function that waits for the outputs.
 
         On JAX the call returns before the device has finished (see the module docstring);
-        elsewhere the work is done by the time it returns. Options as :meth:`predict`.
+        elsewhere the work is done by the time it returns. ``patches`` may be
+        :meth:`stage`'s result (then ``batch_size`` and ``attention_frames`` were given
+        there). Options as :meth:`predict`.
         """
-        patches = as_patch_batch(patches, self.card.patch_shape)
-        weights = self._frame_weights(attention_frames, patches.shape[:2])
-        step = batch_size or self.batch_size
+        staged = (patches if isinstance(patches, StagedPatches)
+                  else self.stage(patches, batch_size, attention_frames=attention_frames))
         keys = SERVING_OUTPUTS if denoised else tuple(k for k in SERVING_OUTPUTS
                                                       if k not in OPTIONAL_OUTPUTS)
         run = self._runner(keys)
-        pending = [(min(step, len(patches) - s),
-                    run(self._padded(patches[s:s + step])[..., None],
-                        None if weights is None else self._padded(weights[s:s + step])))
-                   for s in range(0, len(patches), step)]
+        pending = [(n, run(x, weights)) for n, x, weights in staged.parts]
 
         def result() -> PatchOutputs:
             parts = [self._named(keys, fetch(), n) for n, fetch in pending]
             if parts:
                 return PatchOutputs.concat(parts)
             empty = PatchOutputs.empty(self.card)
-            if weights is not None:
+            if staged.summed_attention:
                 empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
             return empty if denoised else dataclasses.replace(empty, denoised=None)
 

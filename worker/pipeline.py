@@ -94,6 +94,8 @@ class _CancelAware:
     def __init__(self, predictor: Any, check: Callable[[], None]) -> None:
         self._predictor, self._check = predictor, check
         self.card = predictor.card
+        if hasattr(predictor, "stage"):  # batches copied to the device ahead (Keras runner)
+            self.stage = predictor.stage
 
     def predict(self, patches: Any) -> Any:
         self._check()

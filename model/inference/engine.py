@@ -556,6 +556,20 @@ def _full_batches(inputs: Iterator[ChunkInput], plan: Plan, batch_size: int,
             yield np.ascontiguousarray(batch, dtype=np.float32), weights, segments
 
 
+def _staged(batches: Iterator[tuple[np.ndarray, np.ndarray, list[_Segment]]],
+            predictor: Predictor) -> Iterator[tuple[Any, np.ndarray | None, list[_Segment]]]:
+    """``batches`` as :func:`_full_batches` cuts them, each staged by the predictor when it can
+    (``stage``, with ``start``: the Keras runner copies the batch to the device), in the thread
+    that cuts them: the thread that feeds the device then only queues calls. A staged batch
+    carries its frame weights (None beside it)."""
+    stage = getattr(predictor, "stage", None)
+    if stage is None or getattr(predictor, "start", None) is None:
+        yield from batches
+        return
+    for batch, weights, segments in batches:
+        yield stage(batch, attention_frames=weights), None, segments
+
+
 def _finish_chunk(work: Path, assembler: ChunkAssembler, stitcher: Stitcher | None,
                   parts: list[Future[None]]) -> None:
     """Once the chunk's ``parts`` (its outputs turned into candidates) are done: write its result
@@ -578,7 +592,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 timeline: dict[str, float] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of five rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
-    ahead; this thread runs the network, collecting each batch's outputs only once
+    ahead (and has the predictor stage each on the device, where it can); this thread runs the
+    network, collecting each batch's outputs only once
     ``batches_in_flight`` later batches are started (a predictor that computes asynchronously,
     the Keras runner on JAX, keeps the device busy meanwhile); ``candidate_threads`` threads
     turn the outputs into candidates; one more thread writes each chunk's result, in chunk
@@ -642,7 +657,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
             settle(POST_BACKLOG)
             clock["waiting for candidates"] += time.perf_counter() - t0
 
-        feed = Prefetched(_full_batches(inputs, plan, batch_size), name="caimx-batches")
+        feed = Prefetched(_staged(_full_batches(inputs, plan, batch_size), predictor),
+                          name="caimx-batches")
         # batches started, not collected: each collected once batches_in_flight later ones run
         in_flight: deque[tuple[Callable[[], Any], int, list[_Segment]]] = deque()
         try:
@@ -660,7 +676,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 t0 = time.perf_counter()
                 timeline.setdefault("first batch", t0)
                 in_flight.append((start_predict(predictor, batch, denoised=denoised,
-                                                attention_frames=weights), len(batch), segments))
+                                                attention_frames=weights),
+                                  sum(seg.count for seg in segments), segments))
                 clock["network"] += time.perf_counter() - t0
                 del batch
                 while len(in_flight) > batches_in_flight:  # while the device runs later ones

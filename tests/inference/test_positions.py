@@ -8,6 +8,7 @@ two or more active cells in one patch, and it only sees the part of a cell insid
 from __future__ import annotations
 
 import shutil
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -213,23 +214,48 @@ class InFlightPredictor(PeakPredictor):
         return fetch
 
 
+class StagingPredictor(InFlightPredictor):
+    """:class:`InFlightPredictor` with ``stage``, as the Keras runner has: each batch is staged
+    (recorded with the thread that staged it) before it is started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staged_on: set[str] = set()
+        self.started_on: set[str] = set()
+
+    def stage(self, patches: np.ndarray, *, attention_frames=None):
+        self.staged_on.add(threading.current_thread().name)
+        return SimpleNamespace(patches=np.array(patches), attention_frames=attention_frames)
+
+    def start(self, patches, *, denoised: bool = True, attention_frames=None):
+        assert isinstance(patches, SimpleNamespace) and attention_frames is None
+        self.started_on.add(threading.current_thread().name)
+        return super().start(patches.patches, denoised=denoised,
+                             attention_frames=patches.attention_frames)
+
+
 @pytest.mark.parametrize("depth", [1, 0, 2])
 def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
     """With a predictor that has ``start``, batch k + ``batches_in_flight`` is started before
     batch k's outputs are fetched (1 by default: the device is never left waiting on the host);
     the chunk results are the same bytes as with ``predict`` alone, also when the predictor sums
-    the attention maps over the frame weights it is given, and the denoised movie is not asked
-    for when it is not written."""
+    the attention maps over the frame weights it is given or stages its batches beforehand (in
+    the thread that cuts them), and the denoised movie is not asked for when it is not
+    written."""
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     files = {}
-    for name, predictor, in_flight in (("plain", PeakPredictor(), 1),
+    staging = StagingPredictor()
+    for name, predictor, in_flight in (("plain", PeakPredictor(), 1), ("staged", staging, 1),
                                        ("in flight", InFlightPredictor(), depth)):
         params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
                                             "read_ahead": 2, "batches_in_flight": in_flight})
         process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
                       work_dir=tmp_path / name)
         files[name] = _chunk_files(tmp_path / name)
-    assert files["in flight"] == files["plain"]
+    assert files["in flight"] == files["plain"] and files["staged"] == files["plain"]
+    # staged in the thread that cuts the batches, not the one that feeds the device
+    assert staging.staged_on == {"caimx-batches"}
+    assert staging.started_on and "caimx-batches" not in staging.started_on
     weights = np.concatenate(predictor.attention_frames)
     assert set(np.unique(weights)) == {0, 1}
     assert weights.sum(axis=1).min() > 0 and weights.sum(axis=1).max() < weights.shape[1]

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(not (MODEL / "saved_model").is_dir(),
 
 RUNNER = textwrap.dedent("""
     import sys
+    import jax
     import keras
     import numpy as np
     from model.keras_serving import KerasPredictor
@@ -42,6 +43,11 @@ RUNNER = textwrap.dedent("""
     weights = np.zeros(patches.shape[:2], np.float32)
     weights[:, 20:80] = 1
     summed = predictor.predict(patches, attention_frames=weights)  # summed on the device
+    staged = predictor.stage(patches, attention_frames=weights)    # on the device beforehand
+    assert all(isinstance(x, jax.Array) for _, x, _ in staged.parts)
+    from_staged = predictor.start(staged)()
+    assert np.array_equal(from_staged.attention, summed.attention)
+    assert np.array_equal(from_staged.traces, whole.traces)
     np.savez(out_file, **{key: getattr(whole, key) for key in SERVING_OUTPUTS},
              started_traces=np.concatenate([a.traces, b.traces]),
              started_footprints=np.concatenate([a.footprints, b.footprints]),
@@ -57,8 +63,9 @@ def _jax_env() -> dict[str, str]:
 def test_the_jax_runner_matches_the_saved_model(tmp_path):
     """Outputs of the jitted, asynchronous JAX path (with the convolutions JAX runs best on a
     CPU: per frame) equal the SavedModel's (1e-3: two backends' convolutions), batches started
-    together come back intact, a call without the denoised movie leaves it out, and the
-    attention summed on the device over the frames asked for is the sum of those frames' maps."""
+    together come back intact, a call without the denoised movie leaves it out, the attention
+    summed on the device over the frames asked for is the sum of those frames' maps, and
+    patches staged on the device beforehand give the same outputs."""
     rng = np.random.default_rng(5)
     patches = np.clip(0.35 + rng.normal(0, 0.05, (3, 100, 32, 32)), 0, 1).astype(np.float32)
     patches[:, :, 10:18, 12:20] += np.linspace(0, 0.5, 100, dtype=np.float32)[None, :, None, None]

@@ -70,7 +70,7 @@ def test_padding_does_not_change_results(patches):
 def test_attention_summed_over_the_frames_asked_for(patches):
     """With frame weights the attention output is each patch's maps summed over the frames
     weighted 1 (the same numbers as summing those frames), padded batches included; weights of
-    the wrong shape are refused."""
+    the wrong shape are refused; patches staged beforehand give the same outputs."""
     predictor = KerasPredictor.load(MODEL, batch_size=4)  # 4 + 1 padded
     weights = np.zeros((len(patches), 100), np.float32)
     weights[:, 12:90] = 1
@@ -85,6 +85,12 @@ def test_attention_summed_over_the_frames_asked_for(patches):
     np.testing.assert_array_equal(summed.traces, maps.traces)
     with pytest.raises(ValueError, match=r"attention_frames must have shape \(5, 100\)"):
         predictor.predict(patches, attention_frames=weights[:, :50])
+    staged = predictor.stage(patches, attention_frames=weights)  # checked, padded: 2 batches
+    assert [n for n, _, _ in staged.parts] == [4, 1]
+    again = predictor.start(staged, denoised=False)()
+    np.testing.assert_array_equal(again.attention, summed.attention)
+    np.testing.assert_array_equal(again.traces, maps.traces)
+    assert again.denoised is None
 
 
 def test_damaged_weights_are_refused(tmp_path):
