@@ -84,9 +84,10 @@ def preferred_convs() -> dict[str, str]:
 Fetch = Callable[[], list[np.ndarray]]
 """Waits for one network call and returns its outputs as numpy arrays."""
 
-Dispatch = Callable[[np.ndarray, np.ndarray | None], Fetch]
-"""Starts the network on one input batch ``(B, T, H, W, 1)``; the second argument, frame weights
-``(B, T)`` or None, asks for the attention output summed over frames with those weights."""
+Dispatch = Callable[[Any, Any], Fetch]
+"""Starts the network on one padded input batch ``(B, T, H, W, 1)`` (numpy, or already on the
+device); the second argument, frame weights ``(B, T)`` or None, asks for the attention output
+summed over frames with those weights."""
 
 
 def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
@@ -99,11 +100,11 @@ def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     device arrays before they are computed, with their copy to the host requested behind the
     computation, and the fetch blocks; the weighted sum is computed there too (a product and a
     reduction that XLA fuses, in float32: no TF32 matrix product), so only ``(B, H, W)`` of the
-    attention comes back. Other backends compute in
-    ``predict_on_batch`` and the fetch hands the result over (the sum made on the host).
+    attention comes back. Other backends compute in ``predict_on_batch`` and the fetch hands
+    the result over (the sum made on the host).
     """
     if keras.backend.backend() != "jax":
-        def start_eagerly(x: np.ndarray, weights: np.ndarray | None) -> Fetch:
+        def start_eagerly(x: Any, weights: Any) -> Fetch:
             values = list(model.predict_on_batch(x))
             if weights is not None and attention_at is not None:
                 values[attention_at] = summed_attention(values[attention_at], weights)
@@ -125,7 +126,7 @@ def _dispatcher(model: keras.Model, attention_at: int | None) -> Dispatch:
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 
-    def start_async(x: np.ndarray, weights: np.ndarray | None) -> Fetch:
+    def start_async(x: Any, weights: Any) -> Fetch:
         # queued on the device; returns at once
         values = compiled(trainable, non_trainable, x, weights)
         # the copy back is queued behind the computation, not left until the fetch asks
