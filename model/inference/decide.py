@@ -79,6 +79,17 @@ class Candidates:
             traces=np.zeros((0, trace_length), np.float32), snr=np.zeros(0, np.float32),
         )
 
+    def take(self, indices: np.ndarray) -> Candidates:
+        """The candidates at ``indices`` (ascending or not), as new arrays."""
+        indices = np.asarray(indices, np.int64)
+        sizes = np.diff(self.mask_offsets)[indices]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        starts = self.mask_offsets[indices]
+        at = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - starts, sizes)
+        return type(self)(tile=self.tile[indices], channel=self.channel[indices],
+                          bbox=self.bbox[indices], mask_offsets=offsets, masks=self.masks[at],
+                          traces=self.traces[indices], snr=self.snr[indices])
+
     @classmethod
     def concat(cls, parts: list[Candidates], trace_length: int) -> Candidates:
         if not parts:

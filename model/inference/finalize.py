@@ -40,15 +40,7 @@ def _filter(cands: Candidates, params: DecideParams) -> Candidates:
                             cands.mask_offsets[:-1]) if len(cands) else np.zeros(0, np.int64)
     sizes = np.diff(cands.mask_offsets)
     areas = np.where(sizes > 0, areas, 0)
-    keep = np.nonzero((areas >= params.min_area) & (areas <= params.max_area))[0]
-    parts = []
-    for i in keep:
-        parts.append(Candidates(
-            tile=cands.tile[i:i + 1], channel=cands.channel[i:i + 1], bbox=cands.bbox[i:i + 1],
-            mask_offsets=np.array([0, sizes[i]], np.int64),
-            masks=cands.masks[cands.mask_offsets[i]:cands.mask_offsets[i + 1]],
-            traces=cands.traces[i:i + 1], snr=cands.snr[i:i + 1]))
-    return Candidates.concat(parts, cands.traces.shape[1])
+    return cands.take(np.nonzero((areas >= params.min_area) & (areas <= params.max_area))[0])
 
 
 class _Images:

@@ -26,6 +26,7 @@ Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,14 @@ def centroid(fp: Footprint, threshold: float) -> tuple[float, float]:
     if ys.size == 0:
         return float(fp.y0), float(fp.x0)
     return float(ys.mean() + fp.y0), float(xs.mean() + fp.x0)
+
+
+def _centroid_of(pixels: tuple[np.ndarray, np.ndarray], fp: Footprint) -> tuple[float, float]:
+    """:func:`centroid` of ``fp`` from its :func:`mask_pixels` (the same numbers)."""
+    ys, xs = pixels
+    if ys.size == 0:
+        return float(fp.y0), float(fp.x0)
+    return float((ys - fp.y0).mean() + fp.y0), float((xs - fp.x0).mean() + fp.x0)
 
 
 @dataclass
@@ -208,6 +217,66 @@ def mask_ious(a: list[tuple[np.ndarray, np.ndarray]], b: list[tuple[np.ndarray, 
     return np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
 
 
+def region_overlaps(pixels: tuple[np.ndarray, np.ndarray, np.ndarray], i: np.ndarray,
+                    j: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and containment (``|a & b| / min(|a|, |b|)``) of binarized footprints ``i[k]`` and
+    ``j[k]``, both cut to ``regions[k]`` ``(y0, x0, y1, x1)``, for every ``k``: the numbers
+    :func:`iou_and_containment` gives, for all pairs of one window at once (the pixels of each
+    pair gathered, cut and matched by a sort, not two boxes compared in Python per pair).
+
+    ``pixels``: ``(rows, cols, sizes)``, the frame rows and columns of every footprint's pixels,
+    footprint after footprint, and how many each has (:func:`candidate_pixels`).
+    """
+    ys, xs, sizes = (np.asarray(a, np.int64) for a in pixels)
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    n_pairs = i.size
+    if not n_pairs:
+        return np.zeros(0, np.float64), np.zeros(0, np.float64)
+    starts = np.cumsum(sizes) - sizes
+    y_lo, x_lo = (int(ys.min()), int(xs.min())) if ys.size else (0, 0)
+    height = int(ys.max()) - y_lo + 1 if ys.size else 1
+    width = int(xs.max()) - x_lo + 1 if xs.size else 1
+    regions = np.asarray(regions, np.int64).reshape(-1, 4)
+
+    def cut(which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair, the pixels of footprint ``which[k]`` inside region ``k``: their pair and
+        a key unique to (pair, pixel)."""
+        n = sizes[which]
+        pair = np.repeat(np.arange(n_pairs), n)
+        at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - starts[which], n)
+        y, x, r = ys[at], xs[at], regions[pair]
+        inside = (y >= r[:, 0]) & (y < r[:, 2]) & (x >= r[:, 1]) & (x < r[:, 3])
+        pair = pair[inside]
+        return pair, (pair * height + (y[inside] - y_lo)) * width + (x[inside] - x_lo)
+
+    pair_a, keys_a = cut(i)
+    pair_b, keys_b = cut(j)
+    na = np.bincount(pair_a, minlength=n_pairs)
+    nb = np.bincount(pair_b, minlength=n_pairs)
+    shared = np.intersect1d(keys_a, keys_b, assume_unique=True) // (height * width)
+    inter = np.bincount(shared, minlength=n_pairs)
+    valid = (na > 0) & (nb > 0)
+    iou = np.zeros(n_pairs, np.float64)
+    contained = np.zeros(n_pairs, np.float64)
+    iou[valid] = inter[valid] / (na[valid] + nb[valid] - inter[valid])
+    contained[valid] = inter[valid] / np.minimum(na[valid], nb[valid])
+    return iou, contained
+
+
+def candidate_pixels(cands: Candidates,
+                     threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame rows and columns of every candidate's mask pixels above ``threshold`` (candidate
+    after candidate, each row-major as :func:`mask_pixels` lists them) and the count of each,
+    from the flat masks at once."""
+    on = np.nonzero(cands.masks > threshold)[0]
+    owner = np.searchsorted(cands.mask_offsets, on, side="right") - 1
+    local = on - cands.mask_offsets[owner]
+    bbox = cands.bbox.astype(np.int64)
+    width = bbox[owner, 3]
+    return (local // width + bbox[owner, 0], local % width + bbox[owner, 1],
+            np.bincount(owner, minlength=len(cands)))
+
+
 def mask_pixels(fp: Footprint, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Frame rows and columns of the pixels of ``fp`` above ``threshold``."""
     ys, xs = np.nonzero(fp.values > threshold)
@@ -228,14 +297,20 @@ def tile_boxes(plan: Plan) -> np.ndarray:
                      for t in plan.tiles], dtype=np.int64).reshape(-1, 4)
 
 
-def cut_by_tile(bbox: np.ndarray, box: np.ndarray, frame: tuple[int, int]) -> bool:
-    """Whether a mask with ``bbox`` ``(y0, x0, h, w)`` reaches a border of its tile ``box``
-    ``(y0, x0, y1, x1)`` (within :data:`CUT_BAND` pixels) that is not an edge of the frame."""
-    y0, x0, h, w = (int(v) for v in bbox)
-    ty0, tx0, ty1, tx1 = (int(v) for v in box)
-    return bool((ty0 > 0 and y0 < ty0 + CUT_BAND) or (tx0 > 0 and x0 < tx0 + CUT_BAND)
-                or (ty1 < frame[0] and y0 + h > ty1 - CUT_BAND)
-                or (tx1 < frame[1] and x0 + w > tx1 - CUT_BAND))
+def cut_by_tile(bbox: np.ndarray, box: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
+    """Whether masks with ``bbox`` ``(n, 4)`` ``(y0, x0, h, w)`` reach a border of their tile
+    ``box`` ``(n, 4)`` ``(y0, x0, y1, x1)`` (within :data:`CUT_BAND` pixels) that is not an edge
+    of the frame: ``(n,)`` bool (one mask and its tile: a 0-d array)."""
+    bbox, box = np.asarray(bbox, np.int64), np.asarray(box, np.int64)
+    y0, x0, h, w = (bbox[..., k] for k in range(4))
+    ty0, tx0, ty1, tx1 = (box[..., k] for k in range(4))
+    return (((ty0 > 0) & (y0 < ty0 + CUT_BAND)) | ((tx0 > 0) & (x0 < tx0 + CUT_BAND))
+            | ((ty1 < frame[0]) & (y0 + h > ty1 - CUT_BAND))
+            | ((tx1 < frame[1]) & (x0 + w > tx1 - CUT_BAND)))
+
+
+_FAR = 1 << 40
+"""Bounds of a region that cuts nothing (candidates of one tile are compared whole)."""
 
 
 def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams,
@@ -247,33 +322,36 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams
     border cut (:func:`cut_by_tile`) whenever there is one: the network places cells it sees only
     in part a few pixels inward, and averaging such a view with a whole one moves the footprint.
     """
-    fps = [Footprint(int(b[0]), int(b[1]), cands.mask(i)) for i, b in enumerate(cands.bbox)]
     boxes = tile_boxes(plan) if plan is not None else None
     cut = np.zeros(len(cands), bool)
     if plan is not None:
         frame = plan.movie_shape[1:]
-        cut = np.array([cut_by_tile(cands.bbox[i], boxes[cands.tile[i]], frame)
-                        for i in range(len(cands))], bool)
+        cut = cut_by_tile(cands.bbox, boxes[cands.tile], frame).reshape(len(cands))
     uf = _UnionFind(len(cands))
-    for i, j in boxes_overlap(cands.bbox):
-        same_tile = cands.tile[i] == cands.tile[j]
-        region = None
-        if boxes is not None and not same_tile:
-            a, b = boxes[cands.tile[i]], boxes[cands.tile[j]]
-            region = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
-        iou, contained = iou_and_containment(fps[i], fps[j], decide.mask_threshold, region)
-        if same_tile:
-            same = iou >= stitch.same_patch_iou or contained >= stitch.same_patch_containment
-        else:
-            same = iou >= stitch.merge_iou or contained >= stitch.merge_containment
-        if same:
-            uf.union(i, j)
+    pairs = np.array(boxes_overlap(cands.bbox), np.int64).reshape(-1, 2)
+    i, j = pairs[:, 0], pairs[:, 1]
+    same_tile = cands.tile[i] == cands.tile[j]
+    # two tiles' candidates are compared inside the part of the frame both tiles see
+    regions = np.tile(np.array([[-_FAR, -_FAR, _FAR, _FAR]], np.int64), (len(pairs), 1))
+    if boxes is not None:
+        a, b = boxes[cands.tile[i]], boxes[cands.tile[j]]
+        both = np.concatenate([np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])],
+                              axis=1)
+        regions[~same_tile] = both[~same_tile]
+    iou, contained = region_overlaps(candidate_pixels(cands, decide.mask_threshold), i, j,
+                                     regions)
+    same = np.where(same_tile,
+                    (iou >= stitch.same_patch_iou) | (contained >= stitch.same_patch_containment),
+                    (iou >= stitch.merge_iou) | (contained >= stitch.merge_containment))
+    for a_, b_ in pairs[same].tolist():
+        uf.union(a_, b_)
     neurons = []
     for members in uf.groups():
         whole = [m for m in members if not cut[m]] or members
         total = count = None
         for m in whole:
-            total, count = _accumulate(total, count, fps[m], (fps[m].values > 0).astype(np.float32))
+            fp = Footprint(int(cands.bbox[m, 0]), int(cands.bbox[m, 1]), cands.mask(m))
+            total, count = _accumulate(total, count, fp, (fp.values > 0).astype(np.float32))
         neurons.append(WindowNeuron(
             footprint=_mean(total, count), trace=cands.traces[whole].mean(axis=0),
             tiles=frozenset(int(cands.tile[m]) for m in members),
@@ -343,18 +421,28 @@ def covering_tiles(plan: Plan, point: tuple[float, float], margin: int,
     tiles are that far inside none of them; those are covered by every tile that holds them
     (otherwise a neuron there had no covering tile and passed the tile-evidence rule unexamined).
     """
+    return covering_tiles_of(plan, np.array([point], np.float64), margin, origins)[0]
+
+
+def covering_tiles_of(plan: Plan, points: np.ndarray, margin: int,
+                      origins: tuple[np.ndarray, np.ndarray] | None = None,
+                      ) -> list[frozenset[int]]:  # fmt: skip
+    """:func:`covering_tiles` of every point ``(n, 2)`` at once (one window's neurons)."""
     _, height, width = plan.movie_shape
     size = plan.patch[1]
-    cy, cx = point
+    cy, cx = (np.asarray(points, np.float64).reshape(-1, 2)[:, k, None] for k in (0, 1))
     y0, x0 = origins if origins is not None else _tile_arrays(plan)
     y1, x1 = np.minimum(y0 + size, height), np.minimum(x0 + size, width)
     inside_y = ((y0 == 0) | (cy - y0 >= margin)) & ((y1 == height) | (y1 - 1 - cy >= margin))
     inside_x = ((x0 == 0) | (cx - x0 >= margin)) & ((x1 == width) | (x1 - 1 - cx >= margin))
     within = (y0 <= cy) & (cy < y1) & (x0 <= cx) & (cx < x1)
     hit = within & inside_y & inside_x
-    if not hit.any():  # between the margins of neighbouring tiles: every tile holding the point
-        hit = within
-    return frozenset(np.nonzero(hit)[0].tolist())
+    # between the margins of neighbouring tiles: every tile holding the point
+    hit = np.where(hit.any(axis=1, keepdims=True), hit, within)
+    rows, tiles = np.nonzero(hit)
+    bounds = np.searchsorted(rows, np.arange(len(hit) + 1)).tolist()
+    tiles = tiles.tolist()
+    return [frozenset(tiles[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _box_hits(a: list[Footprint], b: list[Footprint]) -> tuple[np.ndarray, np.ndarray]:
@@ -374,8 +462,9 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
     thr = decide.mask_threshold
     hit_i, hit_j = _box_hits([n.footprint for n in neurons], [wn.footprint for wn in found])
     near, near_i = np.unique(hit_i, return_inverse=True)  # only the neurons near this window's
-    ious = mask_ious([neurons[k].pixels(thr) for k in near.tolist()],
-                     [mask_pixels(wn.footprint, thr) for wn in found], near_i, hit_j)
+    found_pixels = [mask_pixels(wn.footprint, thr) for wn in found]
+    ious = mask_ious([neurons[k].pixels(thr) for k in near.tolist()], found_pixels, near_i,
+                     hit_j)
     linked = ious >= stitch.link_iou
     pairs = sorted(zip((-ious[linked]).tolist(), hit_i[linked].tolist(), hit_j[linked].tolist(),
                        strict=True))
@@ -385,9 +474,10 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
         if i not in used_i and j not in target:
             used_i.add(i)
             target[j] = i
-    origins = _tile_arrays(plan)
-    for j, wn in enumerate(found):
-        covering = covering_tiles(plan, centroid(wn.footprint, thr), decide.edge_margin, origins)
+    centroids = np.array([_centroid_of(p, wn.footprint)
+                          for p, wn in zip(found_pixels, found, strict=True)]).reshape(-1, 2)
+    coverings = covering_tiles_of(plan, centroids, decide.edge_margin, _tile_arrays(plan))
+    for j, (wn, covering) in enumerate(zip(found, coverings, strict=True)):
         if j in target:
             neurons[target[j]].add(window, wn, covering)
         else:

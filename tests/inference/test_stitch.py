@@ -250,3 +250,119 @@ def test_mask_ious_are_the_pairwise_ious_of_the_binarized_footprints():
         assert got.tolist() == expected  # the same numbers, not merely close
         overlapping += int((got > 0).sum())
     assert overlapping > 100
+
+
+def test_region_overlaps_are_the_pairwise_numbers_of_the_cut_footprints():
+    """All pairs of a window at once give the IoU and containment of the pair-by-pair definition
+    (each footprint cut to the pair's region), also for empty footprints, disjoint pairs and
+    regions that cut nothing; the candidates' pixels from the flat masks are each mask's own."""
+    from model.inference.decide import Candidates
+    from model.inference.stitch import _FAR, candidate_pixels, region_overlaps
+
+    rng = np.random.default_rng(9)
+    compared = 0
+    for _ in range(30):
+        n = int(rng.integers(1, 30))
+        shapes = rng.integers(0, 9, (n, 2))  # some with no pixels at all
+        masks = [rng.random(tuple(s)).astype(np.float32) * rng.choice([0.0, 1.0], p=[0.1, 0.9])
+                 for s in shapes]
+        bbox = np.c_[rng.integers(0, 8, (n, 2)), shapes].astype(np.int32)  # most overlap
+        cands = Candidates(
+            tile=np.zeros(n, np.int32), channel=np.zeros(n, np.int32), bbox=bbox,
+            mask_offsets=np.concatenate([[0], np.cumsum([m.size for m in masks])]).astype(
+                np.int64),
+            masks=np.concatenate([m.ravel() for m in masks]).astype(np.float32),
+            traces=np.zeros((n, 3), np.float32), snr=np.zeros(n, np.float32))
+        fps = [Footprint(int(b[0]), int(b[1]), m) for b, m in zip(bbox, masks, strict=True)]
+        ys, xs, sizes = candidate_pixels(cands, 0.5)
+        at = np.concatenate([[0], np.cumsum(sizes)])
+        for k, fp in enumerate(fps):
+            expected_ys, expected_xs = mask_pixels(fp, 0.5)
+            assert ys[at[k]:at[k + 1]].tolist() == expected_ys.tolist()
+            assert xs[at[k]:at[k + 1]].tolist() == expected_xs.tolist()
+        i, j = rng.integers(0, n, 60), rng.integers(0, n, 60)
+        corner = rng.integers(0, 12, (60, 2))
+        regions = np.c_[corner, corner + rng.integers(1, 10, (60, 2))]
+        regions[::3] = [-_FAR, -_FAR, _FAR, _FAR]
+        iou, contained = region_overlaps((ys, xs, sizes), i, j, regions)
+        for k in range(60):
+            region = None if k % 3 == 0 else tuple(int(v) for v in regions[k])
+            assert (iou[k], contained[k]) == iou_and_containment(fps[i[k]], fps[j[k]], 0.5,
+                                                                 region)
+        compared += int((iou > 0).sum())
+    assert compared > 150
+
+
+def test_candidates_taken_by_index_are_those_candidates():
+    from model.inference.decide import Candidates
+
+    rng = np.random.default_rng(10)
+    shapes = rng.integers(0, 5, (12, 2))
+    sizes = shapes.prod(axis=1)
+    cands = Candidates(
+        tile=np.arange(12, dtype=np.int32), channel=np.zeros(12, np.int32),
+        bbox=np.c_[np.zeros((12, 2)), shapes].astype(np.int32),
+        mask_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        masks=rng.random(int(sizes.sum())).astype(np.float32),
+        traces=rng.random((12, 4)).astype(np.float32), snr=rng.random(12).astype(np.float32))
+    for keep in ([], [3], [0, 5, 11], list(range(12))):
+        got = cands.take(np.array(keep, np.int64))
+        singles = [Candidates(
+            tile=cands.tile[k:k + 1], channel=cands.channel[k:k + 1], bbox=cands.bbox[k:k + 1],
+            mask_offsets=np.array([0, sizes[k]], np.int64),
+            masks=cands.masks[cands.mask_offsets[k]:cands.mask_offsets[k + 1]],
+            traces=cands.traces[k:k + 1], snr=cands.snr[k:k + 1]) for k in keep]
+        expected = Candidates.concat(singles, 4)
+        for field in ("tile", "channel", "bbox", "mask_offsets", "masks", "traces", "snr"):
+            a, b = getattr(got, field), getattr(expected, field)
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), field
+
+
+def _covering_one_point(plan, point, margin):
+    """The rule of :func:`covering_tiles`, one point and one tile at a time."""
+    _, height, width = plan.movie_shape
+    size = plan.patch[1]
+    cy, cx = point
+    within, inside = set(), set()
+    for index, tile in enumerate(plan.tiles):
+        y1, x1 = min(tile.y0 + size, height), min(tile.x0 + size, width)
+        if not (tile.y0 <= cy < y1 and tile.x0 <= cx < x1):
+            continue
+        within.add(index)
+        if ((tile.y0 == 0 or cy - tile.y0 >= margin) and (y1 == height or y1 - 1 - cy >= margin)
+                and (tile.x0 == 0 or cx - tile.x0 >= margin)
+                and (x1 == width or x1 - 1 - cx >= margin)):
+            inside.add(index)
+    return frozenset(inside or within)
+
+
+def test_covering_tiles_of_many_points_are_each_points_tiles():
+    from model.inference.stitch import covering_tiles, covering_tiles_of
+
+    plan = small_plan()
+    rng = np.random.default_rng(11)
+    points = rng.uniform(-1, max(plan.movie_shape[1:]) + 1, (200, 2))
+    points[:40] = np.round(points[:40])  # on whole pixels: at the margins exactly
+    for margin in (0, 2, 4, 9):
+        expected = [_covering_one_point(plan, p, margin) for p in points.tolist()]
+        assert covering_tiles_of(plan, points, margin) == expected
+        assert [covering_tiles(plan, tuple(p), margin) for p in points[:20].tolist()] == \
+            expected[:20]
+    assert covering_tiles_of(plan, np.zeros((0, 2)), 4) == []
+
+
+def test_masks_cut_by_a_tile_border_that_is_no_frame_edge():
+    from model.inference.stitch import CUT_BAND, cut_by_tile, tile_boxes
+
+    plan = small_plan()  # 64 x 64, tiles at 0 and 24 (+ 32)
+    boxes = tile_boxes(plan)
+    rng = np.random.default_rng(12)
+    tiles = rng.integers(0, len(boxes), 300)
+    bbox = np.c_[rng.integers(0, 60, (300, 2)), rng.integers(1, 12, (300, 2))]
+    got = cut_by_tile(bbox, boxes[tiles], (64, 64))
+    for (y0, x0, h, w), (ty0, tx0, ty1, tx1), cut in zip(bbox.tolist(), boxes[tiles].tolist(),
+                                                         got.tolist(), strict=True):
+        assert cut == ((ty0 > 0 and y0 < ty0 + CUT_BAND) or (tx0 > 0 and x0 < tx0 + CUT_BAND)
+                       or (ty1 < 64 and y0 + h > ty1 - CUT_BAND)
+                       or (tx1 < 64 and x0 + w > tx1 - CUT_BAND))
+    assert 20 < got.sum() < 280
