@@ -94,6 +94,7 @@ class Stitcher:
         self.plan, self.params = plan, params
         self.images = _Images(plan)
         self.neurons: list[Neuron] = []
+        self._boxes: np.ndarray | None = None  # the neurons' boxes, kept from window to window
         self.n_candidates = 0
         self._chunks = {w.index: [c.id for c in plan.chunks if c.window == w.index]
                         for w in plan.windows}
@@ -116,7 +117,8 @@ class Stitcher:
         cands = Candidates.concat(parts, self.plan.trace_length)
         self.n_candidates += len(cands)
         found = merge_tiles(_filter(cands, decide), decide=decide, stitch=stitch, plan=self.plan)
-        link_window(self.neurons, window, found, self.plan, decide=decide, stitch=stitch)
+        self._boxes = link_window(self.neurons, window, found, self.plan, decide=decide,
+                                  stitch=stitch, boxes=self._boxes)
 
     def finish(self) -> tuple[list[Neuron], int]:
         """``(neurons, n_candidates)`` once every window is in (duplicates merged)."""

@@ -445,22 +445,43 @@ def covering_tiles_of(plan: Plan, points: np.ndarray, margin: int,
     return [frozenset(tiles[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
-def _box_hits(a: list[Footprint], b: list[Footprint]) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)`` whose boxes intersect, ``i`` in ``a`` and ``j`` in ``b`` (two arrays,
-    ``i`` then ``j`` ascending)."""
-    if not a or not b:
+def _box_hits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` whose boxes ``a[i]`` and ``b[j]`` ``(y0, x0, y1, x1)`` intersect (two
+    arrays, ``i`` then ``j`` ascending). Each box of ``b`` is compared only with the boxes of
+    ``a`` that start in its band of rows (less the tallest box of ``a``): a window's neurons
+    against the thousands found so far."""
+    a, b = np.asarray(a, np.int64).reshape(-1, 4), np.asarray(b, np.int64).reshape(-1, 4)
+    if not len(a) or not len(b):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ba, bb = np.array([f.box for f in a]), np.array([f.box for f in b])
-    hit = ((ba[:, None, 0] < bb[None, :, 2]) & (bb[None, :, 0] < ba[:, None, 2])
-           & (ba[:, None, 1] < bb[None, :, 3]) & (bb[None, :, 1] < ba[:, None, 3]))
-    return np.nonzero(hit)
+    order = np.argsort(a[:, 0], kind="stable")
+    top = a[order, 0]
+    reach = int((a[:, 2] - a[:, 0]).max())
+    first = np.searchsorted(top, b[:, 0] - reach, side="right")
+    counts = np.maximum(np.searchsorted(top, b[:, 2], side="left") - first, 0)
+    j = np.repeat(np.arange(len(b)), counts)
+    i = order[np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - first, counts)]
+    hit = (a[i, 0] < b[j, 2]) & (b[j, 0] < a[i, 2]) & (a[i, 1] < b[j, 3]) & (b[j, 1] < a[i, 3])
+    i, j = i[hit], j[hit]
+    pairs = np.lexsort((j, i))
+    return i[pairs], j[pairs]
+
+
+def neuron_boxes(neurons: list[Neuron]) -> np.ndarray:
+    """``(n, 4)`` int64: ``(y0, x0, y1, x1)`` of each neuron's footprint."""
+    return np.array([n.total.box for n in neurons], np.int64).reshape(-1, 4)
 
 
 def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], plan: Plan, *,
-                decide: DecideParams, stitch: StitchParams) -> None:
-    """Link one window's neurons to ``neurons`` (rule 2), appending new ones; updates in place."""
+                decide: DecideParams, stitch: StitchParams,
+                boxes: np.ndarray | None = None) -> np.ndarray:
+    """Link one window's neurons to ``neurons`` (rule 2), appending new ones; updates in place.
+
+    ``boxes``: :func:`neuron_boxes` of ``neurons`` (computed when None); returns those of the
+    updated list, for the next window (a neuron's box changes only when a window adds to it).
+    """
     thr = decide.mask_threshold
-    hit_i, hit_j = _box_hits([n.footprint for n in neurons], [wn.footprint for wn in found])
+    boxes = neuron_boxes(neurons) if boxes is None else boxes
+    hit_i, hit_j = _box_hits(boxes, np.array([wn.footprint.box for wn in found], np.int64))
     near, near_i = np.unique(hit_i, return_inverse=True)  # only the neurons near this window's
     found_pixels = [mask_pixels(wn.footprint, thr) for wn in found]
     ious = mask_ious([neurons[k].pixels(thr) for k in near.tolist()], found_pixels, near_i,
@@ -477,6 +498,7 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
     centroids = np.array([_centroid_of(p, wn.footprint)
                           for p, wn in zip(found_pixels, found, strict=True)]).reshape(-1, 2)
     coverings = covering_tiles_of(plan, centroids, decide.edge_margin, _tile_arrays(plan))
+    first_new = len(neurons)
     for j, (wn, covering) in enumerate(zip(found, coverings, strict=True)):
         if j in target:
             neurons[target[j]].add(window, wn, covering)
@@ -488,6 +510,10 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
             neuron.detected, neuron.covering = len(wn.tiles & covering), len(covering)
             neuron.snr = wn.snr
             neurons.append(neuron)
+    boxes = np.concatenate([boxes, neuron_boxes(neurons[first_new:])])
+    grown = sorted(target.values())
+    boxes[grown] = neuron_boxes([neurons[k] for k in grown])
+    return boxes
 
 
 def merge_duplicates(neurons: list[Neuron], *, decide: DecideParams,

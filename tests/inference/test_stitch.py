@@ -366,3 +366,20 @@ def test_masks_cut_by_a_tile_border_that_is_no_frame_edge():
                        or (ty1 < 64 and y0 + h > ty1 - CUT_BAND)
                        or (tx1 < 64 and x0 + w > tx1 - CUT_BAND))
     assert 20 < got.sum() < 280
+
+
+def test_box_hits_between_two_sets_are_the_intersecting_pairs():
+    from model.inference.stitch import _box_hits
+
+    rng = np.random.default_rng(13)
+    for _ in range(40):
+        sets = []
+        for n in rng.integers(0, 60, 2):
+            corner = rng.integers(0, 50, (n, 2))
+            sets.append(np.c_[corner, corner + rng.integers(0, 15, (n, 2))])  # some empty
+        a, b = sets
+        table = ((a[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < a[:, None, 2])
+                 & (a[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < a[:, None, 3]))
+        i, j = _box_hits(a, b)
+        expected_i, expected_j = np.nonzero(table.reshape(len(a), len(b)))
+        assert i.tolist() == expected_i.tolist() and j.tolist() == expected_j.tolist()
