@@ -105,14 +105,12 @@ def _mean(total: Footprint, count: Footprint) -> Footprint:
 
 def centroid(fp: Footprint, threshold: float) -> tuple[float, float]:
     """``(y, x)`` centre of the binarized footprint in frame coordinates."""
-    ys, xs = np.nonzero(fp.values > threshold)
-    if ys.size == 0:
-        return float(fp.y0), float(fp.x0)
-    return float(ys.mean() + fp.y0), float(xs.mean() + fp.x0)
+    return _centroid_of(mask_pixels(fp, threshold), fp)
 
 
 def _centroid_of(pixels: tuple[np.ndarray, np.ndarray], fp: Footprint) -> tuple[float, float]:
-    """:func:`centroid` of ``fp`` from its :func:`mask_pixels` (the same numbers)."""
+    """:func:`centroid` of ``fp`` from its :func:`mask_pixels` (the mean of the rows and of the
+    columns within the box, then moved to the frame)."""
     ys, xs = pixels
     if ys.size == 0:
         return float(fp.y0), float(fp.x0)
@@ -300,7 +298,7 @@ def tile_boxes(plan: Plan) -> np.ndarray:
 def cut_by_tile(bbox: np.ndarray, box: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
     """Whether masks with ``bbox`` ``(n, 4)`` ``(y0, x0, h, w)`` reach a border of their tile
     ``box`` ``(n, 4)`` ``(y0, x0, y1, x1)`` (within :data:`CUT_BAND` pixels) that is not an edge
-    of the frame: ``(n,)`` bool (one mask and its tile: a 0-d array)."""
+    of the frame: ``(n,)`` bool."""
     bbox, box = np.asarray(bbox, np.int64), np.asarray(box, np.int64)
     y0, x0, h, w = (bbox[..., k] for k in range(4))
     ty0, tx0, ty1, tx1 = (box[..., k] for k in range(4))
@@ -326,7 +324,7 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams
     cut = np.zeros(len(cands), bool)
     if plan is not None:
         frame = plan.movie_shape[1:]
-        cut = cut_by_tile(cands.bbox, boxes[cands.tile], frame).reshape(len(cands))
+        cut = cut_by_tile(cands.bbox, boxes[cands.tile], frame)
     uf = _UnionFind(len(cands))
     pairs = np.array(boxes_overlap(cands.bbox), np.int64).reshape(-1, 2)
     i, j = pairs[:, 0], pairs[:, 1]
@@ -334,17 +332,17 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams
     # two tiles' candidates are compared inside the part of the frame both tiles see
     regions = np.tile(np.array([[-_FAR, -_FAR, _FAR, _FAR]], np.int64), (len(pairs), 1))
     if boxes is not None:
-        a, b = boxes[cands.tile[i]], boxes[cands.tile[j]]
-        both = np.concatenate([np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])],
-                              axis=1)
+        box_i, box_j = boxes[cands.tile[i]], boxes[cands.tile[j]]
+        both = np.concatenate([np.maximum(box_i[:, :2], box_j[:, :2]),
+                               np.minimum(box_i[:, 2:], box_j[:, 2:])], axis=1)
         regions[~same_tile] = both[~same_tile]
     iou, contained = region_overlaps(candidate_pixels(cands, decide.mask_threshold), i, j,
                                      regions)
     same = np.where(same_tile,
                     (iou >= stitch.same_patch_iou) | (contained >= stitch.same_patch_containment),
                     (iou >= stitch.merge_iou) | (contained >= stitch.merge_containment))
-    for a_, b_ in pairs[same].tolist():
-        uf.union(a_, b_)
+    for first, second in pairs[same].tolist():
+        uf.union(first, second)
     neurons = []
     for members in uf.groups():
         whole = [m for m in members if not cut[m]] or members
