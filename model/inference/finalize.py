@@ -56,18 +56,47 @@ class _Images:
         # chunks written before the correlation image lack its moments: the image then comes
         # from the other windows alone (zero where no window has them)
         self.moments = np.zeros((len(correlation.MOMENTS), height, width), np.float64)
+        self._strips_of: dict[tuple[int, ...], list] = {}
 
     def add(self, chunk: ChunkResult) -> None:
         with_moments = chunk.images.shape[1] == len(IMAGE_PLANES)
-        for i, index in enumerate(chunk.tiles):
-            tile = self.plan.tiles[index]
-            (ya, yb), (xa, xb) = tile.own_y, tile.own_x
-            local = (slice(ya - tile.y0, yb - tile.y0), slice(xa - tile.x0, xb - tile.x0))
-            self.mean[ya:yb, xa:xb] += chunk.images[i, 0][local]
-            self.max[ya:yb, xa:xb] = np.maximum(self.max[ya:yb, xa:xb], chunk.images[i, 1][local])
-            self.attention[ya:yb, xa:xb] += chunk.images[i, 2][local]
+        for (ya, yb, xa, xb), parts in self._strips(chunk.tiles):
+            crops = [chunk.images[i, :, ly, lx] for i, ly, lx in parts]
+            strip = crops[0] if len(crops) == 1 else np.concatenate(crops, axis=-1)
+            self.mean[ya:yb, xa:xb] += strip[0]
+            self.max[ya:yb, xa:xb] = np.maximum(self.max[ya:yb, xa:xb], strip[1])
+            self.attention[ya:yb, xa:xb] += strip[2]
             if with_moments:
-                self.moments[:, ya:yb, xa:xb] += chunk.images[i, 3:][(slice(None), *local)]
+                self.moments[:, ya:yb, xa:xb] += strip[3:]
+
+    def _strips(self, tiles: tuple[int, ...],
+                ) -> list[tuple[tuple[int, int, int, int], list[tuple[int, slice, slice]]]]:
+        """The regions that ``tiles`` own, joined along rows: per strip of side-by-side owned
+        regions, its frame box ``(y0, y1, x0, x1)`` and, left to right, each tile's position in
+        the chunk and the part of its images it owns. A whole window's images are then added in
+        one step per row of tiles instead of one per tile (this runs on the thread that
+        stitches, under the interpreter lock). The same for every window: kept per tile set."""
+        key = tuple(tiles)
+        if key not in self._strips_of:
+            rows: dict[tuple[int, int], list[tuple[int, int, int, slice, slice]]] = {}
+            for i, index in enumerate(tiles):
+                tile = self.plan.tiles[index]
+                (ya, yb), (xa, xb) = tile.own_y, tile.own_x
+                if ya < yb and xa < xb:  # tiles of the shifted grid own nothing
+                    rows.setdefault((ya, yb), []).append(
+                        (xa, xb, i, slice(ya - tile.y0, yb - tile.y0),
+                         slice(xa - tile.x0, xb - tile.x0)))
+            strips = []
+            for (ya, yb), row in rows.items():
+                row.sort(key=lambda part: part[0])
+                for xa, xb, i, ly, lx in row:
+                    if strips and strips[-1][0][:2] == (ya, yb) and strips[-1][0][3] == xa:
+                        box, parts = strips[-1]
+                        strips[-1] = ((ya, yb, box[2], xb), [*parts, (i, ly, lx)])
+                    else:
+                        strips.append(((ya, yb, xa, xb), [(i, ly, lx)]))
+            self._strips_of[key] = strips
+        return self._strips_of[key]
 
     def finish(self) -> dict[str, np.ndarray]:
         n_frames = self.plan.movie_shape[0]

@@ -383,3 +383,33 @@ def test_box_hits_between_two_sets_are_the_intersecting_pairs():
         i, j = _box_hits(a, b)
         expected_i, expected_j = np.nonzero(table.reshape(len(a), len(b)))
         assert i.tolist() == expected_i.tolist() and j.tolist() == expected_j.tolist()
+
+
+def test_summary_images_add_each_tiles_owned_region():
+    """The summary images take every tile's owned region from its chunk (whole rows of tiles
+    at once), for chunks of a few tiles, of the shifted grid (which owns nothing) and of a
+    whole window alike: the per-tile definition, to the bit."""
+    from model.inference.chunks import IMAGE_PLANES
+    from model.inference.finalize import _Images
+
+    rng = np.random.default_rng(14)
+    for plan_kw in ({"tiles_per_chunk": 4}, {"shifted_tiling": True}, {}):
+        plan = small_plan(shape=(250, 70, 64), **plan_kw)
+        images = _Images(plan)
+        mean = np.zeros(plan.movie_shape[1:])
+        peak = np.full(plan.movie_shape[1:], -np.inf)
+        moments = np.zeros((3, *plan.movie_shape[1:]))
+        for chunk in plan.chunks:
+            planes = rng.random((len(chunk.tiles), len(IMAGE_PLANES), 32, 32)).astype(np.float32)
+            images.add(ChunkResult(chunk_id=chunk.id, window=chunk.window, tiles=chunk.tiles,
+                                   candidates=candidates_for(plan, []), images=planes,
+                                   denoised=None, shifts=None))
+            for i, index in enumerate(chunk.tiles):
+                tile = plan.tiles[index]
+                (ya, yb), (xa, xb) = tile.own_y, tile.own_x
+                local = planes[i, :, ya - tile.y0:yb - tile.y0, xa - tile.x0:xb - tile.x0]
+                mean[ya:yb, xa:xb] += local[0]
+                peak[ya:yb, xa:xb] = np.maximum(peak[ya:yb, xa:xb], local[1])
+                moments[:, ya:yb, xa:xb] += local[3:]
+        assert np.array_equal(images.mean, mean) and np.array_equal(images.max, peak)
+        assert np.array_equal(images.moments, moments) and np.isfinite(peak).all()
