@@ -320,7 +320,7 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
               start: float) -> None:  # fmt: skip
     """Finalize's work inside :func:`task_outcome`: stitch, write, mark succeeded."""
     from model.inference import InferenceParams, finalize, load_plan
-    from model.inference.digest import MovieDigest, movie_file
+    from model.inference.digest import digest_alongside
     from model.registry import resolve_model
     from model.results import DIGEST_PENDING, write_input_digest
 
@@ -330,21 +330,15 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
     plan = load_plan(work)
     card = resolve_model(job.model, settings.models_dir).card
     params = InferenceParams.from_dict(plan.params)
-    with _open(job, settings) as movie:  # read again for each neuron's fluorescence
-        # prepare's digest of a referenced movie may not be in yet: made here alongside
-        digest = (MovieDigest(movie) if not job.input_sha256 and movie_file(movie) is not None
-                  else None)
-        try:
-            attrs = _attrs(job, card, params)
-            if digest is not None:
-                attrs["input"]["sha256"] = DIGEST_PENDING
-            summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie)
-            if digest is not None:
-                write_input_digest(output, digest.result())
-                store.update(job_id, input_sha256=digest.result())
-        finally:
-            if digest is not None:
-                digest.cancel()
+    # prepare's digest of a referenced movie may not be in yet: then made here alongside
+    with (_open(job, settings) as movie,  # read again for each neuron's fluorescence
+          digest_alongside(movie, job.input_sha256) as digest):
+        attrs = _attrs(job, card, params)
+        attrs["input"]["sha256"] = DIGEST_PENDING
+        summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie)
+        write_input_digest(output, digest.result())
+        if digest.result() != job.input_sha256:
+            store.update(job_id, input_sha256=digest.result())
     facts = _jsonable(summary) or {}
     facts.pop("seconds", None)
     facts.pop("decisions", None)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,19 @@ class KnownDigest:
 
     def cancel(self) -> None:
         """Nothing to stop."""
+
+
+@contextmanager
+def digest_alongside(movie: Any, known: str | None = None) -> Iterator[MovieDigest | KnownDigest]:
+    """The movie's digest for the caller's block: ``known`` when it was given (an upload hashed as
+    it arrived), otherwise a :class:`MovieDigest` made alongside the block's work; cancelled
+    when the block ends, so a failure or a cancel leaves no reader of the movie behind.
+
+    The result is written with ``DIGEST_PENDING`` as its digest and, once the block's work is
+    done, ``write_input_digest(output, digest.result())`` (:mod:`model.results`).
+    """
+    digest = MovieDigest(movie) if not known else KnownDigest(known)
+    try:
+        yield digest
+    finally:
+        digest.cancel()

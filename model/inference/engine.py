@@ -33,7 +33,7 @@ from model.inference.chunks import (
     write_chunk,
 )
 from model.inference.decide import Candidates, patch_candidates, pixel_major
-from model.inference.digest import KnownDigest, MovieDigest
+from model.inference.digest import digest_alongside
 from model.inference.extract import NeuropilRing, PlacedFootprints, extract_fluorescence
 from model.inference.finalize import Stitcher, finalize_result
 from model.inference.params import ImageParams, InferenceParams
@@ -733,11 +733,10 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings: dict[str, float] = {}
     start = time.perf_counter()
     timeline: dict[str, float] = {}
-    digest = MovieDigest(movie) if input_sha256 is None else KnownDigest(input_sha256)
     threading.Thread(target=deconvolve.preload,
                      args=(params.deconvolve_processes, movie.shape[0]),
                      name="caimx-preload", daemon=True).start()
-    try:
+    with digest_alongside(movie, input_sha256) as digest:
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)
         reference = motion_reference(plan, work)
@@ -759,8 +758,6 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
         write_input_digest(output, digest.result())
         timings["digest"] = time.perf_counter() - t0
         timeline["sha256"] = digest.finished_at
-    finally:
-        digest.cancel()
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return ResultSummary(output=summary.output, n_neurons=summary.n_neurons,
