@@ -121,14 +121,16 @@ def peak_rss_gb() -> float:
 
 
 def timed_process(movie_path: Path, predictor: Any, params: Any, output: Path,
-                  ) -> dict[str, Any]:  # fmt: skip
-    """``process_movie`` on the movie at ``movie_path``: its size, wall time and stage times."""
+                  work_dir: Path | None = None) -> dict[str, Any]:
+    """``process_movie`` on the movie at ``movie_path``: its size, wall time and stage times.
+    ``work_dir``: keep the plan and chunk results there (``benchmarks/stitching.py`` reads them)."""
     from model.inference import process_movie
     from model.io import open_movie
 
     with open_movie(movie_path) as movie:
         t0 = time.perf_counter()
-        summary = process_movie(movie, predictor, output=output, params=params)
+        summary = process_movie(movie, predictor, output=output, params=params,
+                                work_dir=work_dir)
         wall = time.perf_counter() - t0
     return {"shape": list(summary.movie_shape), "wall_s": round(wall, 1),
             "frames_per_s": round(summary.movie_shape[0] / wall, 1),
@@ -158,7 +160,8 @@ def measure(args: argparse.Namespace, movie_path: Path) -> dict[str, Any]:
         with open_movie(movie_path) as movie:
             predictor.prime(movie, params, args.batch_size, args.work / "prime")
     loaded_rss = peak_rss_gb()
-    timing = timed_process(movie_path, predictor, params, args.work / "result.zarr")
+    timing = timed_process(movie_path, predictor, params, args.work / "result.zarr",
+                           args.work / "chunks" if args.keep_work else None)
     if args.network == "replay" and args.device_patches_per_s:
         # the engine against the bare (stand-in) device: the issue's overhead measure
         busy = predictor.device_busy_s
@@ -194,6 +197,8 @@ def main() -> None:
     ap.add_argument("--device-patches-per-s", type=float, default=None,
                     help="replay: stand in for an asynchronous device of this speed")
     ap.add_argument("--work", type=Path, default=Path("/tmp/caimx-long"))
+    ap.add_argument("--keep-work", action="store_true",
+                    help="keep the plan and chunk results in WORK/chunks")
     ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure is not None:

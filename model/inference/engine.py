@@ -152,17 +152,18 @@ class ChunkInput:
 
 def read_chunk_input(movie: Any, plan: Plan, chunk_id: str, card: Any, *,
                      reference: np.ndarray | None = None,
-                     pool: Executor | None = None) -> ChunkInput:
+                     pool: Executor | None = None, parts: int = 4) -> ChunkInput:
     """Read, motion-correct and cut one chunk's patches (CPU work only; no network); ``pool``:
-    where its frames are read and prepared as parts (:func:`~.patches.read_block`). The block's
-    images and pixel-major copy are made on two more threads while this one cuts the patches."""
+    where its frames are read and prepared as up to ``parts`` parts (:func:`~.patches.read_block`).
+    The block's images and pixel-major copy are made on two more threads while this one cuts
+    the patches."""
     movie = resample.network_movie(as_movie(movie), plan.temporal_bin, plan.spatial_scale)
     params = InferenceParams.from_dict(plan.params)
     chunk = plan.chunk(chunk_id)
     tiles = tuple(plan.tiles[i] for i in chunk.tiles)
     block = patches.read_block(movie, plan, chunk.window, tiles, reference=reference,
                                motion_params=params.motion, sigma=params.scaling.spatial_sigma,
-                               pool=pool)
+                               pool=pool, parts=parts)
     # two threads of their own: the pool's queue holds the parts of the chunks read ahead
     with ThreadPoolExecutor(2, thread_name_prefix="caimx-block") as side:
         images = side.submit(movie_tile_images, block, tiles, plan, chunk.window, params.images)
@@ -483,7 +484,8 @@ def _read_ahead(movie: Any, plan: Plan, card: Any, ids: list[str], *,
     """Chunks ``ids`` in order, read and motion-corrected ``read_ahead`` ahead in threads (each
     chunk read ahead holds its block and patches in memory). Each chunk's frames are read and
     prepared as parts by ``read_ahead`` more threads, first come first served, so the first
-    chunk, which the network waits for, is ready in a fraction of one thread's time."""
+    chunk, which the network waits for, is ready in a fraction of one thread's time (as many
+    parts as those threads, at least 4: on a many-core GPU host every thread takes a part)."""
     if read_ahead < 1:
         yield from (read_chunk_input(movie, plan, chunk_id, card, reference=reference)
                     for chunk_id in ids)
@@ -493,7 +495,8 @@ def _read_ahead(movie: Any, plan: Plan, card: Any, ids: list[str], *,
           ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="caimx-read") as reader):
 
         def read(chunk_id: str) -> ChunkInput:
-            return read_chunk_input(movie, plan, chunk_id, card, reference=reference, pool=parts)
+            return read_chunk_input(movie, plan, chunk_id, card, reference=reference, pool=parts,
+                                    parts=max(4, read_ahead))
 
         pending: deque[Future[ChunkInput]] = deque()
         queued = iter(ids)

@@ -43,8 +43,9 @@ def _time_indices(plan: Plan, window: int) -> np.ndarray:
     return padded_index(p, plan.movie_shape[0], before=plan.trace_offset)
 
 
-#: Fewest frames of one part when a block's frames are read and prepared as parts in a pool.
-FRAMES_PER_PART = 16
+#: Fewest frames of one part when a block's frames are read and prepared as parts in a pool
+#: (a window of 100 frames: up to 12 parts, one per reading thread of a 16-core GPU host).
+FRAMES_PER_PART = 8
 
 
 def read_block(movie, plan: Plan, window: int, tiles: tuple[Tile, ...], *,

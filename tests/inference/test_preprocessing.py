@@ -164,10 +164,11 @@ def test_unknown_input_scaling_is_a_clear_error():
         ScalingParams(background_level=0.9, peak_level=0.5)
 
 
-@pytest.mark.parametrize("motion_on", [False, True])
-def test_a_block_read_as_parts_in_a_pool_is_the_same_block(motion_on):
+@pytest.mark.parametrize(("motion_on", "parts"), [(False, 4), (True, 4), (True, 12)])
+def test_a_block_read_as_parts_in_a_pool_is_the_same_block(motion_on, parts):
     """Frames read and prepared as several ranges at once (first and last windows padded in
-    time, edge tiles in space) give the block read in one piece, bit for bit."""
+    time, edge tiles in space; 4 parts, or one per reading thread of a GPU host) give the block
+    read in one piece, bit for bit."""
     from concurrent.futures import ThreadPoolExecutor
 
     from model.inference.patches import read_block
@@ -188,7 +189,8 @@ def test_a_block_read_as_parts_in_a_pool_is_the_same_block(motion_on):
             whole = read_block(ArrayMovie(movie), plan, window, tiles, reference=reference,
                                motion_params=MotionParams(max_shift=4), sigma=1.0)
             parted = read_block(ArrayMovie(movie), plan, window, tiles, reference=reference,
-                                motion_params=MotionParams(max_shift=4), sigma=1.0, pool=pool)
+                                motion_params=MotionParams(max_shift=4), sigma=1.0, pool=pool,
+                                parts=parts)
             np.testing.assert_array_equal(parted.data, whole.data)
             assert (parted.shifts is None) == (not motion_on)
             if motion_on:
