@@ -592,7 +592,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                 should_cancel: Callable[[], bool] | None,
                 stitcher: Stitcher | None = None, chunk_ids: list[str] | None = None,
                 on_written: Callable[[str], None] | None = None,
-                timeline: dict[str, float] | None = None) -> dict[str, float]:
+                timeline: dict[str, float] | None = None,
+                on_first_batch: Callable[[], None] | None = None) -> dict[str, float]:
     """Every chunk, as a pipeline of five rooms: ``read_ahead`` threads read and motion-correct
     the next chunks; one thread cuts them into full batches, across chunk borders, one batch
     ahead (and has the predictor stage each on the device, where it can); this thread runs the
@@ -609,6 +610,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
     cutting not done) and ``waiting for candidates`` (the candidate thread behind by more than
     :data:`POST_BACKLOG` batches, and at the end). ``timeline`` gets the clock
     (``time.perf_counter``) at which the first batch started and the last one's outputs came.
+    ``on_first_batch`` is called once the first batch is started: work that can wait until the
+    device is busy begins then, not while the device waits for the first chunk.
     """
     timeline = timeline if timeline is not None else {}
     clock = {"network": 0.0, "waiting for reads": 0.0, "waiting for candidates": 0.0}
@@ -677,11 +680,14 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
                     settle(0)  # what the network computed is written (and counted)
                     raise InferenceCancelled(f"cancelled after {written} of {total} chunks")
                 t0 = time.perf_counter()
+                first = "first batch" not in timeline
                 timeline.setdefault("first batch", t0)
                 in_flight.append((start_predict(predictor, batch, denoised=denoised,
                                                 attention_frames=weights),
                                   sum(seg.count for seg in segments), segments))
                 clock["network"] += time.perf_counter() - t0
+                if first and on_first_batch is not None:
+                    on_first_batch()
                 del batch
                 while len(in_flight) > batches_in_flight:  # while the device runs later ones
                     hand_over(*in_flight.popleft())
@@ -736,9 +742,11 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings: dict[str, float] = {}
     start = time.perf_counter()
     timeline: dict[str, float] = {}
-    threading.Thread(target=deconvolve.preload,
-                     args=(params.deconvolve_processes, movie.shape[0]),
-                     name="caimx-preload", daemon=True).start()
+    # OASIS's imports (under the interpreter lock) and its fork server wait until the device
+    # has its first batch: before that, prepare and the first chunk are what it waits for
+    preload = threading.Thread(target=deconvolve.preload,
+                               args=(params.deconvolve_processes, movie.shape[0]),
+                               name="caimx-preload", daemon=True)
     with digest_alongside(movie, input_sha256) as digest:
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)
@@ -750,7 +758,8 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             movie, predictor, plan, work, reference=reference, read_ahead=params.read_ahead,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
             batches_in_flight=params.batches_in_flight, progress=progress,
-            should_cancel=should_cancel, stitcher=stitcher, timeline=timeline)
+            should_cancel=should_cancel, stitcher=stitcher, timeline=timeline,
+            on_first_batch=preload.start)
         timings["chunks"] = time.perf_counter() - t0
         # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
         summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,

@@ -269,6 +269,26 @@ def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
     assert log == expected
 
 
+def test_oasis_is_preloaded_once_the_first_batch_is_started(tmp_path, monkeypatch):
+    """OASIS's imports and fork server (under the interpreter lock, and a process of their own)
+    wait until the network has its first batch: before it, prepare and the first chunk are what
+    the device waits for."""
+    from model.inference import deconvolve
+
+    predictor = InFlightPredictor()
+    calls: list[int] = []
+
+    def preload(processes: int = 1, n_frames: int = 0) -> None:
+        calls.append(sum(1 for event, _ in predictor.log if event == "start"))
+
+    monkeypatch.setattr(deconvolve, "preload", preload)
+    movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0)], shape=(120, 40, 40))
+    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
+                                        "read_ahead": 2})
+    process_movie(movie, predictor, output=tmp_path / "r.zarr", params=params)
+    assert len(calls) == 1 and calls[0] >= 1
+
+
 def test_the_denoised_movie_is_asked_for_when_it_is_written(tmp_path):
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     predictor = InFlightPredictor()
