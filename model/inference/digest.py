@@ -98,7 +98,7 @@ class MovieDigest:
     a URL is not hashed (its digest is ``""``).
     """
 
-    def __init__(self, movie: Any) -> None:
+    def __init__(self, movie: Any, *, start: bool = True) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -108,7 +108,16 @@ class MovieDigest:
         self.finished_at: float | None = None
         self._thread = threading.Thread(target=self._run, args=(movie,), name="caimx-sha256",
                                         daemon=True)
-        self._thread.start()
+        self._started = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Begin reading (once; ``start=False`` left it to the caller)."""
+        with self._lock:
+            if not self._started and not self._stop.is_set():
+                self._started = True
+                self._thread.start()
 
     def _run(self, movie: Any) -> None:
         try:
@@ -147,6 +156,9 @@ class MovieDigest:
 
     def result(self) -> str:
         """The digest, once the whole movie is read (re-raises the thread's error)."""
+        self.start()
+        if not self._started:
+            raise RuntimeError("the movie digest was cancelled")
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -174,6 +186,9 @@ class KnownDigest:
         self._value = value
         self.finished_at = time.perf_counter()
 
+    def start(self) -> None:
+        """Nothing to read."""
+
     def result(self) -> str:
         return self._value
 
@@ -182,15 +197,17 @@ class KnownDigest:
 
 
 @contextmanager
-def digest_alongside(movie: Any, known: str | None = None) -> Iterator[MovieDigest | KnownDigest]:
+def digest_alongside(movie: Any, known: str | None = None, *,
+                     start: bool = True) -> Iterator[MovieDigest | KnownDigest]:
     """The movie's digest for the caller's block: ``known`` when it was given (an upload hashed as
-    it arrived), otherwise a :class:`MovieDigest` made alongside the block's work; cancelled
-    when the block ends, so a failure or a cancel leaves no reader of the movie behind.
+    it arrived), otherwise a :class:`MovieDigest` made alongside the block's work (from its
+    ``start()``, or at once); cancelled when the block ends, so a failure or a cancel leaves no
+    reader of the movie behind.
 
     The result is written with ``DIGEST_PENDING`` as its digest and, once the block's work is
     done, ``write_input_digest(output, digest.result())`` (:mod:`model.results`).
     """
-    digest = MovieDigest(movie) if not known else KnownDigest(known)
+    digest = MovieDigest(movie, start=start) if not known else KnownDigest(known)
     try:
         yield digest
     finally:

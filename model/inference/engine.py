@@ -742,12 +742,13 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
     timings: dict[str, float] = {}
     start = time.perf_counter()
     timeline: dict[str, float] = {}
-    # OASIS's imports (under the interpreter lock) and its fork server wait until the device
-    # has its first batch: before that, prepare and the first chunk are what it waits for
+    # the movie's digest (a process reading the whole file), OASIS's imports (under the
+    # interpreter lock) and its fork server wait until the device has its first batch: before
+    # that, prepare and the first chunk are what it waits for
     preload = threading.Thread(target=deconvolve.preload,
                                args=(params.deconvolve_processes, movie.shape[0]),
                                name="caimx-preload", daemon=True)
-    with digest_alongside(movie, input_sha256) as digest:
+    with digest_alongside(movie, input_sha256, start=False) as digest:
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)
         reference = motion_reference(plan, work)
@@ -759,7 +760,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
             batches_in_flight=params.batches_in_flight, progress=progress,
             should_cancel=should_cancel, stitcher=stitcher, timeline=timeline,
-            on_first_batch=preload.start)
+            on_first_batch=lambda: (digest.start(), preload.start()))
         timings["chunks"] = time.perf_counter() - t0
         # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
         summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,

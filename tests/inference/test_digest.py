@@ -51,6 +51,37 @@ def test_a_cancelled_digest_stops_reading_and_says_so():
     assert movie_sha256(movie, stop=stop) == hashlib.sha256().hexdigest()  # nothing read
 
 
+class _CountingMovie(ArrayMovie):
+    """Counts its reads."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, t0, t1, **kw):
+        self.reads += 1
+        return super().read(t0, t1, **kw)
+
+
+def test_a_digest_left_to_start_reads_nothing_until_started_or_asked():
+    data = np.arange(640 * 16, dtype=np.float32).reshape(640, 4, 4)
+    expected = hashlib.sha256(data.tobytes()).hexdigest()
+    movie = _CountingMovie(data)
+    digest = MovieDigest(movie, start=False)
+    time.sleep(0.2)
+    assert movie.reads == 0 and digest.finished_at is None
+    digest.start()
+    digest.start()  # once
+    assert digest.result() == expected and movie.reads == 10
+    assert MovieDigest(_CountingMovie(data), start=False).result() == expected  # asked: read
+    never = MovieDigest(movie := _CountingMovie(data), start=False)
+    never.cancel()  # the engine failed before its first batch
+    never.start()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        never.result()
+    assert movie.reads == 0
+
+
 def _zeros_file(path, size: int = 64 << 30):
     """A sparse file of ``size`` zero bytes: seconds to hash, no disk used."""
     with open(path, "wb") as handle:

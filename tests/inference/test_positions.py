@@ -269,24 +269,41 @@ def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
     assert log == expected
 
 
-def test_oasis_is_preloaded_once_the_first_batch_is_started(tmp_path, monkeypatch):
-    """OASIS's imports and fork server (under the interpreter lock, and a process of their own)
-    wait until the network has its first batch: before it, prepare and the first chunk are what
-    the device waits for."""
+def test_the_digest_and_oasis_begin_once_the_first_batch_is_started(tmp_path, monkeypatch):
+    """The movie's digest (a full read of it), OASIS's imports and its fork server (under the
+    interpreter lock, and processes of their own) wait until the network has its first batch:
+    before it, prepare and the first chunk are what the device waits for. The digest is still
+    the movie's."""
+    import hashlib
+
     from model.inference import deconvolve
+    from model.inference.digest import MovieDigest
 
     predictor = InFlightPredictor()
-    calls: list[int] = []
+    began: dict[str, list[int]] = {"preload": [], "digest": []}
+
+    def starts() -> int:
+        return sum(1 for event, _ in predictor.log if event == "start")
 
     def preload(processes: int = 1, n_frames: int = 0) -> None:
-        calls.append(sum(1 for event, _ in predictor.log if event == "start"))
+        began["preload"].append(starts())
+
+    start_digest = MovieDigest.start
+
+    def digest_start(self) -> None:
+        began["digest"].append(starts())
+        start_digest(self)
 
     monkeypatch.setattr(deconvolve, "preload", preload)
+    monkeypatch.setattr(MovieDigest, "start", digest_start)
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0)], shape=(120, 40, 40))
     params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
                                         "read_ahead": 2})
     process_movie(movie, predictor, output=tmp_path / "r.zarr", params=params)
-    assert len(calls) == 1 and calls[0] >= 1
+    assert len(began["preload"]) == 1 and began["preload"][0] >= 1
+    assert began["digest"] and began["digest"][0] >= 1
+    recorded = read_result(tmp_path / "r.zarr").attrs["input"]["sha256"]
+    assert recorded == hashlib.sha256(np.ascontiguousarray(movie).tobytes()).hexdigest()
 
 
 def test_the_denoised_movie_is_asked_for_when_it_is_written(tmp_path):
