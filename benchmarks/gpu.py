@@ -289,6 +289,11 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
                                  motion=MotionParams(enabled=not args.no_motion),
                                  plan=PlanParams(shifted_tiling=args.shifted_tiling),
                                  resample=ResampleParams(temporal_bin=temporal_bin))
+    from model.inference import deconvolve
+
+    # what a worker process has after its first movie: OASIS and the parts of SciPy it
+    # imports (about 0.3 s under the interpreter lock, during the first row's chunk pass)
+    deconvolve.preload()
     t0 = time.perf_counter()
     one = np.zeros((1, *predictor.card.patch_shape), np.float32)
     predictor.start(one, denoised=params.write_denoised,  # compile, as the engine calls it
