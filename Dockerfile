@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image, two targets:
-#   api    - the HTTP service (no TensorFlow):  docker build --target api -t caimx-api .
-#   worker - a GPU worker with TensorFlow+CUDA: docker build --target worker -t caimx-worker .
+# One image, three targets:
+#   api        - the HTTP service (no TensorFlow):  docker build --target api -t caimx-api .
+#   worker     - a GPU worker with TensorFlow+CUDA: docker build --target worker -t caimx-worker .
+#   worker-jax - a GPU worker on JAX+CUDA, no TensorFlow (the configuration measured on GPUs,
+#                docs/benchmarks.md "GPU"): docker build --target worker-jax -t caimx-worker-jax .
 # Both read CAIMX_* settings; API and workers must share CAIMX_DATA_DIR (a volume).
 
 FROM python:3.11-slim AS base
@@ -40,4 +42,17 @@ USER root
 # oasis-deconv (GPL-3.0, optional extra "deconvolution"): denoised calcium and spikes
 RUN pip install "tensorflow[and-cuda]>=2.21,<2.22" "oasis-deconv>=0.3.2"
 USER caimx
+CMD ["caimx", "worker", "--name", "gpu@%h"]
+
+FROM base AS worker-jax
+USER root
+RUN pip install "jax[cuda12]>=0.4.34" "oasis-deconv>=0.3.2"
+USER caimx
+# the models' Keras weights on JAX; batches of 256 keep a GPU busy, and its host's cores read
+# ahead and turn outputs into candidates meanwhile: set CAIMX_READ_AHEAD and
+# CAIMX_CANDIDATE_THREADS for the host (16 cores: 12 and 4)
+ENV KERAS_BACKEND=jax \
+    XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    CAIMX_MODEL_RUNTIME=keras \
+    CAIMX_BATCH_SIZE=256
 CMD ["caimx", "worker", "--name", "gpu@%h"]

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
                     "when one process runs a whole movie or a task runs several chunks (a GPU "
                     "host needs several).",
     )
+    batches_in_flight: int = Field(
+        default=1, ge=0, le=8,
+        description="Network batches left running while the outputs of an earlier one are "
+                    "collected, with a runtime that computes asynchronously (the Keras runtime "
+                    "on JAX); 0: each batch collected at once.",
+    )
     deconvolve_processes: int = Field(
         default=0, ge=0, le=64,
         description="Processes that fit the calcium traces (OASIS) of a movie with a million "

@@ -51,6 +51,7 @@ def inference_params(settings: Settings, overrides: dict[str, Any] | None = None
     data: dict[str, Any] = {"plan": plan, "batch_size": settings.batch_size,
                             "read_ahead": settings.read_ahead,
                             "candidate_threads": settings.candidate_threads,
+                            "batches_in_flight": settings.batches_in_flight,
                             "deconvolve_processes": settings.deconvolve_processes}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

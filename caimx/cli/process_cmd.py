@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--candidate-threads", type=int, default=None, metavar="N",
                    help="threads that turn the network's outputs into candidates while it runs "
                         "(default from settings; a GPU needs several)")
+    p.add_argument("--batches-in-flight", type=int, default=None, metavar="N",
+                   help="network batches left running while an earlier one's outputs are "
+                        "collected (Keras runtime on JAX; default from settings)")
     p.add_argument("--deconvolve-processes", type=int, default=None, metavar="N",
                    help="processes that fit the calcium traces of a long movie (default from "
                         "settings; 0: one per core, at most 8)")
@@ -124,6 +127,8 @@ def _params(args: argparse.Namespace, settings: Any):
         read_ahead=args.read_ahead if args.read_ahead is not None else settings.read_ahead,
         candidate_threads=(args.candidate_threads if args.candidate_threads is not None
                            else settings.candidate_threads),
+        batches_in_flight=(args.batches_in_flight if args.batches_in_flight is not None
+                           else settings.batches_in_flight),
         deconvolve_processes=(args.deconvolve_processes if args.deconvolve_processes is not None
                               else settings.deconvolve_processes),
         write_denoised=args.denoised or base.write_denoised)

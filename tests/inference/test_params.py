@@ -75,6 +75,20 @@ def test_shifted_tiling_from_a_job_and_from_the_command_line():
     assert not _params(args, Settings()).plan.shifted_tiling
 
 
+def test_caimx_process_threads_and_batches_in_flight_from_flags_or_settings():
+    from caimx.cli import build_parser
+    from caimx.cli.process_cmd import _params
+    from caimx.settings import Settings
+
+    args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr", "--read-ahead", "12",
+                                      "--candidate-threads", "4", "--batches-in-flight", "2"])
+    params = _params(args, Settings())
+    assert (params.read_ahead, params.candidate_threads, params.batches_in_flight) == (12, 4, 2)
+    args = build_parser().parse_args(["process", "m.tif", "-o", "r.zarr"])
+    params = _params(args, Settings(read_ahead=3, candidate_threads=2, batches_in_flight=0))
+    assert (params.read_ahead, params.candidate_threads, params.batches_in_flight) == (3, 2, 0)
+
+
 def test_deployment_settings_default_to_the_engine_defaults():
     # caimx.settings cannot import the engine (the API process stays free of it), so the
     # defaults are written twice; this keeps them equal (field defaults: the environment of the
@@ -89,3 +103,6 @@ def test_deployment_settings_default_to_the_engine_defaults():
                                                                   engine.plan.tiles_per_chunk)
     assert (default["batch_size"], default["read_ahead"]) == (engine.batch_size,
                                                               engine.read_ahead)
+    assert (default["candidate_threads"], default["batches_in_flight"]) == (
+        engine.candidate_threads, engine.batches_in_flight)
+    assert default["deconvolve_processes"] == engine.deconvolve_processes

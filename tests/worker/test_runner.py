@@ -15,10 +15,12 @@ from worker.runner import failure_reason, inference_params, run_job
 
 def test_settings_become_inference_parameters(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, tile_size=48, tile_overlap=6, window_overlap=24,
-                        batch_size=4)  # fmt: skip
+                        batch_size=4, read_ahead=3, candidate_threads=2,
+                        batches_in_flight=2)  # fmt: skip
     params = inference_params(settings, {"plan": {"tile_overlap": 10}, "write_denoised": True})
     assert (params.plan.tile, params.plan.tile_overlap, params.plan.window_overlap) == (48, 10, 24)
     assert params.batch_size == 4 and params.write_denoised
+    assert (params.read_ahead, params.candidate_threads, params.batches_in_flight) == (3, 2, 2)
     with pytest.raises(ValueError, match="unknown"):
         inference_params(settings, {"no_such_stage": {}})
 
