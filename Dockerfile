@@ -4,7 +4,7 @@
 #   worker     - a GPU worker with TensorFlow+CUDA: docker build --target worker -t caimx-worker .
 #   worker-jax - a GPU worker on JAX+CUDA, no TensorFlow (the configuration measured on GPUs,
 #                docs/benchmarks.md "GPU"): docker build --target worker-jax -t caimx-worker-jax .
-# Both read CAIMX_* settings; API and workers must share CAIMX_DATA_DIR (a volume).
+# All read CAIMX_* settings; API and workers must share CAIMX_DATA_DIR (a volume).
 
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -279,7 +279,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
              temporal_bin: int, in_flight: int) -> dict[str, Any]:
     import dataclasses
 
-    from model.inference import InferenceParams
+    from model.inference import InferenceParams, deconvolve
     from model.inference.params import MotionParams, PlanParams, ResampleParams
 
     params = dataclasses.replace(InferenceParams(), batch_size=args.batch,
@@ -289,8 +289,6 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
                                  motion=MotionParams(enabled=not args.no_motion),
                                  plan=PlanParams(shifted_tiling=args.shifted_tiling),
                                  resample=ResampleParams(temporal_bin=temporal_bin))
-    from model.inference import deconvolve
-
     # what a worker process has after its first movie: OASIS and the parts of SciPy it
     # imports (about 0.3 s under the interpreter lock, during the first row's chunk pass)
     deconvolve.preload()

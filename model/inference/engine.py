@@ -749,6 +749,11 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
                                args=(params.deconvolve_processes, movie.shape[0]),
                                name="caimx-preload", daemon=True)
     with digest_alongside(movie, input_sha256, start=False) as digest:
+
+        def begin_background_work() -> None:
+            digest.start()
+            preload.start()
+
         t0 = time.perf_counter()
         plan = prepare(movie, predictor.card, work_dir=work, params=params)
         reference = motion_reference(plan, work)
@@ -760,7 +765,7 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
             batch_size=params.batch_size, candidate_threads=params.candidate_threads,
             batches_in_flight=params.batches_in_flight, progress=progress,
             should_cancel=should_cancel, stitcher=stitcher, timeline=timeline,
-            on_first_batch=lambda: (digest.start(), preload.start()))
+            on_first_batch=begin_background_work)
         timings["chunks"] = time.perf_counter() - t0
         # the digest (a full read of the movie) goes on during finalize and the fluorescence pass
         summary = finalize(plan, work_dir=work, output=output, movie=movie, stitched=stitcher,

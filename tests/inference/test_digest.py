@@ -74,7 +74,8 @@ def test_a_digest_left_to_start_reads_nothing_until_started_or_asked():
     digest.start()  # once
     assert digest.result() == expected and movie.reads == 10
     assert MovieDigest(_CountingMovie(data), start=False).result() == expected  # asked: read
-    never = MovieDigest(movie := _CountingMovie(data), start=False)
+    movie = _CountingMovie(data)
+    never = MovieDigest(movie, start=False)
     never.cancel()  # the engine failed before its first batch
     never.start()
     with pytest.raises(RuntimeError, match="cancelled"):
