@@ -89,6 +89,11 @@ class TimedPredictor:
         self.seconds = 0.0
         self.start_seconds = 0.0  # of which starting calls (a synchronous copy to the device)
         self.stage_seconds = 0.0  # staging batches (the copy to the device), in another thread
+        self.patches = 0  # see reset()
+
+    def reset(self) -> None:
+        """Zero the clocks and the patch count (before an engine run)."""
+        self.seconds = self.start_seconds = self.stage_seconds = 0.0
         self.patches = 0
 
     def predict(self, patches: np.ndarray) -> Any:
@@ -106,8 +111,9 @@ class TimedPredictor:
         t0 = time.perf_counter()
         fetch = self._predictor.start(patches, denoised=denoised,
                                       attention_frames=attention_frames)
-        self.seconds += time.perf_counter() - t0
-        self.start_seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.seconds += elapsed
+        self.start_seconds += elapsed
         self.patches += (len(patches) if isinstance(patches, np.ndarray)
                          else sum(n for n, _, _ in patches.parts))  # staged
 
@@ -136,6 +142,7 @@ def dtype_policy(dtype: str) -> Iterator[None]:
 def network(args: argparse.Namespace) -> None:
     import keras
 
+    from model.inference.run import frame_weights
     from model.keras_serving import KerasPredictor
     from model.network import PRESETS, build_network
     from model.registry import ModelCard
@@ -161,7 +168,9 @@ def network(args: argparse.Namespace) -> None:
                                                 np.float32)
             for attention in args.attention:
                 options = {"denoised": args.denoised,
-                           "attention_frames": _owned_weights(batch, config.T)
+                           # a middle window's sum: all frames but 10 at either end
+                           "attention_frames": frame_weights(config.T, slice(10, config.T - 10),
+                                                             batch)
                            if attention == "sums" else None}
                 t0 = time.perf_counter()
                 predictor.predict(x, **options)
@@ -186,14 +195,6 @@ def network(args: argparse.Namespace) -> None:
                     "frames_per_s_512_plan": round(rate / per_frame, 1),
                     "pipelined_frames_per_s_512_plan": round(pipelined / per_frame, 1),
                     "peak_rss_gb": round(peak_rss_gb(), 2)})
-
-
-def _owned_weights(batch: int, frames: int) -> np.ndarray:
-    """Frame weights of a middle window's attention sum (all frames but 10 at either end), as
-    the engine asks for them."""
-    weights = np.zeros((batch, frames), np.float32)
-    weights[:, 10:frames - 10] = 1
-    return weights
 
 
 def _pipelined_rate(predictor: Any, x: np.ndarray, calls: int, options: dict[str, Any],
@@ -297,8 +298,7 @@ def _process(movie_path: Path, args: argparse.Namespace, output: Path, predictor
     predictor.start(one, denoised=params.write_denoised,  # compile, as the engine calls it
                     attention_frames=np.ones(one.shape[:2], np.float32))()
     compile_s = time.perf_counter() - t0
-    predictor.seconds, predictor.start_seconds, predictor.patches = 0.0, 0.0, 0
-    predictor.stage_seconds = 0.0
+    predictor.reset()
     timing = timed_process(movie_path, predictor, params, output)
     return {"batch": args.batch, "read_ahead": args.read_ahead,
             "candidate_threads": args.candidate_threads, "batches_in_flight": in_flight,

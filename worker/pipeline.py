@@ -336,9 +336,10 @@ def _finalize(job: Job, output: Path, *, settings: Settings, store: JobStore, se
         attrs = _attrs(job, card, params)
         attrs["input"]["sha256"] = DIGEST_PENDING
         summary = finalize(plan, work_dir=work, output=output, attrs=attrs, movie=movie)
-        write_input_digest(output, digest.result())
-        if digest.result() != job.input_sha256:
-            store.update(job_id, input_sha256=digest.result())
+        sha256 = digest.result()
+        write_input_digest(output, sha256)
+        if sha256 != job.input_sha256:
+            store.update(job_id, input_sha256=sha256)
     facts = _jsonable(summary) or {}
     facts.pop("seconds", None)
     facts.pop("decisions", None)
