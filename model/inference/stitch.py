@@ -49,36 +49,6 @@ class Footprint:
         return self.y0, self.x0, self.y0 + self.values.shape[0], self.x0 + self.values.shape[1]
 
 
-def iou_and_containment(a: Footprint, b: Footprint, threshold: float,
-                        region: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
-    """IoU and ``|a & b| / min(|a|, |b|)`` of the two binarized (``> threshold``) footprints.
-
-    ``region`` ``(y0, x0, y1, x1)``: compare only the pixels inside it (the part of the frame two
-    tiles both see), so a footprint cut by one tile's border is compared with the part of the other
-    tile's footprint that the first tile could see.
-    """
-    if region is not None:
-        a, b = clip(a, region), clip(b, region)
-    ay0, ax0, ay1, ax1 = a.box
-    by0, bx0, by1, bx1 = b.box
-    na, nb = int((a.values > threshold).sum()), int((b.values > threshold).sum())
-    y0, x0, y1, x1 = max(ay0, by0), max(ax0, bx0), min(ay1, by1), min(ax1, bx1)
-    if y1 <= y0 or x1 <= x0 or na == 0 or nb == 0:
-        return 0.0, 0.0
-    sa = a.values[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] > threshold
-    sb = b.values[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] > threshold
-    inter = int((sa & sb).sum())
-    return inter / (na + nb - inter), inter / min(na, nb)
-
-
-def clip(fp: Footprint, region: tuple[int, int, int, int]) -> Footprint:
-    """The part of ``fp`` inside ``region`` ``(y0, x0, y1, x1)`` (possibly empty)."""
-    fy0, fx0, fy1, fx1 = fp.box
-    y0, x0 = max(fy0, region[0]), max(fx0, region[1])
-    y1, x1 = max(min(fy1, region[2]), y0), max(min(fx1, region[3]), x0)
-    return Footprint(y0, x0, fp.values[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0])
-
-
 def _accumulate(total: Footprint | None, count: Footprint | None, fp: Footprint,
                 weight: np.ndarray) -> tuple[Footprint, Footprint]:
     """Add ``fp`` (and ``weight``, same shape) into running sums, growing the box as needed."""
@@ -178,8 +148,8 @@ def boxes_overlap(boxes: np.ndarray) -> list[tuple[int, int]]:
 def mask_ious(a: list[tuple[np.ndarray, np.ndarray]], b: list[tuple[np.ndarray, np.ndarray]],
               i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """IoU of binarized footprints ``a[i[k]]`` and ``b[j[k]]`` for every ``k``, each footprint
-    given as the frame rows and columns of its pixels; the numbers
-    :func:`iou_and_containment` gives (0 where either is empty or nothing is shared).
+    given as the frame rows and columns of its pixels: shared pixels over the pixels of
+    either (0 where either is empty or nothing is shared).
 
     Every shared pixel of every pair comes from one sparse product (pixels x footprints), not
     from one comparison of two boxes in Python per pair: a window's neurons are compared with
@@ -218,9 +188,11 @@ def mask_ious(a: list[tuple[np.ndarray, np.ndarray]], b: list[tuple[np.ndarray, 
 def region_overlaps(pixels: tuple[np.ndarray, np.ndarray, np.ndarray], i: np.ndarray,
                     j: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IoU and containment (``|a & b| / min(|a|, |b|)``) of binarized footprints ``i[k]`` and
-    ``j[k]``, both cut to ``regions[k]`` ``(y0, x0, y1, x1)``, for every ``k``: the numbers
-    :func:`iou_and_containment` gives, for all pairs of one window at once (the pixels of each
-    pair gathered, cut and matched by a sort, not two boxes compared in Python per pair).
+    ``j[k]``, both cut to ``regions[k]`` ``(y0, x0, y1, x1)`` (the part of the frame two tiles
+    both see, so a footprint cut by one tile's border is compared with the part of the other
+    that the first tile could see), for every ``k``; 0 where either cut footprint is empty.
+    All pairs of one window at once (the pixels of each pair gathered, cut and matched by a
+    sort, not two boxes compared in Python per pair).
 
     ``pixels``: ``(rows, cols, sizes)``, the frame rows and columns of every footprint's pixels,
     footprint after footprint, and how many each has (:func:`candidate_pixels`).

@@ -11,12 +11,44 @@ from model.inference.stitch import (
     Footprint,
     assemble_trace,
     boxes_overlap,
-    iou_and_containment,
     mask_ious,
     mask_pixels,
     merge_tiles,
 )
 from model.results import read_result
+
+
+def iou_and_containment(a: Footprint, b: Footprint, threshold: float,
+                        region: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
+    """IoU and ``|a & b| / min(|a|, |b|)`` of the two binarized (``> threshold``) footprints,
+    one pair at a time: the definition the engine's all-pairs-at-once versions
+    (``mask_ious``, ``region_overlaps``) are checked against.
+
+    ``region`` ``(y0, x0, y1, x1)``: compare only the pixels inside it (the part of the frame two
+    tiles both see), so a footprint cut by one tile's border is compared with the part of the other
+    tile's footprint that the first tile could see.
+    """
+    if region is not None:
+        a, b = clip(a, region), clip(b, region)
+    ay0, ax0, ay1, ax1 = a.box
+    by0, bx0, by1, bx1 = b.box
+    na, nb = int((a.values > threshold).sum()), int((b.values > threshold).sum())
+    y0, x0, y1, x1 = max(ay0, by0), max(ax0, bx0), min(ay1, by1), min(ax1, bx1)
+    if y1 <= y0 or x1 <= x0 or na == 0 or nb == 0:
+        return 0.0, 0.0
+    sa = a.values[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] > threshold
+    sb = b.values[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] > threshold
+    inter = int((sa & sb).sum())
+    return inter / (na + nb - inter), inter / min(na, nb)
+
+
+def clip(fp: Footprint, region: tuple[int, int, int, int]) -> Footprint:
+    """The part of ``fp`` inside ``region`` ``(y0, x0, y1, x1)`` (possibly empty)."""
+    fy0, fx0, fy1, fx1 = fp.box
+    y0, x0 = max(fy0, region[0]), max(fx0, region[1])
+    y1, x1 = max(min(fy1, region[2]), y0), max(min(fx1, region[3]), x0)
+    return Footprint(y0, x0, fp.values[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0])
+
 
 DECIDE = DecideParams(min_area=5, min_snr=0.0, min_tile_evidence=0.0)
 STITCH = StitchParams()
