@@ -33,10 +33,11 @@ import numpy as np
 
 from model.network import PRESETS, NetworkConfig, build_network
 from model.outputs import (
-    OPTIONAL_OUTPUTS,
+    COMPACT_OUTPUTS,
     SERVING_OUTPUTS,
     PatchOutputs,
     as_patch_batch,
+    checked_frame_weights,
     serving_outputs,
     summed_attention,
 )
@@ -231,7 +232,7 @@ class KerasPredictor:
         stages in the thread that cuts the batches, so the thread that feeds the device only
         queues calls). Options as :meth:`predict`."""
         patches = as_patch_batch(patches, self.card.patch_shape)
-        weights = self._frame_weights(attention_frames, patches.shape[:2])
+        weights = checked_frame_weights(attention_frames, patches.shape[:2])
         step = batch_size or self.batch_size
         put = _device_put()
         parts = tuple((min(step, len(patches) - s),
@@ -252,8 +253,7 @@ class KerasPredictor:
         """
         staged = (patches if isinstance(patches, StagedPatches)
                   else self.stage(patches, batch_size, attention_frames=attention_frames))
-        keys = SERVING_OUTPUTS if denoised else tuple(k for k in SERVING_OUTPUTS
-                                                      if k not in OPTIONAL_OUTPUTS)
+        keys = SERVING_OUTPUTS if denoised else COMPACT_OUTPUTS
         run = self._runner(keys)
         pending = [(n, run(x, weights)) for n, x, weights in staged.parts]
 
@@ -276,18 +276,6 @@ class KerasPredictor:
             self._runners[keys] = _dispatcher(
                 model, keys.index("attention") if "attention" in keys else None)
         return self._runners[keys]
-
-    @staticmethod
-    def _frame_weights(weights: np.ndarray | None,
-                       shape: tuple[int, int]) -> np.ndarray | None:
-        """``weights`` as float32 ``(B, T)``; ``ValueError`` for any other shape."""
-        if weights is None:
-            return None
-        weights = np.asarray(weights, np.float32)
-        if weights.shape != shape:
-            raise ValueError(f"attention_frames must have shape {shape} (patches, frames), "
-                             f"got {weights.shape}")
-        return weights
 
     def _padded(self, batch: np.ndarray) -> np.ndarray:
         """``batch`` (patches or their frame weights) as float32, padded with zeros to

@@ -19,6 +19,9 @@ OPTIONAL_OUTPUTS = ("denoised",)
 """Outputs a runner may skip when the caller does not want them (the engine needs the denoised
 movie only when it writes it): less work on the device and less to copy back to the host."""
 
+COMPACT_OUTPUTS = tuple(key for key in SERVING_OUTPUTS if key not in OPTIONAL_OUTPUTS)
+"""Outputs of a call without the optional ones (the SavedModel's ``serving_compact``)."""
+
 NETWORK_OUTPUT_OF = {"denoised": "denoised", "attention": "attention",
                      "footprints": "opened_masks", "raw_footprints": "raw_masks",
                      "traces": "traces"}
@@ -76,6 +79,18 @@ def as_patch_batch(patches: Any, patch_shape: tuple[int, int, int]) -> np.ndarra
         raise ValueError(f"patches must have shape (batch, {', '.join(map(str, patch_shape))}),"
                          f" got {patches.shape}")
     return patches
+
+
+def checked_frame_weights(weights: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """Frame weights for summing the attention maps, as float32 ``(B, T)`` (None stays None);
+    ``ValueError`` for any other shape."""
+    if weights is None:
+        return None
+    weights = np.asarray(weights, np.float32)
+    if weights.shape != shape:
+        raise ValueError(f"attention_frames must have shape {shape} (patches, frames), "
+                         f"got {weights.shape}")
+    return weights
 
 
 def summed_attention(attention: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -3,10 +3,17 @@
 >>> predictor = SavedModelPredictor.load("model/zoo/deepcaimx-mini")
 >>> out = predictor.predict(patches)        # patches: float32 (B, T, H, W) in [0, 1]
 >>> out.footprints.shape                    # (B, N, H, W)
+
+A SavedModel exported with the ``serving_compact`` signature (:mod:`model.export`) is called
+through it when the caller wants neither the denoised movie nor the per-frame attention maps
+(``predict(..., denoised=False, attention_frames=weights)``, as the engine asks): the network
+skips the last synthesis and a tenth of the bytes come back from the device. Older exports
+have only ``serving_default``; the same call then runs it and drops or sums on the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,21 +21,32 @@ from typing import Any
 import numpy as np
 import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
 
-from model.outputs import SERVING_OUTPUTS, PatchOutputs, as_patch_batch
+from model.outputs import (
+    COMPACT_OUTPUTS,
+    SERVING_OUTPUTS,
+    PatchOutputs,
+    as_patch_batch,
+    checked_frame_weights,
+    summed_attention,
+)
 from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
 
 SIGNATURE = "serving_default"
+COMPACT_SIGNATURE = "serving_compact"
 INPUT_NAME = "movie"
+FRAME_WEIGHTS_NAME = "attention_frames"
 
 
 class SavedModelPredictor:
     """A loaded SavedModel plus its model card."""
 
     def __init__(self, path: Path, card: ModelCard, function: Callable[..., dict[str, Any]],
-                 keep_alive: object) -> None:
+                 keep_alive: object,
+                 compact: Callable[..., dict[str, Any]] | None = None) -> None:
         self.path = path
         self.card = card
         self._function = function
+        self._compact = compact
         self._keep_alive = keep_alive  # the loaded object owns the variables
 
     @classmethod
@@ -46,25 +64,61 @@ class SavedModelPredictor:
         loaded = tf.saved_model.load(str(saved))
         if SIGNATURE not in loaded.signatures:
             raise ValueError(f"{saved} has no {SIGNATURE!r} signature")
-        return cls(model_dir, card, loaded.signatures[SIGNATURE], loaded)
+        return cls(model_dir, card, loaded.signatures[SIGNATURE], loaded,
+                   loaded.signatures.get(COMPACT_SIGNATURE))
+
+    @property
+    def has_compact_signature(self) -> bool:
+        """Whether the SavedModel has ``serving_compact`` (exports from before it do not)."""
+        return self._compact is not None
 
     @property
     def patch_shape(self) -> tuple[int, int, int]:
         return self.card.patch_shape
 
-    def predict(self, patches: np.ndarray, batch_size: int | None = None) -> PatchOutputs:
-        """Run ``patches`` float32 ``(B, T, H, W)`` (already min-max scaled per patch).
+    def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
+                denoised: bool = True,
+                attention_frames: np.ndarray | None = None) -> PatchOutputs:
+        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
 
         ``batch_size`` splits large batches into network calls of at most that many patches.
+        ``denoised=False``: the denoised movie is not wanted (its field is None).
+        ``attention_frames``: frame weights ``(B, T)``; the attention output is then each
+        patch's maps summed over frames with them, ``(B, H, W)``. With both, the call goes
+        through ``serving_compact`` when the SavedModel has it.
         """
         patches = as_patch_batch(patches, self.card.patch_shape)
+        weights = checked_frame_weights(attention_frames, patches.shape[:2])
+        compact = self._compact is not None and weights is not None and not denoised
         step = batch_size or max(len(patches), 1)
-        parts: list[dict[str, np.ndarray]] = []
+        parts: list[PatchOutputs] = []
         for start in range(0, len(patches), step):
             movie = tf.constant(patches[start:start + step, ..., None])
-            result = self._function(**{INPUT_NAME: movie})
-            parts.append({key: value.numpy() for key, value in result.items()})
-        if not parts:
-            return PatchOutputs.empty(self.card)
-        return PatchOutputs.concat([PatchOutputs(**{key: p[key] for key in SERVING_OUTPUTS})
-                                    for p in parts])
+            part_weights = None if weights is None else weights[start:start + step]
+            if compact:
+                result = self._compact(**{INPUT_NAME: movie,
+                                          FRAME_WEIGHTS_NAME: tf.constant(part_weights)})
+                got = {key: result[key].numpy() for key in COMPACT_OUTPUTS}
+            else:
+                result = self._function(**{INPUT_NAME: movie})
+                got = {key: result[key].numpy() for key in SERVING_OUTPUTS
+                       if denoised or key in COMPACT_OUTPUTS}
+                if part_weights is not None:
+                    got["attention"] = summed_attention(got["attention"], part_weights)
+            parts.append(PatchOutputs(**{key: got.get(key) for key in SERVING_OUTPUTS}))
+        if parts:
+            return PatchOutputs.concat(parts)
+        empty = PatchOutputs.empty(self.card)
+        if weights is not None:
+            empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
+        return empty if denoised else dataclasses.replace(empty, denoised=None)
+
+    def start(self, patches: np.ndarray, batch_size: int | None = None, *,
+              denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
+        """:meth:`predict` now, its outputs handed over by the returned function (the engine's
+        interface for runners that compute asynchronously)."""
+        outputs = self.predict(patches, batch_size, denoised=denoised,
+                               attention_frames=attention_frames)
+        return lambda: outputs
+

@@ -1,6 +1,7 @@
-"""``caimx model export`` and ``caimx models``: make and list installed models.
+"""``caimx model export``, ``caimx model refresh`` and ``caimx models``: make, update and list
+installed models.
 
-TensorFlow is imported only inside ``model export``.
+TensorFlow is imported only inside ``model export`` and ``model refresh``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for a .weights.h5 from model/training/")
     export.add_argument("--force", action="store_true", help="replace an existing folder")
     export.set_defaults(func=_export)
+
+    refresh = group_sub.add_parser(
+        "refresh",
+        help="write an installed model's SavedModel again from its Keras weights",
+        description="Rewrite <models-dir>/<name>/saved_model/ from the folder's "
+        "model.weights.h5 and card (both unchanged), with this version's signatures: a model "
+        "installed by an older version gains serving_compact, which workers use to skip the "
+        "denoised movie and sum the attention maps on the device.",
+    )
+    refresh.add_argument("name", help="installed model name, e.g. caimx-mini")
+    refresh.add_argument("--models-dir", type=Path, default=None,
+                         help="folder of installed models (default: CAIMX_MODELS_DIR)")
+    refresh.set_defaults(func=_refresh)
 
     listing = group_sub.add_parser("list", help="list installed models (same as `caimx models`)")
     _add_list_options(listing)
@@ -119,4 +133,22 @@ def _export(args: argparse.Namespace) -> int:
     except (FileExistsError, WeightImportError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     print(f"installed {args.name} in {path}")
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from caimx.cli import CliError
+    from model.registry import ModelCardError, UnknownModelError, resolve_model
+
+    try:
+        installed = resolve_model(args.name, _models_dir(args))
+    except UnknownModelError as exc:
+        raise CliError(str(exc)) from exc
+    from model.export import refresh_saved_model
+
+    try:
+        path = refresh_saved_model(installed.path)
+    except (ModelCardError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"refreshed {args.name}: {path}")
     return 0

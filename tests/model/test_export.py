@@ -122,6 +122,94 @@ def test_signature(predictor):
     }
 
 
+def test_compact_signature(predictor):
+    assert predictor.has_compact_signature
+    function = predictor._compact
+    inputs = {k: v.shape.as_list() for k, v in function.structured_input_signature[1].items()}
+    assert inputs == {"movie": [None, 100, 32, 32, 1], "attention_frames": [None, 100]}
+    outputs = {k: v.shape.as_list() for k, v in function.structured_outputs.items()}
+    assert outputs == {
+        "attention": [None, 32, 32],
+        "footprints": [None, 4, 32, 32],
+        "raw_footprints": [None, 4, 32, 32],
+        "traces": [None, 4, 96],
+    }
+
+
+def _owned_frames(n: int) -> np.ndarray:
+    weights = np.zeros((n, 100), np.float32)
+    weights[:, 10:90] = 1
+    weights[-1, :] = 0  # one patch with other frames: the weights are per patch
+    weights[-1, 3:40] = 1
+    return weights
+
+
+def test_compact_call_equals_the_default_one(predictor, served, reference_inputs):
+    """Without the denoised movie and with frame weights the call goes through
+    ``serving_compact``: the same footprints and traces, the attention maps' weighted sums."""
+    weights = _owned_frames(len(reference_inputs))
+    compact = predictor.start(reference_inputs, denoised=False, attention_frames=weights)()
+    assert compact.denoised is None
+    for key in ("footprints", "raw_footprints", "traces"):
+        np.testing.assert_array_equal(getattr(compact, key), getattr(served, key))
+    sums = (served.attention * weights[:, :, None, None]).sum(axis=1)
+    assert compact.attention.shape == (3, 32, 32)
+    np.testing.assert_allclose(compact.attention, sums, rtol=1e-5, atol=1e-4)
+    # a shifted window of frames is not the same sum
+    assert np.abs(compact.attention - served.attention[:, 11:91].sum(axis=1)).max() > 1e-2
+    with pytest.raises(ValueError, match="attention_frames"):
+        predictor.predict(reference_inputs, denoised=False, attention_frames=weights[:, :50])
+
+
+def test_without_the_compact_signature(predictor, served, reference_inputs):
+    """A SavedModel exported before ``serving_compact`` answers the same call from its default
+    signature (dropping the denoised movie, summing on the host)."""
+    from model.serving import SavedModelPredictor
+
+    older = SavedModelPredictor(predictor.path, predictor.card, predictor._function,
+                                predictor._keep_alive)
+    assert not older.has_compact_signature
+    weights = _owned_frames(len(reference_inputs))
+    got = older.predict(reference_inputs, batch_size=2, denoised=False,
+                        attention_frames=weights)
+    assert got.denoised is None
+    np.testing.assert_array_equal(got.traces, served.traces)
+    sums = (served.attention * weights[:, :, None, None]).sum(axis=1)
+    np.testing.assert_array_equal(got.attention, sums)
+    assert older.predict(reference_inputs[:0], denoised=False,
+                         attention_frames=weights[:0]).attention.shape == (0, 32, 32)
+
+
+def test_refresh_rewrites_the_saved_model(installed, served, reference_inputs, tmp_path,
+                                          capsys):
+    """``caimx model refresh`` writes ``saved_model/`` again from the folder's weights: the same
+    outputs; weights that do not match the card are refused and the old SavedModel stays."""
+    import shutil
+
+    from model.serving import SavedModelPredictor
+
+    models = tmp_path / "models"
+    copy = models / NAME
+    shutil.copytree(installed.path, copy)
+    (copy / "saved_model" / "saved_model.pb").write_bytes(b"an older export")
+    assert main(["model", "refresh", NAME, "--models-dir", str(models)]) == 0
+    assert "refreshed" in capsys.readouterr().out
+    refreshed = SavedModelPredictor.load(copy)
+    assert refreshed.has_compact_signature
+    np.testing.assert_allclose(refreshed.predict(reference_inputs).traces, served.traces,
+                               atol=1e-6)
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        p.name for p in installed.path.iterdir())
+    before = (copy / "saved_model" / "saved_model.pb").read_bytes()
+    with (copy / "model.weights.h5").open("r+b") as handle:
+        handle.seek(-64, 2)
+        handle.write(b"\0" * 64)
+    assert main(["model", "refresh", NAME, "--models-dir", str(models)]) == 2
+    assert "weights_sha256" in capsys.readouterr().err
+    assert (copy / "saved_model" / "saved_model.pb").read_bytes() == before
+    assert main(["model", "refresh", "no-such-model", "--models-dir", str(models)]) == 2
+
+
 def test_saved_model_matches_published(predictor, served):
     out = served
     for index, k in enumerate(SAMPLES):
