@@ -1,10 +1,18 @@
 """The result of processing one movie: a Zarr v3 group (schema in ``docs/results.md``).
 
 No TensorFlow here: the API reads results with this module.
+
+Every function that adds to a written result (:func:`write_fluorescence`,
+:func:`write_deconvolved`, :func:`write_input_digest`, the last step of both the engine and the
+worker) ends by consolidating the group's metadata into its root ``zarr.json``: a reader over
+HTTP, where a store cannot be listed, then sees every array (``group.array_keys()``,
+``group.tree()``) and opens each one without fetching its own ``zarr.json``. The field is
+marked ``must_understand: false``, so readers that do not know it read the group as before.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +119,16 @@ class ResultWriter:
         self.denoised[t0:t0 + data.shape[0]] = data.astype(np.float32)
 
 
+def consolidate_result(path: str | Path) -> None:
+    """Index every array and group of the result in its root ``zarr.json`` (see the module
+    docstring); again after any change, so the index never lags the arrays."""
+    with warnings.catch_warnings():
+        # zarr-python's note that consolidated metadata is not (yet) in the v3 specification:
+        # it is an optional field other readers ignore
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path))
+
+
 def write_fluorescence(path: str | Path, fluorescence: np.ndarray, neuropil: np.ndarray,
                        info: dict[str, Any]) -> None:  # fmt: skip
     """Add ``fluorescence`` and ``neuropil`` ``(K, T)`` (read from the movie,
@@ -119,6 +137,7 @@ def write_fluorescence(path: str | Path, fluorescence: np.ndarray, neuropil: np.
     group = zarr.open_group(str(path), mode="r+")
     _put_traces_like(group, {"fluorescence": fluorescence, "neuropil": neuropil})
     group.attrs["fluorescence"] = info
+    consolidate_result(path)
 
 
 def write_input_digest(path: str | Path, sha256: str) -> None:
@@ -126,6 +145,7 @@ def write_input_digest(path: str | Path, sha256: str) -> None:
     movie's digest is still being computed, :data:`DIGEST_PENDING` until then)."""
     group = zarr.open_group(str(path), mode="r+")
     group.attrs["input"] = {**group.attrs["input"], "sha256": sha256}
+    consolidate_result(path)
 
 
 #: ``attrs.input.sha256`` of a result whose movie digest is not in yet (only ever seen in a
@@ -152,6 +172,7 @@ def write_deconvolved(path: str | Path, calcium: np.ndarray, spikes: np.ndarray,
     group = zarr.open_group(str(path), mode="r+")
     _put_traces_like(group, {"calcium": calcium, "spikes": spikes})
     group.attrs["deconvolution"] = info
+    consolidate_result(path)
 
 
 @dataclass(frozen=True)

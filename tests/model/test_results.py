@@ -37,3 +37,38 @@ def test_no_neurons(tmp_path):
 def test_not_a_result(tmp_path):
     with pytest.raises(ValueError, match="not a caimx result"):
         read_result(tmp_path / "missing.zarr")
+
+
+def test_additions_keep_the_metadata_consolidated(tmp_path):
+    """After every addition the root ``zarr.json`` indexes every array (what a reader over
+    HTTP, which cannot list a store, sees), and the index matches the arrays on disk."""
+    import json
+
+    from model.results import write_deconvolved, write_fluorescence, write_input_digest
+
+    path = tmp_path / "r.zarr"
+    writer = ResultWriter(path, movie_shape=(30, 20, 24), n_neurons=2,
+                          attrs={"input": {"name": "m.tif", "sha256": "pending"}})
+    writer.put_traces(np.ones((2, 30), np.float32))
+
+    def indexed() -> dict:
+        root = json.loads((path / "zarr.json").read_text())
+        return root["consolidated_metadata"]["metadata"]
+
+    traces = np.arange(60, dtype=np.float32).reshape(2, 30)
+    write_fluorescence(path, traces, traces / 2, {"method": "test"})
+    assert {"footprints", "traces", "fluorescence", "neuropil", "mean_image", "neurons",
+            "neurons/area"} <= set(indexed())
+    assert "calcium" not in indexed()
+    write_deconvolved(path, traces, traces, {"method": "test"})
+    write_input_digest(path, "ab" * 32)
+    index = indexed()
+    on_disk = {p.parent.relative_to(path).as_posix() for p in path.rglob("zarr.json")} - {"."}
+    assert set(index) == on_disk
+    group = zarr.open_group(str(path), mode="r")
+    assert sorted(group.array_keys()) == sorted(
+        k for k in on_disk if "/" not in k and k != "neurons")
+    assert group.attrs["input"]["sha256"] == "ab" * 32
+    write_fluorescence(path, traces + 1, traces, {"method": "again"})  # replaced, index current
+    np.testing.assert_array_equal(read_result(path).fluorescence, traces + 1)
+    assert set(indexed()) == on_disk

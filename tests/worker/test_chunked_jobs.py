@@ -87,6 +87,11 @@ def test_resumable_tiff_to_a_zarr_store_over_http(client: httpx.Client, settings
     local = zarr.open_group(client.get(f"/v1/jobs/{job['id']}/result").json()["path"], mode="r")
     for name in ("footprints", "traces", "mean_image"):
         np.testing.assert_array_equal(remote[name][:], local[name][:])
+    # the store cannot be listed over HTTP: the arrays come from the consolidated metadata
+    assert sorted(remote.array_keys()) == sorted(local.array_keys())
+    assert {"footprints", "traces", "fluorescence", "calcium", "spikes"} <= set(
+        remote.array_keys())
+    assert sorted(remote["neurons"].array_keys()) == sorted(local["neurons"].array_keys())
     assert remote.attrs["input"]["pixel_size_um"] == 1.5
     assert remote.attrs["input"]["sha256"] == job["movie"]["sha256"]
 
