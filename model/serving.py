@@ -87,38 +87,44 @@ class SavedModelPredictor:
         patch's maps summed over frames with them, ``(B, H, W)``. With both, the call goes
         through ``serving_compact`` when the SavedModel has it.
         """
+        return self.start(patches, batch_size, denoised=denoised,
+                          attention_frames=attention_frames)()
+
+    def start(self, patches: np.ndarray, batch_size: int | None = None, *,
+              denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
+        """Call the SavedModel on ``patches``; the returned function copies the outputs to the
+        host (the engine's interface for runners that compute asynchronously). On a CPU the
+        work is done when this returns; on a GPU the calls may still be running, and the copy
+        waits for them. Options as :meth:`predict`."""
         patches = as_patch_batch(patches, self.card.patch_shape)
         weights = checked_frame_weights(attention_frames, patches.shape[:2])
         compact = self._compact is not None and weights is not None and not denoised
+        keys = COMPACT_OUTPUTS if compact or not denoised else SERVING_OUTPUTS
         step = batch_size or max(len(patches), 1)
-        parts: list[PatchOutputs] = []
+        calls: list[tuple[dict[str, Any], np.ndarray | None]] = []
         for start in range(0, len(patches), step):
             movie = tf.constant(patches[start:start + step, ..., None])
             part_weights = None if weights is None else weights[start:start + step]
             if compact:
                 result = self._compact(**{INPUT_NAME: movie,
                                           FRAME_WEIGHTS_NAME: tf.constant(part_weights)})
-                got = {key: result[key].numpy() for key in COMPACT_OUTPUTS}
+                calls.append((result, None))  # summed by the SavedModel
             else:
-                result = self._function(**{INPUT_NAME: movie})
-                got = {key: result[key].numpy() for key in SERVING_OUTPUTS
-                       if denoised or key in COMPACT_OUTPUTS}
-                if part_weights is not None:
-                    got["attention"] = summed_attention(got["attention"], part_weights)
-            parts.append(PatchOutputs(**{key: got.get(key) for key in SERVING_OUTPUTS}))
-        if parts:
-            return PatchOutputs.concat(parts)
-        empty = PatchOutputs.empty(self.card)
-        if weights is not None:
-            empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
-        return empty if denoised else dataclasses.replace(empty, denoised=None)
+                calls.append((self._function(**{INPUT_NAME: movie}), part_weights))
 
-    def start(self, patches: np.ndarray, batch_size: int | None = None, *,
-              denoised: bool = True,
-              attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
-        """:meth:`predict` now, its outputs handed over by the returned function (the engine's
-        interface for runners that compute asynchronously)."""
-        outputs = self.predict(patches, batch_size, denoised=denoised,
-                               attention_frames=attention_frames)
-        return lambda: outputs
+        def fetch() -> PatchOutputs:
+            parts = []
+            for result, sum_weights in calls:
+                got = {key: result[key].numpy() for key in keys}
+                if sum_weights is not None:
+                    got["attention"] = summed_attention(got["attention"], sum_weights)
+                parts.append(PatchOutputs(**{key: got.get(key) for key in SERVING_OUTPUTS}))
+            if parts:
+                return PatchOutputs.concat(parts)
+            empty = PatchOutputs.empty(self.card)
+            if weights is not None:
+                empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
+            return empty if denoised else dataclasses.replace(empty, denoised=None)
 
+        return fetch
