@@ -42,6 +42,9 @@ USER root
 # oasis-deconv (GPL-3.0, optional extra "deconvolution"): denoised calcium and spikes
 RUN pip install "tensorflow[and-cuda]>=2.21,<2.22" "oasis-deconv>=0.3.2"
 USER caimx
+# batches of 128 patches for a GPU (the CPU default is 16): about 4 GB of activations for the
+# mini network (0.5 GB per 16 patches, measured on a CPU); the SavedModel takes any batch size
+ENV CAIMX_BATCH_SIZE=128
 CMD ["caimx", "worker", "--name", "gpu@%h"]
 
 FROM base AS worker-jax
