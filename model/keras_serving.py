@@ -36,6 +36,7 @@ from model.outputs import (
     COMPACT_OUTPUTS,
     SERVING_OUTPUTS,
     PatchOutputs,
+    PatchPredictor,
     as_patch_batch,
     checked_frame_weights,
     serving_outputs,
@@ -156,7 +157,7 @@ def _device_put() -> Callable[[np.ndarray], Any]:
     return jax.device_put
 
 
-class KerasPredictor:
+class KerasPredictor(PatchPredictor):
     """A network built from a model card, with the folder's Keras weights loaded.
 
     ``batch_size`` patches go to the backend at once; a smaller batch is padded to that size, so
@@ -207,23 +208,6 @@ class KerasPredictor:
             network = variant
         return cls(path, card, network, batch_size)
 
-    @property
-    def patch_shape(self) -> tuple[int, int, int]:
-        return self.card.patch_shape
-
-    def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
-                denoised: bool = True,
-                attention_frames: np.ndarray | None = None) -> PatchOutputs:
-        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
-
-        ``denoised=False`` skips the denoised movie (its field is None): the network then stops
-        short of the last ISTA block's synthesis, and nothing of that size is copied back.
-        ``attention_frames``: frame weights ``(B, T)``; the attention output is then each
-        patch's map summed over frames with them, ``(B, H, W)``.
-        """
-        return self.start(patches, batch_size, denoised=denoised,
-                          attention_frames=attention_frames)()
-
     def stage(self, patches: np.ndarray, batch_size: int | None = None, *,
               attention_frames: np.ndarray | None = None) -> StagedPatches:
         """``patches`` (and their frame weights) checked, padded to whole batches and, under
@@ -261,10 +245,8 @@ class KerasPredictor:
             parts = [self._named(keys, fetch(), n) for n, fetch in pending]
             if parts:
                 return PatchOutputs.concat(parts)
-            empty = PatchOutputs.empty(self.card)
-            if staged.summed_attention:
-                empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
-            return empty if denoised else dataclasses.replace(empty, denoised=None)
+            return PatchOutputs.empty(self.card, denoised=denoised,
+                                      summed_attention=staged.summed_attention)
 
         return result
 

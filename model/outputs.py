@@ -7,6 +7,7 @@ one ran the network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +62,46 @@ class PatchOutputs:
                              else getattr(self, key)[start:stop] for key in SERVING_OUTPUTS})
 
     @classmethod
-    def empty(cls, card: Any) -> PatchOutputs:
-        """Outputs for zero patches of a model with this card."""
+    def empty(cls, card: Any, *, denoised: bool = True,
+              summed_attention: bool = False) -> PatchOutputs:
+        """Outputs for zero patches of a model with this card (without ``denoised`` and with
+        the attention as sums over frames, ``(0, H, W)``, as asked)."""
         t, hw = (0, card.T, card.H, card.W), (0, card.N, card.H, card.W)
         z = np.zeros
-        return cls(z(t, np.float32), z(t, np.float32), z(hw, np.float32), z(hw, np.float32),
+        return cls(z(t, np.float32) if denoised else None,
+                   z((0, card.H, card.W) if summed_attention else t, np.float32),
+                   z(hw, np.float32), z(hw, np.float32),
                    z((0, card.N, card.T - 2 * card.trace_offset), np.float32))
+
+
+class PatchPredictor:
+    """What the runners share: ``patch_shape`` from their ``card``, and ``predict`` as
+    ``start`` followed by waiting for its outputs. A runner implements ``start``."""
+
+    card: Any
+
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        return self.card.patch_shape
+
+    def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
+                denoised: bool = True,
+                attention_frames: np.ndarray | None = None) -> PatchOutputs:
+        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
+
+        ``batch_size``: patches per network call (each runner has its default).
+        ``denoised=False``: the denoised movie is not wanted (its field is None); the runners
+        then stop the network short of the last ISTA block's synthesis and copy nothing of
+        that size back. ``attention_frames``: frame weights ``(B, T)``; the attention output
+        is then each patch's maps summed over frames with them, ``(B, H, W)``.
+        """
+        return self.start(patches, batch_size, denoised=denoised,
+                          attention_frames=attention_frames)()
+
+    def start(self, patches: Any, batch_size: int | None = None, *, denoised: bool = True,
+              attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
+        """Start the network on ``patches``; the returned function waits for the outputs."""
+        raise NotImplementedError
 
 
 def as_patch_batch(patches: Any, patch_shape: tuple[int, int, int]) -> np.ndarray:

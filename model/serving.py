@@ -13,7 +13,6 @@ have only ``serving_default``; the same call then runs it and drops or sums on t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from model.outputs import (
     COMPACT_OUTPUTS,
     SERVING_OUTPUTS,
     PatchOutputs,
+    PatchPredictor,
     as_patch_batch,
     checked_frame_weights,
     summed_attention,
@@ -37,7 +37,7 @@ INPUT_NAME = "movie"
 FRAME_WEIGHTS_NAME = "attention_frames"
 
 
-class SavedModelPredictor:
+class SavedModelPredictor(PatchPredictor):
     """A loaded SavedModel plus its model card."""
 
     def __init__(self, path: Path, card: ModelCard, function: Callable[..., dict[str, Any]],
@@ -72,31 +72,15 @@ class SavedModelPredictor:
         """Whether the SavedModel has ``serving_compact`` (exports from before it do not)."""
         return self._compact is not None
 
-    @property
-    def patch_shape(self) -> tuple[int, int, int]:
-        return self.card.patch_shape
-
-    def predict(self, patches: np.ndarray, batch_size: int | None = None, *,
-                denoised: bool = True,
-                attention_frames: np.ndarray | None = None) -> PatchOutputs:
-        """Run ``patches`` float32 ``(B, T, H, W)`` (scaled as the card's ``input_scaling``).
-
-        ``batch_size`` splits large batches into network calls of at most that many patches.
-        ``denoised=False``: the denoised movie is not wanted (its field is None).
-        ``attention_frames``: frame weights ``(B, T)``; the attention output is then each
-        patch's maps summed over frames with them, ``(B, H, W)``. With both, the call goes
-        through ``serving_compact`` when the SavedModel has it.
-        """
-        return self.start(patches, batch_size, denoised=denoised,
-                          attention_frames=attention_frames)()
-
     def start(self, patches: np.ndarray, batch_size: int | None = None, *,
               denoised: bool = True,
               attention_frames: np.ndarray | None = None) -> Callable[[], PatchOutputs]:
         """Call the SavedModel on ``patches``; the returned function copies the outputs to the
         host (the engine's interface for runners that compute asynchronously). On a CPU the
         work is done when this returns; on a GPU the calls may still be running, and the copy
-        waits for them. Options as :meth:`predict`."""
+        waits for them. Options as :meth:`~model.outputs.PatchPredictor.predict`; with
+        ``denoised=False`` and frame weights the call goes through ``serving_compact`` when the
+        SavedModel has it."""
         patches = as_patch_batch(patches, self.card.patch_shape)
         weights = checked_frame_weights(attention_frames, patches.shape[:2])
         compact = self._compact is not None and weights is not None and not denoised
@@ -122,9 +106,7 @@ class SavedModelPredictor:
                 parts.append(PatchOutputs(**{key: got.get(key) for key in SERVING_OUTPUTS}))
             if parts:
                 return PatchOutputs.concat(parts)
-            empty = PatchOutputs.empty(self.card)
-            if weights is not None:
-                empty = dataclasses.replace(empty, attention=empty.attention.sum(axis=1))
-            return empty if denoised else dataclasses.replace(empty, denoised=None)
+            return PatchOutputs.empty(self.card, denoised=denoised,
+                                      summed_attention=weights is not None)
 
         return fetch
