@@ -51,33 +51,36 @@ PUBLISHED_TRAINING_DATA = (
 )
 
 
-def export_saved_model(model: keras.Model, config: NetworkConfig, path: str | Path) -> Path:
-    """Write ``model`` as a TF SavedModel at ``path`` with the ``serving_default`` and
-    ``serving_compact`` signatures (see the module docstring)."""
+def export_saved_model(model: keras.Model, config: NetworkConfig, path: str | Path, *,
+                       compact: bool = True) -> Path:
+    """Write ``model`` as a TF SavedModel at ``path`` with the ``serving_default`` and (with
+    ``compact``) ``serving_compact`` signatures (see the module docstring)."""
     path = Path(path)
     spec = tf.TensorSpec((None, config.T, config.H, config.W, 1), tf.float32, name=INPUT_NAME)
     weights_spec = tf.TensorSpec((None, config.T), tf.float32, name=FRAME_WEIGHTS_NAME)
     # the outputs the engine needs, as a model of their own: without the denoised movie the
     # graph has no last synthesis to compute
     outputs = serving_outputs(model.output, COMPACT_OUTPUTS)
-    compact = keras.Model(model.inputs, [outputs[key] for key in COMPACT_OUTPUTS],
-                          name="serving_compact")
+    compact_model = keras.Model(model.inputs, [outputs[key] for key in COMPACT_OUTPUTS],
+                                name="serving_compact")
 
     def serve(movie: tf.Tensor) -> dict[str, tf.Tensor]:
         return serving_outputs(model(movie, training=False))
 
     def serve_compact(movie: tf.Tensor, attention_frames: tf.Tensor) -> dict[str, tf.Tensor]:
-        values = dict(zip(COMPACT_OUTPUTS, compact(movie, training=False), strict=True))
+        values = dict(zip(COMPACT_OUTPUTS, compact_model(movie, training=False),
+                          strict=True))
         attention = values["attention"] * attention_frames[:, :, None, None]
         values["attention"] = tf.reduce_sum(attention, axis=1)
         return values
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(compact)
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
-    archive.add_endpoint(name=COMPACT_SIGNATURE, fn=serve_compact,
-                         input_signature=[spec, weights_spec])
+    if compact:
+        archive.track(compact_model)
+        archive.add_endpoint(name=COMPACT_SIGNATURE, fn=serve_compact,
+                             input_signature=[spec, weights_spec])
     archive.write_out(str(path), verbose=False)
     return path
 

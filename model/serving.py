@@ -13,6 +13,7 @@ have only ``serving_default``; the same call then runs it and drops or sums on t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from model.outputs import (
     summed_attention,
 )
 from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
+
+log = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 COMPACT_SIGNATURE = "serving_compact"
@@ -64,8 +67,12 @@ class SavedModelPredictor(PatchPredictor):
         loaded = tf.saved_model.load(str(saved))
         if SIGNATURE not in loaded.signatures:
             raise ValueError(f"{saved} has no {SIGNATURE!r} signature")
-        return cls(model_dir, card, loaded.signatures[SIGNATURE], loaded,
-                   loaded.signatures.get(COMPACT_SIGNATURE))
+        compact = loaded.signatures.get(COMPACT_SIGNATURE)
+        if compact is None:
+            log.warning("model %s was exported without the %s signature: the engine runs the "
+                        "whole network and copies every output back; `caimx model refresh %s` "
+                        "adds it", card.name, COMPACT_SIGNATURE, card.name)
+        return cls(model_dir, card, loaded.signatures[SIGNATURE], loaded, compact)
 
     @property
     def has_compact_signature(self) -> bool:

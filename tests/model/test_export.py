@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -180,18 +182,31 @@ def test_without_the_compact_signature(predictor, served, reference_inputs):
                          attention_frames=weights[:0]).attention.shape == (0, 32, 32)
 
 
+def _export_default_signature_only(model_dir):
+    from model.export import export_saved_model
+    from model.keras_serving import card_network
+    from model.network import build_network
+
+    config = card_network(ModelCard.read(model_dir))
+    model = build_network(config)
+    model.load_weights(model_dir / "model.weights.h5")
+    shutil.rmtree(model_dir / "saved_model")
+    export_saved_model(model, config, model_dir / "saved_model", compact=False)
+
+
 def test_refresh_rewrites_the_saved_model(installed, served, reference_inputs, tmp_path,
-                                          capsys):
+                                          capsys, caplog):
     """``caimx model refresh`` writes ``saved_model/`` again from the folder's weights: the same
     outputs; weights that do not match the card are refused and the old SavedModel stays."""
-    import shutil
-
     from model.serving import SavedModelPredictor
 
     models = tmp_path / "models"
     copy = models / NAME
     shutil.copytree(installed.path, copy)
-    (copy / "saved_model" / "saved_model.pb").write_bytes(b"an older export")
+    _export_default_signature_only(copy)  # as exports made before serving_compact
+    with caplog.at_level(logging.WARNING, logger="model.serving"):
+        assert not SavedModelPredictor.load(copy).has_compact_signature
+    assert f"caimx model refresh {NAME}" in caplog.text
     assert main(["model", "refresh", NAME, "--models-dir", str(models)]) == 0
     assert "refreshed" in capsys.readouterr().out
     refreshed = SavedModelPredictor.load(copy)
