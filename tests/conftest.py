@@ -81,10 +81,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         launcher.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_url(redis_server: str) -> Iterator[str]:
-    """URL of a database of the test Redis that this session owns."""
-    base = redis_server
+@contextlib.contextmanager
+def claimed_database(base: str) -> Iterator[str]:
+    """URL of an empty database of the Redis at ``base``, claimed for the caller and emptied
+    again afterwards (queues and jobs there are seen by no other worker or test session)."""
     token = uuid.uuid4().hex
     for db in range(15, 0, -1):
         client = redis.Redis.from_url(f"{base}/{db}")
@@ -98,10 +98,27 @@ def redis_url(redis_server: str) -> Iterator[str]:
     else:
         pytest.fail(f"every database 1..15 of {base} is in use; cannot isolate the tests")
     url = f"{base}/{db}"
-    yield url
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    try:
+        yield url
+    finally:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> Iterator[str]:
+    """URL of a database of the test Redis that this session owns."""
+    with claimed_database(redis_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def spare_redis_url(redis_server: str) -> Iterator[str]:
+    """A second database of the test Redis, for a worker that must not share the session's
+    queues (a worker configured otherwise than the session's)."""
+    with claimed_database(redis_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -222,12 +239,27 @@ def process_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def celery_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``caimx worker`` subprocess on the session's Redis; yields its node name."""
+    with running_worker(settings, process_env(settings), tmp_path_factory.mktemp("worker-log"),
+                        ) as name:  # fmt: skip
+        yield name
+
+
+@pytest.fixture(scope="session")
+def worker_launcher():
+    """:func:`running_worker`, for tests that start a worker of their own."""
+    return running_worker
+
+
+@contextlib.contextmanager
+def running_worker(settings: Settings, env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """``caimx worker`` started with ``env`` on ``settings``' Redis, until the block ends;
+    yields its node name once it has joined."""
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = tmp_path_factory.mktemp("worker-log") / "worker.log"
+    log = log_dir / "worker.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*CAIMX, "worker", "--name", name, "--loglevel", "INFO"],
-            env=process_env(settings), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:

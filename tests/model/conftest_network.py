@@ -108,15 +108,3 @@ def assert_science(result: Science) -> None:
     assert all(r >= 0.96 for r in result.trace_r), result.trace_r
     if result.denoise_r is not None:
         assert result.denoise_r >= 0.9, result.denoise_r
-
-
-def blinking_disk_movie(path: Path, frames: int = 120, size: int = 40) -> Path:
-    """A uint16 ``.npy`` movie at ``path``: noisy background and one disk of radius 5 that
-    fires a few calcium transients (what `caimx process` must find, by any runtime)."""
-    movie = np.clip(np.random.default_rng(1).normal(300, 20, (frames, size, size)), 0, None)
-    yy, xx = np.mgrid[:size, :size]
-    spikes = np.convolve((np.random.default_rng(2).random(frames) < 0.06) * 1.0,
-                         np.exp(-np.arange(30) / 6))[:frames]
-    movie += (200 + 600 * spikes)[:, None, None] * (((yy - 20) ** 2 + (xx - 18) ** 2) <= 25)
-    np.save(path, movie.astype(np.uint16))
-    return path

@@ -13,7 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest_network import blinking_disk_movie
+from small_movies import blinking_disk_movie
 
 from caimx.settings import REPO_MODELS_DIR
 from model.outputs import SERVING_OUTPUTS

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest_network import blinking_disk_movie
+from small_movies import blinking_disk_movie
 
 from caimx.settings import REPO_MODELS_DIR
 from model.keras_serving import KerasPredictor, card_network, preferred_convs
