@@ -148,6 +148,21 @@ class StagedPatches:
     summed_attention: bool
 
 
+def _backend_and_device() -> str:
+    """The active Keras backend, its version and where it computes, e.g. ``JAX 0.10.2, GPU``."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return f"JAX {jax.__version__}, {jax.default_backend().upper()}"
+    if backend == "tensorflow":
+        import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
+
+        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        return f"TensorFlow {tf.__version__}, {device}"
+    return backend
+
+
 def _device_put() -> Callable[[np.ndarray], Any]:
     """Copies an array to the default device under JAX (it stays as it is elsewhere)."""
     if keras.backend.backend() != "jax":
@@ -167,7 +182,7 @@ class KerasPredictor(PatchPredictor):
     """
 
     def __init__(self, path: Path, card: ModelCard, network: keras.Model,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, convs: str = "") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = path
@@ -175,6 +190,8 @@ class KerasPredictor(PatchPredictor):
         self.batch_size = batch_size
         self._network = network
         self._runners: dict[tuple[str, ...], Dispatch] = {}
+        self.runtime = f"Keras {keras.__version__} on {_backend_and_device()}" + (
+            f" ({convs})" if convs else "")
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = DEFAULT_BATCH,
@@ -206,7 +223,8 @@ class KerasPredictor(PatchPredictor):
                                     head_convs=head_convs)
             variant.set_weights(network.get_weights())
             network = variant
-        return cls(path, card, network, batch_size)
+        return cls(path, card, network, batch_size,
+                   convs=f"ISTA convolutions {ista_convs}, head {head_convs}")
 
     def stage(self, patches: np.ndarray, batch_size: int | None = None, *,
               attention_frames: np.ndarray | None = None) -> StagedPatches:

@@ -76,9 +76,12 @@ class PatchOutputs:
 
 class PatchPredictor:
     """What the runners share: ``patch_shape`` from their ``card``, and ``predict`` as
-    ``start`` followed by waiting for its outputs. A runner implements ``start``."""
+    ``start`` followed by waiting for its outputs. A runner implements ``start`` and sets
+    ``runtime``, one line on what computes the network (framework, version, device), which the
+    engine records with each chunk and in the result (two runtimes agree only to round-off)."""
 
     card: Any
+    runtime: str = ""
 
     @property
     def patch_shape(self) -> tuple[int, int, int]:

@@ -51,6 +51,8 @@ class SavedModelPredictor(PatchPredictor):
         self._function = function
         self._compact = compact
         self._keep_alive = keep_alive  # the loaded object owns the variables
+        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        self.runtime = f"TensorFlow {tf.__version__} SavedModel, {device}"
 
     @classmethod
     def load(cls, path: str | Path) -> SavedModelPredictor:

@@ -94,6 +94,7 @@ class _CancelAware:
     def __init__(self, predictor: Any, check: Callable[[], None]) -> None:
         self._predictor, self._check = predictor, check
         self.card = predictor.card
+        self.runtime = getattr(predictor, "runtime", "")
         if hasattr(predictor, "stage"):  # batches copied to the device ahead (Keras runner)
             self.stage = predictor.stage
 

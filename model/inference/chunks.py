@@ -44,6 +44,9 @@ class ChunkResult:
     shifts : ndarray or None, shape (t, 2), float64
         Motion shifts of movie frames ``first_frame .. first_frame + t`` (the window's frames),
         kept so the fluorescence pass moves every frame as the network's input was moved.
+    network : str
+        What computed the network's outputs (the predictor's ``runtime``: framework, version,
+        device); empty when unknown.
     """
 
     chunk_id: str
@@ -54,6 +57,7 @@ class ChunkResult:
     denoised: np.ndarray | None = None
     first_frame: int = 0
     shifts: np.ndarray | None = None
+    network: str = ""
 
 
 def chunk_dir(work_dir: str | Path, chunk_id: str) -> Path:
@@ -75,6 +79,8 @@ def write_chunk(work_dir: str | Path, result: ChunkResult) -> Path:
         np.save(tmp / "denoised.npy", np.ascontiguousarray(result.denoised, dtype=np.float32))
     meta = {"chunk_id": result.chunk_id, "window": result.window, "tiles": list(result.tiles),
             "n_candidates": len(result.candidates), "first_frame": result.first_frame}
+    if result.network:
+        meta["network"] = result.network
     if result.shifts is not None:
         np.save(tmp / SHIFTS_FILE, np.ascontiguousarray(result.shifts, dtype=np.float64))
     (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
@@ -100,7 +106,8 @@ def read_chunk(work_dir: str | Path, chunk_id: str) -> ChunkResult:
     shifts = np.load(folder / SHIFTS_FILE) if (folder / SHIFTS_FILE).is_file() else None
     return ChunkResult(chunk_id=meta["chunk_id"], window=meta["window"], tiles=tuple(meta["tiles"]),
                        candidates=cands, images=np.load(folder / "images.npy"), denoised=denoised,
-                       first_frame=int(meta.get("first_frame", 0)), shifts=shifts)
+                       first_frame=int(meta.get("first_frame", 0)), shifts=shifts,
+                       network=str(meta.get("network", "")))
 
 
 def read_shifts(work_dir: str | Path, chunk_id: str) -> tuple[int, np.ndarray] | None:

@@ -46,6 +46,7 @@ from model.inference.run import (
     card_input_scaling,
     checked_outputs,
     predict_batches,
+    runtime_of,
     start_predict,
 )
 from model.inference.scaling import movie_range
@@ -216,12 +217,14 @@ class ChunkAssembler:
 
     The batches may split the chunk's patches anywhere (one network call may also hold patches of
     the neighbouring chunks): each patch's candidates depend only on that patch, so the result is
-    the same bytes for any batch size.
+    the same bytes for any batch size. ``network``: what computed the outputs (the predictor's
+    ``runtime``), recorded with the chunk.
     """
 
-    def __init__(self, chunk: ChunkInput, plan: Plan) -> None:
+    def __init__(self, chunk: ChunkInput, plan: Plan, network: str = "") -> None:
         params = InferenceParams.from_dict(plan.params)
         self.chunk_id, self.window, self.tile_ids = chunk.chunk_id, chunk.window, chunk.tiles
+        self.network = network
         self.origin, self.block_shape = chunk.origin, chunk.block_shape
         self.first_frame, self.shifts = chunk.first_frame, chunk.shifts
         self.pixels, self.span = chunk.pixels, chunk.span  # not the patches: freed once fed
@@ -267,7 +270,8 @@ class ChunkAssembler:
         return ChunkResult(chunk_id=self.chunk_id, window=self.window, tiles=self.tile_ids,
                            first_frame=self.first_frame, shifts=self.shifts,
                            candidates=Candidates.concat(parts, self.plan.trace_length),
-                           images=self._tile_images(), denoised=self.denoised)
+                           images=self._tile_images(), denoised=self.denoised,
+                           network=self.network)
 
     def _tile_images(self) -> np.ndarray:
         """The movie's planes from the read step with this chunk's attention sums added."""
@@ -279,7 +283,7 @@ class ChunkAssembler:
 def run_chunk_input(chunk: ChunkInput, predictor: Predictor, plan: Plan) -> ChunkResult:
     """Run a chunk's patches through the network and extract its candidates."""
     params = InferenceParams.from_dict(plan.params)
-    assembler = ChunkAssembler(chunk, plan)
+    assembler = ChunkAssembler(chunk, plan, runtime_of(predictor))
     for first, out in predict_batches(predictor, chunk.scaled, batch_size=params.batch_size,
                                       denoised=params.write_denoised,
                                       attention_frames=owned_frames(plan, chunk.window)):
@@ -526,7 +530,7 @@ class _Segment:
         return self.first + self.count == self.assembler.n_patches
 
 
-def _full_batches(inputs: Iterator[ChunkInput], plan: Plan, batch_size: int,
+def _full_batches(inputs: Iterator[ChunkInput], plan: Plan, batch_size: int, network: str = "",
                   ) -> Iterator[tuple[np.ndarray, np.ndarray, list[_Segment]]]:  # fmt: skip
     """The patches of consecutive chunks in batches of ``batch_size``; only the movie's last batch
     may be smaller. A chunk rarely holds a multiple of the batch size (361 tiles of a 512 x 512
@@ -537,7 +541,7 @@ def _full_batches(inputs: Iterator[ChunkInput], plan: Plan, batch_size: int,
     waiting = 0
     for chunk in itertools.chain(inputs, [None]):
         if chunk is not None:
-            assembler = ChunkAssembler(chunk, plan)
+            assembler = ChunkAssembler(chunk, plan, network)
             queue.append((chunk, assembler, 0))
             waiting += assembler.n_patches
         while waiting >= batch_size or (chunk is None and waiting):
@@ -663,7 +667,8 @@ def _run_chunks(movie: Any, predictor: Predictor, plan: Plan, work: Path, *,
             settle(POST_BACKLOG)
             clock["waiting for candidates"] += time.perf_counter() - t0
 
-        feed = Prefetched(_staged(_full_batches(inputs, plan, batch_size), predictor),
+        feed = Prefetched(_staged(_full_batches(inputs, plan, batch_size, runtime_of(predictor)),
+                                 predictor),
                           name="caimx-batches")
         # batches started, not collected: each collected once batches_in_flight later ones run
         in_flight: deque[tuple[Callable[[], Any], int, list[_Segment]]] = deque()

@@ -129,11 +129,14 @@ class Stitcher:
                         for w in plan.windows}
         self._waiting: dict[str, Candidates] = {}
         self._next_window = 0
+        self.networks: set[str] = set()  # what computed the chunks' outputs
 
     def add(self, result: ChunkResult) -> None:
         """Take one chunk's result; stitch every window whose chunks are then all in."""
         self._waiting[result.chunk_id] = result.candidates
         self.images.add(result)
+        if result.network:
+            self.networks.add(result.network)
         while self._next_window < len(self.plan.windows):
             ids = self._chunks[self._next_window]
             if not all(i in self._waiting for i in ids):
@@ -308,6 +311,8 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
              "resample": plan.resample or {"temporal_bin": plan.temporal_bin,
                                            "spatial_scale": plan.spatial_scale},
              "parameters": params.to_dict()}
+    if stitcher.networks:
+        attrs["software"] = {**attrs.get("software", {}), "network": sorted(stitcher.networks)}
     writer = ResultWriter(output, movie_shape=plan.frames_shape, n_neurons=len(kept), attrs=attrs,
                           with_denoised=params.write_denoised)
     args = (writer, plan, load, kept, network_images, params.write_denoised)

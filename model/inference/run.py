@@ -47,6 +47,11 @@ def start_predict(predictor: Predictor, patches: np.ndarray, *, denoised: bool =
     return lambda: outputs
 
 
+def runtime_of(predictor: Predictor) -> str:
+    """The predictor's ``runtime`` (framework, version, device; ``""`` when it does not say)."""
+    return str(getattr(predictor, "runtime", "") or "")
+
+
 def attention_sums(attention: np.ndarray, frames: slice) -> np.ndarray:
     """Per patch, the attention maps summed over ``frames``: ``(B, H, W)``. ``attention`` is
     either the maps ``(B, T, H, W)`` or already those sums (a predictor given the frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,9 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
     assert result.attrs["input"]["sha256"] == hashlib.sha256(
         (tmp_path / "movie.npy").read_bytes()).hexdigest()
     assert result.attrs["model"]["name"] == "caimx-mini"  # the default
+    # what computed the network's outputs (results of two runtimes agree only to round-off)
+    [network] = result.attrs["software"]["network"]
+    assert re.fullmatch(r"TensorFlow [0-9][^ ]* SavedModel, CPU", network), network
     correlation = result.images["correlation_image"]  # active cells stand out of the background
     cells, background = masks.any(axis=0), ~masks.any(axis=0)
     assert correlation[cells].mean() > correlation[background].mean() + 0.1  # 1.00 vs 0.72
@@ -119,6 +123,7 @@ def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
     chunk = plan.chunks[0].id
     folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert json.loads(first["meta.json"])["network"] == predictor.runtime
     folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
     assert first == {p.name: p.read_bytes() for p in folder.iterdir()}
 

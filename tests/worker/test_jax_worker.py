@@ -68,6 +68,9 @@ def test_a_jax_worker_finds_what_the_saved_model_worker_finds(
     assert jax_job["progress"]["chunks_total"] > tf_job["progress"]["chunks_total"] // 2
     assert on_jax.attrs["parameters"]["plan"]["tiles_per_chunk"] == 2
     assert on_tf.attrs["parameters"]["plan"]["tiles_per_chunk"] != 2
+    [network] = on_jax.attrs["software"]["network"]  # recorded by the GPU tasks' chunks
+    assert network.startswith("Keras ") and "JAX" in network and "CPU" in network, network
+    assert on_tf.attrs["software"]["network"][0].startswith("TensorFlow ")
     footprints = on_jax["footprints"][...]
     assert len(footprints) >= 1
     np.testing.assert_array_equal(footprints > 0, on_tf["footprints"][...] > 0)
