@@ -86,6 +86,7 @@ class TimedPredictor:
     def __init__(self, predictor: Any) -> None:
         self._predictor = predictor
         self.card = predictor.card
+        self.runtime = getattr(predictor, "runtime", "")  # recorded in the result
         self.seconds = 0.0
         self.start_seconds = 0.0  # of which starting calls (a synchronous copy to the device)
         self.stage_seconds = 0.0  # staging batches (the copy to the device), in another thread
@@ -328,7 +329,7 @@ def engine(args: argparse.Namespace) -> None:
             output = work / f"result_{dtype}_{ista}_{head}_bin{temporal_bin}_f{in_flight}.zarr"
             sys.setswitchinterval(switch_ms / 1000)
             row = {"stage": "engine", "movie": movie.name, "dtype": dtype, "ista": ista,
-                   "head": head, "switch_interval_ms": switch_ms,
+                   "head": head, "runtime": predictor.runtime, "switch_interval_ms": switch_ms,
                    **_process(movie, args, output, predictor, temporal_bin, in_flight)}
             sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL)
             if truth_path is not None:
