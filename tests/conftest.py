@@ -246,8 +246,9 @@ def celery_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def worker_launcher():
-    """:func:`running_worker`, for tests that start a worker of their own."""
-    return running_worker
+    """:func:`running_worker` and :func:`process_env`, for tests that start a worker of their
+    own: ``start, env = worker_launcher``."""
+    return running_worker, process_env
 
 
 @contextlib.contextmanager

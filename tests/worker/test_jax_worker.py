@@ -28,9 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def jax_api(spare_redis_url: str, tmp_path_factory: pytest.TempPathFactory,
-            worker_launcher, request) -> Iterator[TestClient]:  # fmt: skip
-    from conftest import process_env  # the session's environment for worker processes
-
+            worker_launcher) -> Iterator[TestClient]:  # fmt: skip
+    start_worker, process_env = worker_launcher
     settings = Settings(data_dir=tmp_path_factory.mktemp("jax-data"), redis_url=spare_redis_url)
     env = {**process_env(settings), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
            "CAIMX_MODEL_RUNTIME": "keras", "CAIMX_BATCH_SIZE": "8",
@@ -38,7 +37,7 @@ def jax_api(spare_redis_url: str, tmp_path_factory: pytest.TempPathFactory,
            "CAIMX_CANDIDATE_THREADS": "2", "CAIMX_BATCHES_IN_FLIGHT": "2",
            "CAIMX_TILES_PER_CHUNK": "2"}
     headers = {"Authorization": f"Bearer {make_user(spare_redis_url)}"}
-    with (worker_launcher(settings, env, tmp_path_factory.mktemp("jax-worker-log")),
+    with (start_worker(settings, env, tmp_path_factory.mktemp("jax-worker-log")),
           TestClient(create_app(settings), headers=headers) as client):
         yield client
 
