@@ -39,11 +39,8 @@ from model.registry import (
     ModelCardError,
     sha256_file,
 )
+from model.serving import COMPACT_SIGNATURE, FRAME_WEIGHTS_NAME, INPUT_NAME, SIGNATURE
 
-SIGNATURE = "serving_default"
-COMPACT_SIGNATURE = "serving_compact"
-INPUT_NAME = "movie"
-FRAME_WEIGHTS_NAME = "attention_frames"
 PUBLISHED_TRAINING_DATA = (
     "published DeepCaImX mini weights (Zhang & Yang): simulated two-photon movies "
     "(modified NAOMi and a SimCalc/FISSA-style generator, GCaMP6/7 kernels), "
