@@ -14,6 +14,41 @@ Runtime = Literal["savedmodel", "keras"]
 RUNTIMES: tuple[str, ...] = ("savedmodel", "keras")
 
 
+def accelerator(runtime: str) -> str | None:
+    """``"GPU"`` (or ``"TPU"``) when ``runtime`` will compute on such a device here, else None.
+
+    Asks the framework the runtime uses (JAX or TensorFlow), which is imported for it.
+    """
+    framework = runtime
+    if runtime == "keras":
+        import keras
+
+        framework = keras.backend.backend()
+    if framework == "jax":
+        import jax
+
+        backend = jax.default_backend()
+        return None if backend == "cpu" else backend.upper()
+    if framework in ("savedmodel", "tensorflow"):
+        import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
+
+        return "GPU" if tf.config.list_logical_devices("GPU") else None
+    return None
+
+
+def accelerator_defaults(runtime: str, cores: int) -> dict[str, int]:
+    """Engine settings that keep one GPU busy, for a host with ``cores`` CPU cores.
+
+    Measured on one H100 with 16 cores under JAX (docs/benchmarks.md, the GPU leases): batches
+    of 256, 12 threads reading ahead, 4 turning outputs into candidates. The SavedModel gets
+    batches of 128 (about 4 GB of activations; its best size on a GPU is not measured). Fewer
+    cores get fewer threads, leaving about 4 to the network's feeding and the rest.
+    """
+    return {"batch_size": 256 if runtime == "keras" else 128,
+            "read_ahead": max(2, min(12, cores - 4)),
+            "candidate_threads": max(1, min(4, cores // 4))}
+
+
 def load_predictor(path: str | Path, runtime: str = "savedmodel", *,
                    batch_size: int | None = None) -> Any:
     """The predictor of the model folder ``path`` under ``runtime``.

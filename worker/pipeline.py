@@ -5,9 +5,9 @@ chunks (``gpu``, ``Settings.chunks_per_task``), finalize (``cpu``).
 and queues every chunk. ``run_chunk`` runs its chunks through the network as one pipeline and
 writes each partial result (re-running a chunk writes the same bytes), counting each in the job's
 Redis hash as it lands, once per chunk id; the task that counts the last chunk queues
-``finalize_job``, which stitches the partial results into the result group (no network) and reads
-the kept neurons' fluorescence from the movie. A job canceled meanwhile is noticed before each chunk and before each batch of patches;
-its partial results are removed.
+``finalize_job``, which stitches the partial results into the result group (no network) and
+reads the kept neurons' fluorescence from the movie. A job canceled meanwhile is noticed before
+each chunk and before each batch of patches; its partial results are removed.
 """
 
 from __future__ import annotations

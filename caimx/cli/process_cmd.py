@@ -134,6 +134,31 @@ def _params(args: argparse.Namespace, settings: Any):
         write_denoised=args.denoised or base.write_denoised)
 
 
+GPU_TUNED = ("batch_size", "read_ahead", "candidate_threads")
+"""Settings ``caimx process`` chooses for a GPU unless given (flags or ``CAIMX_*``)."""
+
+
+def _on_accelerator(params: Any, args: argparse.Namespace, settings: Any, runtime: str) -> Any:
+    """``params`` with :data:`GPU_TUNED` set for a GPU when the runtime computes on one and the
+    user did not set them (the CPU defaults would leave a GPU mostly idle)."""
+    import dataclasses
+    import os
+
+    from model.runtimes import accelerator, accelerator_defaults
+
+    device = accelerator(runtime)
+    if device is None:
+        return params
+    tuned = accelerator_defaults(runtime, os.cpu_count() or 1)
+    chosen = {key: tuned[key] for key in GPU_TUNED
+              if getattr(args, key) is None and key not in settings.model_fields_set}
+    if chosen and not args.quiet:
+        print(f"{device} found: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v
+                                              in chosen.items())
+              + " (give them to choose otherwise)", file=sys.stderr)
+    return dataclasses.replace(params, **chosen)
+
+
 def _open_movie(args: argparse.Namespace, settings: Any, **options: Any):
     """The movie named on the command line: a local file or folder, or a URL, read with the
     protocol's options from ``CAIMX_REMOTE_OPTIONS`` and credentials from the environment."""
@@ -172,8 +197,9 @@ def run_process(args: argparse.Namespace) -> int:
         movie = _open_movie(args, settings, fps=args.fps)
     except (MovieFormatError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
-    predictor = load_predictor(installed.path, args.runtime or settings.model_runtime,
-                               batch_size=params.batch_size)
+    runtime = args.runtime or settings.model_runtime
+    params = _on_accelerator(params, args, settings, runtime)
+    predictor = load_predictor(installed.path, runtime, batch_size=params.batch_size)
     if not args.quiet:  # e.g. whether JAX found the GPU
         print(f"network: {predictor.card.name} on {predictor.runtime}", file=sys.stderr)
     n_frames = int(movie.shape[0])

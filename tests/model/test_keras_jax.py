@@ -32,6 +32,8 @@ RUNNER = textwrap.dedent("""
     from model.outputs import SERVING_OUTPUTS
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
+    from model.runtimes import accelerator
+    assert accelerator("keras") is None, "JAX on the CPU is no accelerator"
     model, patches_file, out_file = sys.argv[1:]
     patches = np.load(patches_file)
     predictor = KerasPredictor.load(model, batch_size=2)  # per-frame convolutions on JAX
