@@ -9,7 +9,8 @@
 #   bash benchmarks/gpu_host.sh engine OUT  # there: the faster bare network form, then the engine
 #                                         # on 30000 frames (binned by 8; 1 and 2 batches in
 #                                         # flight, 2 with a 1 ms switch interval), on 10000
-#                                         # (unbinned) and on the scored 1000 (bins 1, 8)
+#                                         # (unbinned) and on the scored 1000 (bins 1, 8),
+#                                         # then `caimx process` with its own GPU choices
 #
 # READ_AHEAD (default 12) and CANDIDATE_THREADS (default 4) set the engine's CPU threads: a GPU
 # host's 16 cores read ahead and turn outputs into candidates while the GPU runs.
@@ -19,7 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # what the GPU host's image lacks; each at the version this checkout's .venv runs
-WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv threadpoolctl)
+WHEELS=(keras namex optree zarr numcodecs donfig google-crc32c oasis-deconv threadpoolctl
+        pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types
+        typing-extensions)
+# (the last two lines for `caimx process` itself, typing-extensions at the version pydantic
+# needs; the image has its tqdm, psutil and fsspec)
 READ_AHEAD="${READ_AHEAD:-12}"
 CANDIDATE_THREADS="${CANDIDATE_THREADS:-4}"
 
@@ -103,6 +108,10 @@ print(max(rows, key=lambda r: r['pipelined_patches_per_s'])['head'] if rows else
     cycled 10000
     engine --movie /tmp/caimx-gpu/long10000.npy --temporal-bin 1
     engine "${SCORED[@]}" --temporal-bin 1 8
+    # what `caimx process --runtime keras` chooses by itself on this host (no tuning flags)
+    python3 -c "import sys; from caimx.cli import main; sys.exit(main(sys.argv[1:]))" process \
+      "$(ls /tmp/caimx-gpu/*.tif | head -n 1)" -o /tmp/caimx-gpu/cli.zarr --runtime keras \
+      --temporal-bin 8 --models-dir model/zoo 2>&1 | tail -n 8 | tee "$2/cli.txt" || true
     ;;
   *)
     echo "usage: bash benchmarks/gpu_host.sh wheels | run OUT | engine OUT" >&2

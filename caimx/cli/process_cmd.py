@@ -201,7 +201,7 @@ def run_process(args: argparse.Namespace) -> int:
     params = _on_accelerator(params, args, settings, runtime)
     predictor = load_predictor(installed.path, runtime, batch_size=params.batch_size)
     if not args.quiet:  # e.g. whether JAX found the GPU
-        print(f"network: {predictor.card.name} on {predictor.runtime}", file=sys.stderr)
+        print(f"network: {predictor.card.name} ({predictor.runtime})", file=sys.stderr)
     n_frames = int(movie.shape[0])
     bar = tqdm(total=n_frames, unit="frame", disable=args.quiet, file=sys.stderr,
                desc=movie.path.name)

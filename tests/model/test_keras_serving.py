@@ -137,7 +137,7 @@ def test_caimx_process_with_the_keras_runtime(tmp_path, capsys):
         printed = capsys.readouterr()
         assert "stages:" in printed.out
         # said before the run (whether a GPU was found), unless --quiet
-        assert ("network: caimx-mini on TensorFlow " in printed.err) == (runtime == "savedmodel")
+        assert ("network: caimx-mini (TensorFlow " in printed.err) == (runtime == "savedmodel")
     a, b = results["savedmodel"], results["keras"]
     assert a.footprints.shape == b.footprints.shape and len(a.footprints) >= 1
     np.testing.assert_array_equal(a.footprints > 0, b.footprints > 0)
