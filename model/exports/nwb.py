@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,7 +151,7 @@ def build_nwbfile(source: ExportSource, *, metadata: NwbMetadata | None = None):
     ophys = nwbfile.create_processing_module(
         name="ophys",
         description=f"neurons found by the {model.get('name', 'caimx')} network "
-                    f"(version {model.get('version', '?')})",
+                    f"(version {model.get('version', '?')})" + _computed_by(result.attrs),
     )
     segmentation = ImageSegmentation(name="ImageSegmentation")
     ophys.add(segmentation)
@@ -238,3 +239,10 @@ def write_nwb(
     with NWBHDF5IO(str(path), mode="w") as io:
         io.write(nwbfile)
     return path
+
+
+def _computed_by(attrs: dict[str, Any]) -> str:
+    """``", computed by <runtime>"`` from the result's ``software.network`` (empty in results
+    from before it was recorded)."""
+    runtimes = attrs.get("software", {}).get("network") or []
+    return f", computed by {'; '.join(runtimes)}" if runtimes else ""

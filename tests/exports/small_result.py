@@ -17,7 +17,7 @@ def write_small_result(path: Path, *, fps: float | None = 30.0, k: int = 3, t: i
         "model": {"name": "deepcaimx-mini", "version": "1.0", "card": {}},
         "input": {"name": "movie.tif", "sha256": "ab" * 32, "shape": [t, h, w],
                   "dtype": "uint16", "fps": fps},
-        "software": {"caimx": "0.1.0"},
+        "software": {"caimx": "0.1.0", "network": ["TensorFlow 2.21.0 SavedModel, CPU"]},
         "plan": {"movie_low": 10.0, "movie_high": 200.0},
     }
     writer = ResultWriter(path, movie_shape=(t, h, w), n_neurons=k, attrs=attrs,

@@ -25,6 +25,7 @@ def test_nwb_validates_and_reads_back(small_result: Path, tmp_path: Path) -> Non
     with NWBHDF5IO(str(path), mode="r") as io:
         nwb = io.read()
         ophys = nwb.processing["ophys"]
+        assert ophys.description.endswith(", computed by TensorFlow 2.21.0 SavedModel, CPU")
         planes = ophys["ImageSegmentation"]["PlaneSegmentation"]
         masks = planes["image_mask"].data[:]  # NWB: (K, x, y)
         np.testing.assert_array_equal(masks, expected.footprints.transpose(0, 2, 1))
