@@ -250,9 +250,13 @@ def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, st
                 send(TASK_FINALIZE_JOB, job_id)
 
         with _open(job, settings) as movie:
+            # this worker's batch size (its model was compiled for it) and threads, not those
+            # of the worker that prepared the job
             run_chunks(movie, predictor, plan, todo, work_dir=work,
                        read_ahead=settings.read_ahead,
-                       candidate_threads=settings.candidate_threads, on_written=count)
+                       candidate_threads=settings.candidate_threads,
+                       batch_size=settings.batch_size,
+                       batches_in_flight=settings.batches_in_flight, on_written=count)
 
 
 def requeue_unfinished(store: JobStore, settings: Settings, send: Send) -> int:

@@ -325,12 +325,15 @@ def motion_reference(plan: Plan, work_dir: str | Path) -> np.ndarray | None:
 
 def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str], *,
                work_dir: str | Path, read_ahead: int | None = None,
-               candidate_threads: int | None = None,
+               candidate_threads: int | None = None, batch_size: int | None = None,
+               batches_in_flight: int | None = None,
                on_written: Callable[[str], None] | None = None) -> dict[str, float]:
     """Compute chunks ``chunk_ids`` and write each partial result, as :func:`run_chunk` does, but
     as one pipeline: chunks read ahead in threads, full network batches across chunk borders,
     candidates on their own threads (what a GPU worker needs to keep its GPU busy).
-    ``read_ahead`` and ``candidate_threads`` default to the plan's parameters.
+    ``read_ahead``, ``candidate_threads``, ``batch_size`` and ``batches_in_flight`` default to
+    the plan's parameters; a worker gives its own (the plan was made wherever the job was
+    prepared, and the chunk results are the same bytes for any of them).
 
     ``on_written(chunk_id)`` is called in order as each chunk's result lands on disk; returns
     where the network thread's time went (see ``ResultSummary.chunk_seconds``).
@@ -348,9 +351,11 @@ def run_chunks(movie: Any, predictor: Predictor, plan: Plan, chunk_ids: list[str
                        read_ahead=params.read_ahead if read_ahead is None else read_ahead,
                        candidate_threads=(params.candidate_threads if candidate_threads is None
                                           else candidate_threads),
-                       batches_in_flight=params.batches_in_flight,
-                       batch_size=params.batch_size, progress=None, should_cancel=None,
-                       chunk_ids=list(chunk_ids), on_written=on_written)
+                       batches_in_flight=(params.batches_in_flight if batches_in_flight is None
+                                          else batches_in_flight),
+                       batch_size=params.batch_size if batch_size is None else batch_size,
+                       progress=None, should_cancel=None, chunk_ids=list(chunk_ids),
+                       on_written=on_written)
 
 
 def finalize(plan: Plan, *, work_dir: str | Path, output: str | Path,

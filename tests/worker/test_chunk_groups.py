@@ -107,3 +107,51 @@ def test_a_referenced_movie_is_hashed_after_its_chunks_are_queued_or_by_finalize
     assert done.input_sha256 == digest
     result = zarr.open_group(Path(done.result_path), mode="r")
     assert result.attrs["input"]["sha256"] == digest
+
+
+class _CountingPredictor:
+    """The real predictor, counting the patches of each network call."""
+
+    def __init__(self, predictor: object) -> None:
+        self._predictor = predictor
+        self.card, self.runtime = predictor.card, predictor.runtime
+        self.calls: list[int] = []
+
+    def predict(self, patches):
+        self.calls.append(len(patches))
+        return self._predictor.predict(patches)
+
+    def start(self, patches, **options):
+        self.calls.append(len(patches))
+        return self._predictor.start(patches, **options)
+
+
+def test_chunks_run_with_the_gpu_workers_batch_size(
+    job_store: JobStore, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The plan is made by whichever worker prepares the job (its batch size, say a CPU's 5);
+    the chunks run with the batch size of the worker that runs them (a GPU's, its model compiled
+    for it): 7 here."""
+    from worker import model_cache
+
+    prepared_by = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 2,
+                                              "batch_size": 5, "chunks_per_task": 8})
+    run_by = prepared_by.model_copy(update={"batch_size": 7, "batches_in_flight": 2})
+    job_id = job_store.new_id()
+    movie = _movie(tmp_path / "m.npy")
+    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
+                     params={"motion": {"enabled": False}})
+    sent: list[tuple] = []
+    pipeline.prepare_job(job_id, settings=prepared_by, store=job_store,
+                         send=lambda *message: sent.append(message))
+    plan_batch = job_store.get(job_id).params["batch_size"]
+    assert plan_batch == 5
+    real = model_cache.get_predictor("caimx-mini", run_by)
+    counting = _CountingPredictor(real.predictor)
+    monkeypatch.setattr(model_cache, "get_predictor",
+                        lambda name, s: model_cache.CachedModel(counting, 0.0))
+    [(_, _, group)] = sent  # 2 tile groups x 2 windows, one task
+    pipeline.run_chunk(job_id, group, settings=run_by, store=job_store, send=lambda *m: None)
+    assert job_store.get(job_id).chunks_done == 4
+    assert sum(counting.calls) == 8  # 4 tiles x 2 windows
+    assert counting.calls == [7, 1], counting.calls
