@@ -35,16 +35,22 @@ def _movie(path: Path) -> Path:
     return path
 
 
+def _new_job(job_store: JobStore, folder: Path) -> tuple[str, Path]:
+    """A job on :func:`_movie` (motion correction off): ``(job id, movie path)``."""
+    job_id = job_store.new_id()
+    movie = _movie(folder / "m.npy")
+    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
+                     params={"motion": {"enabled": False}})
+    return job_id, movie
+
+
 def test_chunk_groups_count_each_chunk_resume_and_finalize_once(
     job_store: JobStore, settings: Settings, tmp_path: Path,
 ) -> None:  # fmt: skip
     settings = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 1,
                                            "chunks_per_task": 3, "read_ahead": 2,
                                            "candidate_threads": 2})
-    job_id = job_store.new_id()
-    movie = _movie(tmp_path / "m.npy")
-    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
-                     params={"motion": {"enabled": False}})
+    job_id, _ = _new_job(job_store, tmp_path)
     sent: list[tuple] = []
     pipeline.prepare_job(job_id, settings=settings, store=job_store,
                          send=lambda *message: sent.append(message))
@@ -83,11 +89,8 @@ def test_a_referenced_movie_is_hashed_after_its_chunks_are_queued_or_by_finalize
     job_store: JobStore, settings: Settings, tmp_path: Path,
 ) -> None:  # fmt: skip
     settings = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 4})
-    job_id = job_store.new_id()
-    movie = _movie(tmp_path / "m.npy")
+    job_id, movie = _new_job(job_store, tmp_path)
     digest = hashlib.sha256(movie.read_bytes()).hexdigest()
-    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
-                     params={"motion": {"enabled": False}})
     sent: list[tuple] = []
 
     def send(*message: object) -> None:  # the digest as the broker gets each chunk
@@ -137,10 +140,7 @@ def test_chunks_run_with_the_gpu_workers_batch_size(
     prepared_by = settings.model_copy(update={"data_dir": tmp_path, "tiles_per_chunk": 2,
                                               "batch_size": 5, "chunks_per_task": 8})
     run_by = prepared_by.model_copy(update={"batch_size": 7, "batches_in_flight": 2})
-    job_id = job_store.new_id()
-    movie = _movie(tmp_path / "m.npy")
-    job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
-                     params={"motion": {"enabled": False}})
+    job_id, _ = _new_job(job_store, tmp_path)
     sent: list[tuple] = []
     pipeline.prepare_job(job_id, settings=prepared_by, store=job_store,
                          send=lambda *message: sent.append(message))
