@@ -49,6 +49,22 @@ def accelerator_defaults(runtime: str, cores: int) -> dict[str, int]:
             "candidate_threads": max(1, min(4, cores // 4))}
 
 
+TUNED_FOR_ACCELERATOR = ("batch_size", "read_ahead", "candidate_threads")
+"""The settings :func:`accelerator_choices` picks for a GPU when the user did not."""
+
+
+def accelerator_choices(runtime: str, unset: set[str] | frozenset[str],
+                        cores: int) -> tuple[str | None, dict[str, int]]:
+    """``(device, values)``: the accelerator ``runtime`` computes on here (None: the CPU) and,
+    for it, :func:`accelerator_defaults` of those :data:`TUNED_FOR_ACCELERATOR` settings that
+    are in ``unset`` (empty on the CPU)."""
+    device = accelerator(runtime)
+    if device is None:
+        return None, {}
+    tuned = accelerator_defaults(runtime, cores)
+    return device, {key: tuned[key] for key in TUNED_FOR_ACCELERATOR if key in unset}
+
+
 def load_predictor(path: str | Path, runtime: str = "savedmodel", *,
                    batch_size: int | None = None) -> Any:
     """The predictor of the model folder ``path`` under ``runtime``.

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from caimx.settings import Settings
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_cache: dict[tuple[str, str, str], Any] = {}
+_cache: dict[tuple[str, str, str], tuple[Any, dict[str, int]]] = {}
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,10 @@ class CachedModel:
     predictor: Any
     load_s: float
     """Seconds this call spent importing TensorFlow and loading (0 when already in memory)."""
+    tuned: dict[str, int] = field(default_factory=dict)
+    """Batch size and threads chosen for the GPU the model runs on, for the settings the
+    deployment left unset (:func:`model.runtimes.accelerator_choices`); empty on a CPU. The
+    predictor was loaded with that batch size."""
 
 
 def get_predictor(name: str, settings: Settings) -> CachedModel:
@@ -35,16 +42,23 @@ def get_predictor(name: str, settings: Settings) -> CachedModel:
     key = (str(models_dir), name, runtime)
     with _lock:
         if key in _cache:
-            return CachedModel(_cache[key], 0.0)
+            predictor, tuned = _cache[key]
+            return CachedModel(predictor, 0.0, tuned)
         from model.registry import resolve_model
 
         installed = resolve_model(name, models_dir)  # fails fast, before TensorFlow loads
         start = time.perf_counter()
-        from model.runtimes import load_predictor
+        from model.runtimes import TUNED_FOR_ACCELERATOR, accelerator_choices, load_predictor
 
-        predictor = load_predictor(installed.path, runtime, batch_size=settings.batch_size)
-        _cache[key] = predictor
-        return CachedModel(predictor, time.perf_counter() - start)
+        unset = {k for k in TUNED_FOR_ACCELERATOR if k not in settings.model_fields_set}
+        device, tuned = accelerator_choices(runtime, unset, os.cpu_count() or 1)
+        if tuned:
+            log.info("%s found: %s (set CAIMX_* to choose otherwise)", device,
+                     ", ".join(f"{k} {v}" for k, v in tuned.items()))
+        predictor = load_predictor(installed.path, runtime,
+                                   batch_size=tuned.get("batch_size", settings.batch_size))
+        _cache[key] = (predictor, tuned)
+        return CachedModel(predictor, time.perf_counter() - start, tuned)
 
 
 def loaded_models() -> list[str]:

@@ -190,6 +190,11 @@ def _process(
         with open_job_movie(input_path, options, settings) as movie:  # fails before TF loads
             cached = model_cache.get_predictor(model, settings)
             timings["load_model_s"] = round(cached.load_s, 3)
+            # batch size and threads for a GPU, where neither deployment nor job set them
+            tuned = {k: v for k, v in cached.tuned.items() if k not in (overrides or {})}
+            if tuned:
+                params = dataclasses.replace(params, **tuned)
+                store.update(job_id, params=params.to_dict())
             start = time.perf_counter()
             summary = process_movie(movie, cached.predictor, output=output, params=params,
                                     progress=progress, should_cancel=should_cancel,

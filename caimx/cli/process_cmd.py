@@ -134,24 +134,18 @@ def _params(args: argparse.Namespace, settings: Any):
         write_denoised=args.denoised or base.write_denoised)
 
 
-GPU_TUNED = ("batch_size", "read_ahead", "candidate_threads")
-"""Settings ``caimx process`` chooses for a GPU unless given (flags or ``CAIMX_*``)."""
-
-
 def _on_accelerator(params: Any, args: argparse.Namespace, settings: Any, runtime: str) -> Any:
-    """``params`` with :data:`GPU_TUNED` set for a GPU when the runtime computes on one and the
-    user did not set them (the CPU defaults would leave a GPU mostly idle)."""
+    """``params`` with batch size and threads chosen for a GPU when the runtime computes on one
+    and the user did not set them (flags or ``CAIMX_*``: the CPU defaults would leave a GPU
+    mostly idle)."""
     import dataclasses
     import os
 
-    from model.runtimes import accelerator, accelerator_defaults
+    from model.runtimes import TUNED_FOR_ACCELERATOR, accelerator_choices
 
-    device = accelerator(runtime)
-    if device is None:
-        return params
-    tuned = accelerator_defaults(runtime, os.cpu_count() or 1)
-    chosen = {key: tuned[key] for key in GPU_TUNED
-              if getattr(args, key) is None and key not in settings.model_fields_set}
+    unset = {key for key in TUNED_FOR_ACCELERATOR
+             if getattr(args, key) is None and key not in settings.model_fields_set}
+    device, chosen = accelerator_choices(runtime, unset, os.cpu_count() or 1)
     if chosen and not args.quiet:
         print(f"{device} found: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v
                                               in chosen.items())

@@ -23,9 +23,9 @@ from worker import pipeline
 pytestmark = pytest.mark.slow
 
 
-def _movie(path: Path) -> Path:
+def _movie(path: Path, size: int = 40) -> Path:
     rng = np.random.default_rng(5)
-    t, h, w = 120, 40, 40
+    t, h, w = 120, size, size
     yy, xx = np.mgrid[:h, :w]
     movie = rng.poisson(200.0, (t, h, w)).astype(np.float64)
     for cy, cx in ((12, 12), (26, 28)):
@@ -35,10 +35,10 @@ def _movie(path: Path) -> Path:
     return path
 
 
-def _new_job(job_store: JobStore, folder: Path) -> tuple[str, Path]:
+def _new_job(job_store: JobStore, folder: Path, size: int = 40) -> tuple[str, Path]:
     """A job on :func:`_movie` (motion correction off): ``(job id, movie path)``."""
     job_id = job_store.new_id()
-    movie = _movie(folder / "m.npy")
+    movie = _movie(folder / "m.npy", size)
     job_store.create(job_id, model="caimx-mini", input_name=movie.name, input_path=str(movie),
                      params={"motion": {"enabled": False}})
     return job_id, movie
@@ -155,3 +155,37 @@ def test_chunks_run_with_the_gpu_workers_batch_size(
     assert job_store.get(job_id).chunks_done == 4
     assert sum(counting.calls) == 8  # 4 tiles x 2 windows
     assert counting.calls == [7, 1], counting.calls
+
+
+def test_a_gpu_worker_chooses_its_batch_size_and_threads_when_unset(
+    job_store: JobStore, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A worker whose model runs on a GPU and whose deployment left batch size and threads
+    unset runs its chunks with those of :func:`model.runtimes.accelerator_defaults` (its model
+    loaded for that batch size); on a CPU (every other test) nothing changes. The GPU is stood
+    in for by the detector's answer: this host has none."""
+    import model.runtimes
+    from worker import model_cache
+
+    settings = settings.model_copy(update={"data_dir": tmp_path, "chunks_per_task": 8})
+    assert "batch_size" not in settings.model_fields_set and settings.batch_size == 16
+    job_id, _ = _new_job(job_store, tmp_path, size=72)  # 9 tiles x 2 windows: 18 patches
+    sent: list[tuple] = []
+    pipeline.prepare_job(job_id, settings=settings, store=job_store,
+                         send=lambda *message: sent.append(message))
+    monkeypatch.setattr(model.runtimes, "accelerator", lambda runtime: "GPU")
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    model_cache.clear()  # loaded again, for the GPU
+    monkeypatch.setattr(model_cache, "_cache", {})  # and forgotten after this test
+    calls: list[int] = []
+    cached = model_cache.get_predictor("caimx-mini", settings)
+    assert cached.tuned == {"batch_size": 128, "read_ahead": 4, "candidate_threads": 2}
+    counting = _CountingPredictor(cached.predictor)
+    counting.calls = calls
+    monkeypatch.setattr(model_cache, "get_predictor",
+                        lambda name, s: model_cache.CachedModel(counting, 0.0, cached.tuned))
+    for _, _, group in sent:
+        pipeline.run_chunk(job_id, group, settings=settings, store=job_store,
+                           send=lambda *m: None)
+    assert job_store.get(job_id).chunks_done == job_store.get(job_id).chunks_total
+    assert calls == [18], calls  # one call of every patch: batches of 128, not the CPU's 16
