@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     window_overlap: int = Field(
         default=20, ge=4, description="Frames shared by neighbouring windows."
     )
-    batch_size: int = Field(default=16, gt=0, description="Patches per network call.")
+    batch_size: int = Field(
+        default=16, gt=0,
+        description="Patches per network call; unset, a worker whose model runs on a GPU takes "
+                    "256 (128 for the SavedModel).",
+    )
     model_runtime: Literal["savedmodel", "keras"] = Field(
         default="savedmodel",
         description=(
@@ -59,14 +63,14 @@ class Settings(BaseSettings):
     read_ahead: int = Field(
         default=1, ge=0, le=64,
         description="Chunks read and motion-corrected in threads while the network runs, "
-                    "when one process runs a whole movie or a task runs several chunks "
-                    "(a GPU needs several).",
+                    "when one process runs a whole movie or a task runs several chunks; unset, a "
+                    "GPU worker takes cores - 4 (2 to 12).",
     )
     candidate_threads: int = Field(
         default=1, ge=1, le=64,
         description="Threads that turn the network's outputs into candidates while it runs, "
-                    "when one process runs a whole movie or a task runs several chunks (a GPU "
-                    "host needs several).",
+                    "when one process runs a whole movie or a task runs several chunks; unset, a "
+                    "GPU worker takes cores / 4 (1 to 4).",
     )
     batches_in_flight: int = Field(
         default=1, ge=0, le=8,
