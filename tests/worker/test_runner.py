@@ -55,3 +55,30 @@ def test_failure_reasons_are_short_and_plain() -> None:
     assert len(failure_reason(RuntimeError("x" * 2000))) == 500
     assert "out of memory" in failure_reason(MemoryError())
     assert "time limit" in failure_reason(SoftTimeLimitExceeded())
+
+
+def test_a_whole_job_on_a_gpu_takes_the_gpu_choices_unless_set(
+    job_store: JobStore, movie_tiff: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """One task running a whole job on a worker whose model runs on a GPU: batch size and
+    threads the deployment left unset are the GPU's (the GPU stood in for by the detector's
+    answer: this host has none); a job's own batch size and a set CAIMX_* value stay."""
+    import model.runtimes
+    from worker import model_cache
+
+    monkeypatch.setattr(model.runtimes, "accelerator", lambda runtime: "GPU")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(model_cache, "_cache", {})  # loaded for the "GPU", forgotten after
+    settings = Settings(data_dir=tmp_path, candidate_threads=2)
+    job_id = job_store.new_id()
+    job_store.create(job_id, model="caimx-mini", input_name="m.tif", input_path=str(movie_tiff),
+                     params={"motion": {"enabled": False}})
+    assert run_job(job_id, settings=settings, store=job_store) is JobState.SUCCEEDED
+    params = job_store.get(job_id).params
+    assert (params["batch_size"], params["read_ahead"], params["candidate_threads"]) == (
+        128, 12, 2)
+    job_id = job_store.new_id()
+    job_store.create(job_id, model="caimx-mini", input_name="m.tif", input_path=str(movie_tiff),
+                     params={"motion": {"enabled": False}, "batch_size": 3})
+    assert run_job(job_id, settings=settings, store=job_store) is JobState.SUCCEEDED
+    assert job_store.get(job_id).params["batch_size"] == 3
