@@ -42,20 +42,19 @@ USER root
 # oasis-deconv (GPL-3.0, optional extra "deconvolution"): denoised calcium and spikes
 RUN pip install "tensorflow[and-cuda]>=2.21,<2.22" "oasis-deconv>=0.3.2"
 USER caimx
-# batches of 128 patches for a GPU (the CPU default is 16): about 4 GB of activations for the
-# mini network (0.5 GB per 16 patches, measured on a CPU); the SavedModel takes any batch size
-ENV CAIMX_BATCH_SIZE=128
+# on a GPU the worker takes batches of 128 and threads by the host's cores unless CAIMX_BATCH_SIZE,
+# CAIMX_READ_AHEAD or CAIMX_CANDIDATE_THREADS are set (about 4 GB of activations for the mini
+# network at 128: 0.5 GB per 16 patches, measured on a CPU)
 CMD ["caimx", "worker", "--name", "gpu@%h"]
 
 FROM base AS worker-jax
 USER root
 RUN pip install "jax[cuda12]>=0.4.34" "oasis-deconv>=0.3.2"
 USER caimx
-# the models' Keras weights on JAX; batches of 256 keep a GPU busy, and its host's cores read
-# ahead and turn outputs into candidates meanwhile: set CAIMX_READ_AHEAD and
-# CAIMX_CANDIDATE_THREADS for the host (16 cores: 12 and 4)
+# the models' Keras weights on JAX; on a GPU the worker takes batches of 256, and threads that
+# read ahead and turn outputs into candidates by the host's cores (16 cores: 12 and 4), unless
+# CAIMX_BATCH_SIZE, CAIMX_READ_AHEAD or CAIMX_CANDIDATE_THREADS are set
 ENV KERAS_BACKEND=jax \
     XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    CAIMX_MODEL_RUNTIME=keras \
-    CAIMX_BATCH_SIZE=256
+    CAIMX_MODEL_RUNTIME=keras
 CMD ["caimx", "worker", "--name", "gpu@%h"]
