@@ -43,6 +43,7 @@ from model.outputs import (
     summed_attention,
 )
 from model.registry import WEIGHTS_FILE, ModelCard, ModelCardError, sha256_file
+from model.runtimes import framework_device
 
 DEFAULT_BATCH = 64
 
@@ -77,9 +78,7 @@ def preferred_convs() -> dict[str, str]:
     """
     if keras.backend.backend() != "jax":
         return {"ista": "conv3d", "head": "conv3d"}
-    import jax
-
-    on_gpu = jax.default_backend() == "gpu"
+    on_gpu = framework_device("jax") == "GPU"
     return {"ista": "frame2d", "head": "conv3d" if on_gpu else "frame2d"}
 
 
@@ -154,12 +153,11 @@ def _backend_and_device() -> str:
     if backend == "jax":
         import jax
 
-        return f"JAX {jax.__version__}, {jax.default_backend().upper()}"
+        return f"JAX {jax.__version__}, {framework_device(backend)}"
     if backend == "tensorflow":
         import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
 
-        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-        return f"TensorFlow {tf.__version__}, {device}"
+        return f"TensorFlow {tf.__version__}, {framework_device(backend)}"
     return backend
 
 

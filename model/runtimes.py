@@ -14,26 +14,32 @@ Runtime = Literal["savedmodel", "keras"]
 RUNTIMES: tuple[str, ...] = ("savedmodel", "keras")
 
 
+def framework_device(framework: str) -> str:
+    """Where ``framework`` (``"jax"`` or ``"tensorflow"``) computes here: ``"GPU"``, ``"TPU"``
+    or ``"CPU"``. Imports the framework."""
+    if framework == "jax":
+        import jax
+
+        return jax.default_backend().upper()
+    if framework == "tensorflow":
+        import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
+
+        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    return "CPU"
+
+
 def accelerator(runtime: str) -> str | None:
     """``"GPU"`` (or ``"TPU"``) when ``runtime`` will compute on such a device here, else None.
 
     Asks the framework the runtime uses (JAX or TensorFlow), which is imported for it.
     """
-    framework = runtime
+    framework = "tensorflow" if runtime == "savedmodel" else runtime
     if runtime == "keras":
         import keras
 
         framework = keras.backend.backend()
-    if framework == "jax":
-        import jax
-
-        backend = jax.default_backend()
-        return None if backend == "cpu" else backend.upper()
-    if framework in ("savedmodel", "tensorflow"):
-        import tensorflow as tf  # noqa: TID251 (model/ may import TensorFlow)
-
-        return "GPU" if tf.config.list_logical_devices("GPU") else None
-    return None
+    device = framework_device(framework)
+    return None if device == "CPU" else device
 
 
 def accelerator_defaults(runtime: str, cores: int) -> dict[str, int]:

@@ -31,6 +31,7 @@ from model.outputs import (
     summed_attention,
 )
 from model.registry import CARD_FILE, SAVED_MODEL_DIR, ModelCard
+from model.runtimes import framework_device
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class SavedModelPredictor(PatchPredictor):
         self._function = function
         self._compact = compact
         self._keep_alive = keep_alive  # the loaded object owns the variables
-        device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-        self.runtime = f"TensorFlow {tf.__version__} SavedModel, {device}"
+        self.runtime = f"TensorFlow {tf.__version__} SavedModel, {framework_device('tensorflow')}"
 
     @classmethod
     def load(cls, path: str | Path) -> SavedModelPredictor:
@@ -93,7 +93,7 @@ class SavedModelPredictor(PatchPredictor):
         patches = as_patch_batch(patches, self.card.patch_shape)
         weights = checked_frame_weights(attention_frames, patches.shape[:2])
         compact = self._compact is not None and weights is not None and not denoised
-        keys = COMPACT_OUTPUTS if compact or not denoised else SERVING_OUTPUTS
+        keys = SERVING_OUTPUTS if denoised else COMPACT_OUTPUTS
         step = batch_size or max(len(patches), 1)
         calls: list[tuple[dict[str, Any], np.ndarray | None]] = []
         for start in range(0, len(patches), step):

@@ -27,6 +27,13 @@ class CachedModel:
     deployment left unset (:func:`model.runtimes.accelerator_choices`); empty on a CPU. The
     predictor was loaded with that batch size."""
 
+    def engine_settings(self, settings: Settings) -> dict[str, int]:
+        """``batch_size``, ``read_ahead`` and ``candidate_threads`` to run the engine with:
+        the GPU's choices where made, else the deployment's settings."""
+        from model.runtimes import TUNED_FOR_ACCELERATOR
+
+        return {key: self.tuned.get(key, getattr(settings, key)) for key in TUNED_FOR_ACCELERATOR}
+
 
 def get_predictor(name: str, settings: Settings) -> CachedModel:
     """The predictor of model ``name`` from ``settings.models_dir``, run as

@@ -252,12 +252,8 @@ def run_chunk(job_id: str, chunk_ids: str | list[str], *, settings: Settings, st
         with _open(job, settings) as movie:
             # this worker's batch size (its model was compiled for it) and threads, not those
             # of the worker that prepared the job
-            tuned = cached.tuned  # for a GPU, where the deployment left them unset
             run_chunks(movie, predictor, plan, todo, work_dir=work,
-                       read_ahead=tuned.get("read_ahead", settings.read_ahead),
-                       candidate_threads=tuned.get("candidate_threads",
-                                                   settings.candidate_threads),
-                       batch_size=tuned.get("batch_size", settings.batch_size),
+                       **cached.engine_settings(settings),
                        batches_in_flight=settings.batches_in_flight, on_written=count)
 
 
