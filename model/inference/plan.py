@@ -2,13 +2,16 @@
 
 Padding rule (documented in ``docs/results.md``)
 ------------------------------------------------
-*Time.* The network trims ``trace_offset`` (2) frames at each end of a window, so the movie is
-padded by 2 copies of its first frame before it and 2 copies of its last frame after it (edge
-replication). On this padded axis a window starting at ``start`` yields traces for the real frames
-``start .. start + T_model - 5``; consecutive windows overlap by ``window_overlap`` frames, and the
-last window is snapped to the end of the padded movie, so every real frame, the first and the last
-included, is covered. A movie shorter than one window (but at least ``min_frames`` long) is padded
-further at its end by mirror reflection up to one window; traces of those frames are dropped.
+*Time.* The network trims ``trace_offset`` (2) frames at each end of a window. Positions are
+counted on a padded axis: 2 copies of the movie's first frame, the movie, 2 copies of its last
+frame (edge replication). A window starting at ``start`` on this axis yields traces for the real
+frames ``start .. start + T_model - 5``; consecutive windows overlap by ``window_overlap`` frames.
+A movie of at least one window's length is cut into windows of its own frames (the first starts at
+its first frame, the last is snapped to its last), so the network never sees a replicated frame
+and a movie of exactly one window is fed to it as it is; the first and last 2 frames of the movie
+then take the trace of the nearest frame a window covers. A movie shorter than one window (but at
+least ``min_frames`` long) is fed padded: 2 replicated frames before it, and mirror reflection
+after it up to one window; traces of those frames are dropped.
 
 *Space.* Tiles of ``tile`` pixels overlap by ``tile_overlap``; the last tile of a row or column is
 snapped to the image edge. A frame smaller than one tile (but at least ``min_size``) is padded at
@@ -164,11 +167,16 @@ def check_movie(shape: tuple[int, ...], params: PlanParams) -> None:
 
 
 def make_windows(n_frames: int, model_t: int, offset: int, overlap: int) -> tuple[Window, ...]:
-    """Temporal windows on the padded axis (see module docstring)."""
+    """Temporal windows on the padded axis (see module docstring): over the movie's own frames
+    when it holds one window or more (a movie of exactly one window is the network's input
+    unchanged), else over the padded movie."""
     length = model_t - 2 * offset
     if not 2 * offset <= overlap < model_t:
         raise ValueError(f"window_overlap must be in [{2 * offset}, {model_t - 1}], got {overlap}")
-    starts = origins(n_frames + 2 * offset, model_t, overlap)
+    if n_frames >= model_t:
+        starts = [s + offset for s in origins(n_frames, model_t, overlap)]
+    else:
+        starts = origins(n_frames + 2 * offset, model_t, overlap)
     owned = _owned(starts, length, n_frames)
     return tuple(
         Window(index=i, start=s, first=s, stop=min(s + length, n_frames), own_first=a, own_stop=b)

@@ -21,7 +21,9 @@ Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 4. *Traces.* Each window covers real frames ``[start, start + L)``; in an overlap the windows'
    traces are blended with linear ramps (:func:`~model.inference.plan.window_weights`). A window in
    which the neuron was not detected contributes zero (the network reports no activity there), so a
-   trace always has exactly ``T`` frames and no frame is counted twice.
+   trace always has exactly ``T`` frames and no frame is counted twice; frames no window covers
+   (the first and last ``trace_offset`` frames of a movie at least one window long) take the
+   value of the nearest covered frame.
 """
 
 from __future__ import annotations
@@ -528,4 +530,8 @@ def assemble_trace(plan: Plan, segments: dict[int, np.ndarray]) -> np.ndarray:
         den[w.first:w.stop] += weights
         if w.index in segments:
             num[w.first:w.stop] += weights * segments[w.index][: w.stop - w.first]
-    return (num / np.maximum(den, 1e-12)).astype(np.float32)
+    covered = np.nonzero(den > 0)[0]
+    trace = np.divide(num, den, out=np.zeros(n_frames), where=den > 0)
+    if covered.size and covered.size < n_frames:  # the movie's first and last trace_offset frames
+        trace = np.interp(np.arange(n_frames), covered, trace[covered])
+    return trace.astype(np.float32)

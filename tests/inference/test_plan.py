@@ -12,7 +12,7 @@ def _plan(shape, **kw):
                      movie_low=0.0, movie_high=1.0, all_params=InferenceParams().to_dict())
 
 
-@pytest.mark.parametrize("n_frames", [16, 95, 96, 97, 250, 1000, 1003])
+@pytest.mark.parametrize("n_frames", [16, 95, 96, 97, 99, 100, 101, 250, 1000, 1003])
 def test_windows_cover_every_frame_once_owned(n_frames):
     windows = make_windows(n_frames, 100, 2, 20)
     covered = np.zeros(n_frames, int)
@@ -20,16 +20,31 @@ def test_windows_cover_every_frame_once_owned(n_frames):
     for w in windows:
         covered[w.first:w.stop] += 1
         owned[w.own_first:w.own_stop] += 1
-        assert w.first <= w.own_first <= w.own_stop <= w.stop
-    assert covered.min() >= 1
+        assert w.own_first <= w.own_stop
     assert np.all(owned == 1)
-    assert windows[0].first == 0 and windows[-1].stop == n_frames
+    # a movie of a window or more: its first and last 2 frames take the nearest covered trace
+    edge = 2 if n_frames >= 100 else 0
+    assert covered[edge:n_frames - edge].min() >= 1
+    assert windows[0].first == edge and windows[-1].stop == n_frames - edge
+
+
+@pytest.mark.parametrize("n_frames", [100, 250, 1003])
+def test_windows_read_only_the_movie_own_frames(n_frames):
+    """The network never sees a replicated frame once the movie holds a window; a movie of
+    exactly one window is its input unchanged."""
+    windows = make_windows(n_frames, 100, 2, 20)
+    for w in windows:
+        frames = padded_index(np.arange(w.start, w.start + 100), n_frames, before=2)
+        assert np.array_equal(frames, np.arange(w.start - 2, w.start + 98))
+    assert len(make_windows(100, 100, 2, 20)) == 1
 
 
 def test_last_window_snapped_to_movie_end():
     windows = make_windows(250, 100, 2, 20)
-    assert [w.start for w in windows] == [0, 80, 154]
-    assert windows[-1].start + 100 == 250 + 4
+    assert [w.start for w in windows] == [2, 82, 152]
+    assert windows[-1].start - 2 + 100 == 250
+    short = make_windows(60, 100, 2, 20)  # shorter than a window: padded
+    assert [w.start for w in short] == [0]
 
 
 @pytest.mark.parametrize("size", [8, 31, 32, 64, 100])

@@ -95,10 +95,12 @@ def test_binned_run_gives_every_frame_a_trace_and_records_the_bin(tmp_path):
     truth = np.array([movie[:, m].mean(axis=1) for m in masks])
     bins = np.array([[t[i:i + 3].mean() for i in range(0, 150, 3)] for t in truth])
     seen = traces_to_frames(bins, 3, 150)  # what a network reporting exact bin means gives
+    # the first and last 2 network frames (6 movie frames) take the nearest window's value
+    inner = slice(6, 144)
     for k, fp in enumerate(result.footprints > 0):
         j = int(np.argmax([(fp & m).sum() for m in masks]))
-        assert np.corrcoef(result.traces[k], seen[j])[0, 1] > 0.95
-        assert np.corrcoef(result.traces[k], truth[j])[0, 1] > 0.75  # 4-frame transients
+        assert np.corrcoef(result.traces[k, inner], seen[j, inner])[0, 1] > 0.95
+        assert np.corrcoef(result.traces[k, inner], truth[j, inner])[0, 1] > 0.75
 
 
 def test_rescaled_run_finds_big_cells_and_returns_footprints_on_the_movie_grid(tmp_path):

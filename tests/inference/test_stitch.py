@@ -134,20 +134,27 @@ def test_neuron_spanning_two_windows_is_linked_with_full_length_trace(tmp_path):
     result = read_result(tmp_path / "r.zarr")
     assert result.traces.shape == (1, n_frames)
     w2 = plan.windows[2]
-    # frames covered only by detecting windows reproduce the signal exactly (no double counting)
-    np.testing.assert_allclose(result.traces[0, :w2.first], signal[:w2.first], rtol=1e-5)
+    # frames covered only by detecting windows reproduce the signal exactly (no double counting);
+    # the movie's first 2 frames, which no window covers, take frame 2's value
+    first = plan.windows[0].first
+    np.testing.assert_allclose(result.traces[0, first:w2.first], signal[first:w2.first],
+                               rtol=1e-5)
+    np.testing.assert_allclose(result.traces[0, :first], signal[first], rtol=1e-5)
     assert result.neurons["n_windows"].tolist() == [2]
     assert result.neurons["first_window"].tolist() == [0]
     assert result.traces[0, -1] == 0.0  # window 2 alone covers the end and saw nothing
 
 
-def test_assembled_trace_keeps_first_and_last_frames():
+def test_assembled_trace_has_every_frame_and_holds_the_uncovered_ends():
+    """Windows read only the movie's own frames: the first and last ``trace_offset`` frames,
+    which no window's trace covers, take the nearest covered frame's value."""
     plan = small_plan((1003, 32, 32))
     signal = np.arange(1003, dtype=np.float32) + 1
     segments = {w.index: signal[w.first:w.first + plan.trace_length] for w in plan.windows}
     trace = assemble_trace(plan, segments)
     assert trace.shape == (1003,)
-    np.testing.assert_allclose(trace, signal, rtol=1e-5)
+    np.testing.assert_allclose(trace[2:-2], signal[2:-2], rtol=1e-5)
+    assert trace[:2].tolist() == [3.0, 3.0] and trace[-2:].tolist() == [1001.0, 1001.0]
 
 
 def test_window_weights_ramp_only_inside_overlaps():
