@@ -175,9 +175,10 @@ def test_without_the_compact_signature(predictor, served, reference_inputs):
     got = older.predict(reference_inputs, batch_size=2, denoised=False,
                         attention_frames=weights)
     assert got.denoised is None
-    np.testing.assert_array_equal(got.traces, served.traces)
+    # calls of 2 patches, not 3: on some CPUs the kernels round differently per batch size
+    np.testing.assert_allclose(got.traces, served.traces, rtol=1e-5, atol=1e-7)
     sums = (served.attention * weights[:, :, None, None]).sum(axis=1)
-    np.testing.assert_array_equal(got.attention, sums)
+    np.testing.assert_allclose(got.attention, sums, rtol=1e-5, atol=1e-5)
     assert older.predict(reference_inputs[:0], denoised=False,
                          attention_frames=weights[:0]).attention.shape == (0, 32, 32)
 
