@@ -86,6 +86,11 @@ class SimulationParams:
                                  lo=0.0)
     baseline: tuple[float, float] = _f(
         (0.4, 1.6), "Resting soma brightness relative to the neuropil mean (uniform).", lo=0.0)
+    soma_occlusion: tuple[float, float] = _f(
+        (0.0, 0.0), "Range of the fraction of the neuropil's light a soma displaces (uniform per "
+        "cell): a cell body holds no neuropil, so with occlusion near 1 and a low baseline a soma "
+        "is darker than the neuropil around it at rest (dim GCaMP6s somata in bright neuropil). "
+        "(0, 0): somata add to the neuropil.")
     amplitude_spread: float = _f(
         0.35, "Log-normal sigma of the per-cell dF/F gain around the indicator's.", lo=0.0)
     nucleus_fraction: float = _f(

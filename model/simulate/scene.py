@@ -3,7 +3,8 @@
 Generative model (all arrays in the reference frame of the field of view)::
 
     cells[t]    = sum_k footprint_k * baseline_k * (1 + dff_k[t])
-    relative[t] = shift_t(vessel * bleach[t] * (neuropil[t] + cells[t]))
+    occluded    = min(sum_k footprint_k * occlusion_k, 1)
+    relative[t] = shift_t(vessel * bleach[t] * (neuropil[t] * (1 - occluded) + cells[t]))
     clean[t]    = offset + gain * photons * relative[t]                  # ADU, noise free
     movie[t]    = offset + gain * Poisson(photons * relative[t]) + N(0, read_noise^2)
 
@@ -46,6 +47,8 @@ class Scene:
     baselines : ndarray, shape (K,), float32
         Resting soma brightness relative to the neuropil mean.
     background : Background
+    occlusion : ndarray, shape (K,), float32
+        Fraction of the neuropil's light each soma displaces (``soma_occlusion``).
     """
 
     params: SimulationParams
@@ -53,11 +56,12 @@ class Scene:
     activity: Activity
     baselines: np.ndarray
     background: Background
+    occlusion: np.ndarray | None = None
 
     @classmethod
     def build(cls, params: SimulationParams) -> Scene:
         """Draw the scene of ``params`` (deterministic in ``params.seed``)."""
-        seeds = np.random.SeedSequence(params.seed).spawn(5)
+        seeds = np.random.SeedSequence(params.seed).spawn(6)  # the first 5 as before 6 existed
         rngs = [np.random.default_rng(s) for s in seeds]
         vessel = make_vessels(params, rngs[0])
         cells = place_cells(params, rngs[1], vessel)
@@ -65,7 +69,18 @@ class Scene:
         baselines = rngs[3].uniform(*params.baseline, cells.count).astype(np.float32)
         population = activity.dff.mean(axis=0) if cells.count else None
         background = make_background(params, rngs[4], population, vessel)
-        return cls(params, cells, activity, baselines, background)
+        occlusion = (rngs[5].uniform(*params.soma_occlusion, cells.count).astype(np.float32)
+                     if params.soma_occlusion[1] > 0 else None)
+        return cls(params, cells, activity, baselines, background, occlusion)
+
+    @functools.cached_property
+    def occluded(self) -> np.ndarray | None:
+        """``(H, W)``: the share of the neuropil's light the somata displace (None: none)."""
+        if self.occlusion is None or self.cells.count == 0:
+            return None
+        _, h, w = self.shape
+        share = self.cells.footprints.T @ self.occlusion
+        return np.minimum(share, 1.0).astype(np.float32).reshape(h, w)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -96,6 +111,8 @@ class Scene:
         """Noise-free brightness relative to the neuropil mean, after motion, (t, H, W)."""
         bg = self.background
         frames = bg.neuropil(t0, t1, self.params.neuropil_fluctuation)
+        if self.occluded is not None:
+            frames *= 1.0 - self.occluded
         frames += self.cell_fluorescence(t0, t1)
         frames *= bg.vessel
         frames *= bg.bleach[t0:t1, None, None]
