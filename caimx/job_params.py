@@ -63,6 +63,11 @@ class JobParams(BaseModel):
         description="Resize frames by this factor before the network; footprints come back at "
                     "the movie's resolution.",
     )  # fmt: skip
+    soma_diameter_px: float | None = Field(
+        default=None, ge=1, le=1000,
+        description="Typical soma diameter in pixels; default: estimated from the movie. Frames "
+                    "are resized so somata have the model's trained size.",
+    )  # fmt: skip
     rescale: bool = Field(
         default=False,
         description="Resize frames so somata have the model's trained size (needs pixel_size_um).")
@@ -82,6 +87,8 @@ class JobParams(BaseModel):
             raise ValueError("tile_overlap must be smaller than tile")
         if self.rescale and (self.spatial_scale is not None or self.pixel_size_um is None):
             raise ValueError("rescale needs pixel_size_um and excludes spatial_scale")
+        if self.soma_diameter_px is not None and (self.rescale or self.spatial_scale is not None):
+            raise ValueError("give soma_diameter_px, spatial_scale or rescale, not two of them")
         return self
 
 
@@ -117,7 +124,8 @@ def engine_overrides(params: JobParams) -> dict[str, Any]:
     if plan:
         out["plan"] = plan
     resample = {key: value for key in ("temporal_bin", "spatial_scale", "pixel_size_um",
-                                       "neuron_diameter_um", "match_frame_rate", "rescale")
+                                       "neuron_diameter_um", "match_frame_rate", "rescale",
+                                       "soma_diameter_px")
                 if (value := getattr(params, key)) not in (None, False)}  # fmt: skip
     if resample:
         out["resample"] = resample

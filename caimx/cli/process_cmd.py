@@ -64,6 +64,9 @@ def register(subparsers) -> None:
     p.add_argument("--neuron-diameter", type=float, default=None, metavar="UM",
                    help="typical soma diameter in this movie (default: the model card's)")
     add_reading_options(p)
+    p.add_argument("--soma-diameter", type=float, default=None, metavar="PX",
+                   help="typical soma diameter in pixels (default: estimated from the movie); "
+                        "frames are resized so somata have the model's trained size")
     p.add_argument("--params", type=Path, default=None,
                    help="JSON file of inference parameters (as stored in a result's attributes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,6 +122,7 @@ def _params(args: argparse.Namespace, settings: Any):
         ("temporal_bin", args.temporal_bin), ("spatial_scale", args.spatial_scale),
         ("pixel_size_um", args.pixel_size), ("neuron_diameter_um", args.neuron_diameter),
         ("match_frame_rate", args.match_frame_rate or None), ("rescale", args.rescale or None),
+        ("soma_diameter_px", args.soma_diameter),
     ) if value is not None}  # fmt: skip
     resample = ResampleParams(**{**base.resample.__dict__, **given})
     return dataclasses.replace(
@@ -177,6 +181,7 @@ def run_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.inference import process_movie
+    from model.inference.resample import describe
     from model.io import MovieFormatError
     from model.registry import UnknownModelError, resolve_model
     from model.runtimes import load_predictor
@@ -213,6 +218,8 @@ def run_process(args: argparse.Namespace) -> int:
         bar.close()
     print(f"{summary.n_neurons} neurons in {movie.path.name} ({summary.movie_shape[0]} frames, "
           f"{summary.frames_per_s:.1f} frames/s) -> {args.output}")
+    if summary.adapted:
+        print("adapted to the movie: " + describe(summary.adapted))
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items()))
     if summary.chunk_seconds:
         print("  chunks: " + ", ".join(f"{k} {v:.1f} s"

@@ -49,7 +49,8 @@ from model.inference.run import (
     runtime_of,
     start_predict,
 )
-from model.inference.scaling import movie_range
+from model.inference.scaling import MovieRange, movie_range, movie_sample, network_units
+from model.inference.somasize import estimate_soma_diameter
 from model.inference.source import as_movie, movie_name
 from model.results import DIGEST_PENDING, write_input_digest
 
@@ -79,6 +80,9 @@ class ResultSummary:
     #: last one's outputs came back (``last batch``), the input's SHA-256, made alongside
     #: everything else (:class:`~model.inference.digest.MovieDigest`), was done (``sha256``).
     timeline: dict[str, float] = field(default_factory=dict)
+    #: How the movie was brought to the model (:func:`~.resample.choose`'s record: the soma
+    #: diameter and frame rate found or given, the bin and the scale applied).
+    adapted: dict[str, Any] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
@@ -103,7 +107,13 @@ def prepare(movie: Any, card: Any, *, work_dir: str | Path,
     check_movie(tuple(movie.shape), params.plan)
     patch, _, offset = card_geometry(card)
     card_input_scaling(card)
-    how = resample.choose(movie, card, params.resample)
+    sample = movie_sample(movie, params.scaling)
+    as_given = network_units(sample)
+    soma = None
+    wanted = params.resample
+    if wanted.spatial_scale is None and not wanted.rescale and wanted.soma_diameter_px is None:
+        soma = estimate_soma_diameter(sample)
+    how = resample.choose(movie, card, params.resample, soma)
     seen = resample.network_movie(movie, how.temporal_bin, how.spatial_scale)
     if how.active:
         try:
@@ -111,12 +121,24 @@ def prepare(movie: Any, card: Any, *, work_dir: str | Path,
         except ValueError as exc:
             raise ValueError(f"binned by {how.temporal_bin} and resized by "
                              f"{how.spatial_scale:g}, {exc}") from exc
-    rng = movie_range(seen, params=params.scaling)
+    if as_given:
+        # prepared for the network already: fed as it is (the published samples are)
+        rng = MovieRange(0.0, 1.0)
+        params = dataclasses.replace(params, scaling=dataclasses.replace(
+            params.scaling, background_level=0.0, peak_level=1.0, spatial_sigma=0.0))
+    else:
+        rng = movie_range(seen, params=params.scaling, sample=None if how.active else sample)
+    del sample
+    if params.motion.enabled and min(seen.shape[1:]) < params.motion.min_size:
+        params = dataclasses.replace(params, motion=dataclasses.replace(params.motion,
+                                                                        enabled=False))
     plan = make_plan(tuple(seen.shape), patch=patch, trace_offset=offset, params=params.plan,
                      movie_low=rng.low, movie_high=rng.high, all_params=params.to_dict())
+    record = {**how.record, "input": ("as given: values within [0, 1], the network's units"
+                                      if as_given else "scaled by the movie's range")}
     plan = dataclasses.replace(
         plan, source_shape=tuple(movie.shape) if how.active else None,
-        temporal_bin=how.temporal_bin, spatial_scale=how.spatial_scale, resample=how.record)
+        temporal_bin=how.temporal_bin, spatial_scale=how.spatial_scale, resample=record)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if params.motion.enabled:
@@ -792,4 +814,5 @@ def process_movie(movie: Any, predictor: Predictor, *, output: str | Path,
                          movie_shape=summary.movie_shape, n_chunks=summary.n_chunks,
                          n_candidates=summary.n_candidates, decisions=summary.decisions,
                          seconds=timings, chunk_seconds=chunk_seconds,
-                         timeline={k: v - start for k, v in timeline.items()})
+                         timeline={k: v - start for k, v in timeline.items()},
+                         adapted=dict(plan.resample))

@@ -91,6 +91,11 @@ class MotionParams:
     reference_frames: int = _p(100, "Frames (evenly spaced) averaged into the reference.", 1, 5000)
     max_shift: int = _p(15, "Largest accepted shift in pixels; larger estimates are clipped.",
                         0, 256)
+    min_size: int = _p(
+        64, "Smallest frame edge (pixels, as the network sees the frames) that is corrected: a "
+        "field of one or two cells has no landmark besides the cells, whose activity drags the "
+        "estimate (the published 32 x 32 samples, which do not move, had 11 and 18 of 100 "
+        "frames moved by 1-2 pixels).", 1, 4096)
     upsample: int = _p(1, "Sub-pixel factor of the phase correlation (1: whole pixels).", 1, 100)
     reestimate_binned: bool = _p(
         False, "With temporal binning, estimate every movie frame's motion again for the "
@@ -214,6 +219,14 @@ class DecideParams:
         "(docs/benchmarks.md). 0: the raw fluorescence. Applies when chunks run.",
         0.0, 1.0,
     )
+    dark_soma_evidence: float | None = _p(
+        0.6,
+        "Response (in units of the mean image's local spread) at which a disc of the movie's "
+        "soma size darker than the neuropil around it, and not covered by a network neuron, is "
+        "a neuron too (model.inference.anatomy: silent somata in bright neuropil, which the "
+        "network does not see). None: only the network's neurons.",
+        0.0, 100.0,
+    )
     min_snr: float = _p(
         0.0,
         "Transient SNR of the neuropil-corrected fluorescence under the footprint "
@@ -267,21 +280,28 @@ class ResampleParams:
     derived options use: ``frame_rate_hz``, ``pixel_size_um``, ``neuron_diameter_um``.
     """
 
-    temporal_bin: int = _p(
-        1, "Consecutive frames averaged into one network frame (1: none); traces are interpolated "
-        "back to every movie frame.", 1, 1000)
+    temporal_bin: int | None = _p(
+        None, "Consecutive frames averaged into one network frame; traces are interpolated back "
+        "to every movie frame. None: round(movie fps / model card frame_rate_hz), at least 1, "
+        "when both rates are known (the movie's from its file's metadata or the job), else 1.",
+        1, 1000)
     match_frame_rate: bool = _p(
-        False, "Derive the bin from the movie's frame rate and the model card's frame_rate_hz: "
-        "round(movie fps / model fps), at least 1; replaces temporal_bin. Both rates must be "
-        "known.")
+        False, "Insist on the bin from the frame rates (an error when the movie's or the model's "
+        "is unknown) instead of falling back to no binning.")
     spatial_scale: float | None = _p(
         None, "Resize factor of every frame before the network (0.5 halves it); footprints and "
-        "images come back at the movie's resolution. None: 1, or derived by rescale.",
+        "images come back at the movie's resolution. None: so that the movie's somata (its "
+        "soma_diameter_px, else rescale's micrometres, else the diameter estimated from its mean "
+        "image) have the size the model was trained on; an estimate within 20 % of that size "
+        "leaves the frames as they are. 1: no resizing.",
         0.05, 20.0)
+    soma_diameter_px: float | None = _p(
+        None, "Typical soma diameter in this movie, pixels. None: estimated from the movie's mean "
+        "image (model.inference.somasize), when its frames are at least 64 pixels.", 1.0, 1000.0)
     rescale: bool = _p(
-        False, "Derive spatial_scale so somata have the size the model was trained on: "
-        "(model neuron_diameter_um / model pixel_size_um) / (neuron_diameter_um / pixel_size_um). "
-        "Needs the movie's pixel_size_um and a model card with both values.")
+        False, "Derive spatial_scale from micrometres: (model neuron_diameter_um / model "
+        "pixel_size_um) / (neuron_diameter_um / pixel_size_um). Needs the movie's pixel_size_um "
+        "and a model card with both values.")
     pixel_size_um: float | None = _p(
         None, "The movie's pixel edge in micrometres (for rescale).", 1e-6, 1000.0)
     neuron_diameter_um: float | None = _p(
@@ -292,6 +312,9 @@ class ResampleParams:
         _check_bounds(self)
         if self.rescale and self.spatial_scale is not None:
             raise ValueError("ResampleParams: give spatial_scale or rescale, not both")
+        if self.soma_diameter_px is not None and (self.rescale or self.spatial_scale is not None):
+            raise ValueError("ResampleParams: give soma_diameter_px, spatial_scale or rescale, "
+                             "not two of them")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 from skimage.transform import resize
 
 from model.inference.params import ResampleParams
+from model.inference.somasize import SomaSize
 from model.inference.source import frames_per_read
 
 
@@ -59,54 +60,130 @@ def network_shape(shape: tuple[int, int, int], temporal_bin: int,
             max(1, round(w * spatial_scale)))
 
 
-def choose(movie: Any, card: Any, params: ResampleParams) -> Resampling:
+#: An estimated soma diameter within this factor of the model's trained one leaves the frames as
+#: they are: the estimate's own spread is about 15 % (``model.inference.somasize``) and the models
+#: were trained on somata spanning about +-28 % of their typical size.
+AUTO_SCALE_TOLERANCE = 1.2
+#: Automatic resizing stays between these factors (an estimate outside them is more likely wrong
+#: than a movie that needs more).
+AUTO_SCALE_LIMITS = (0.5, 2.5)
+
+
+def trained_diameter_px(card: Any) -> float | None:
+    """The soma diameter in pixels the model was trained on (card ``neuron_diameter_um`` /
+    ``pixel_size_um``), ``None`` when the card lacks either."""
+    diameter, pixel = card_value(card, "neuron_diameter_um"), card_value(card, "pixel_size_um")
+    return float(diameter) / float(pixel) if diameter and pixel else None
+
+
+def choose(movie: Any, card: Any, params: ResampleParams,
+           soma: SomaSize | None = None) -> Resampling:
     """The bin and scale for ``movie`` and the model ``card`` (see :class:`ResampleParams`).
+
+    ``soma``: the diameter estimated from the movie (:func:`~.somasize.estimate_soma_diameter`),
+    used when neither ``spatial_scale``, ``rescale`` nor ``soma_diameter_px`` is given.
 
     Raises
     ------
     ValueError
-        When a derived option lacks what it needs (the movie's frame rate or pixel size, or the
-        model card's values), naming what is missing.
+        When an option that insists on a derived value lacks what it needs (the movie's frame
+        rate or pixel size, or the model card's values), naming what is missing.
     """
     fps = getattr(movie, "fps", None)
     model_fps = card_value(card, "frame_rate_hz")
     record: dict[str, Any] = {"frame_rate_hz": fps, "model_frame_rate_hz": model_fps}
-    temporal_bin = params.temporal_bin
-    if params.match_frame_rate:
-        if not fps or not model_fps:
-            missing = [what for what, value in (("the movie's frame rate (fps)", fps),
-                                                ("frame_rate_hz in the model card", model_fps))
-                       if not value]
-            raise ValueError(f"match_frame_rate needs {' and '.join(missing)}; give temporal_bin "
-                             "instead")
+    if params.temporal_bin is not None:
+        temporal_bin = params.temporal_bin
+        record["temporal_bin_from"] = "given"
+    elif fps and model_fps:
         temporal_bin = max(1, round(float(fps) / float(model_fps)))
-        record["temporal_bin_from"] = "match_frame_rate"
+        record["temporal_bin_from"] = "frame rates"
+    elif params.match_frame_rate:
+        missing = [what for what, value in (("the movie's frame rate (fps)", fps),
+                                            ("frame_rate_hz in the model card", model_fps))
+                   if not value]
+        raise ValueError(f"match_frame_rate needs {' and '.join(missing)}; give temporal_bin "
+                         "instead")
+    else:
+        temporal_bin = 1
+        record["temporal_bin_from"] = ("frame rate unknown" if not fps
+                                       else "model frame rate unknown")
     record["temporal_bin"] = temporal_bin
     record["network_frame_rate_hz"] = float(fps) / temporal_bin if fps else None
 
-    scale = params.spatial_scale if params.spatial_scale is not None else 1.0
+    scale, diameter = 1.0, None
     model_px, model_diameter = card_value(card, "pixel_size_um"), card_value(card,
                                                                              "neuron_diameter_um")
+    trained = trained_diameter_px(card)
     record.update(pixel_size_um=params.pixel_size_um, model_pixel_size_um=model_px,
                   neuron_diameter_um=params.neuron_diameter_um or model_diameter,
-                  model_neuron_diameter_um=model_diameter)
-    if params.rescale:
+                  model_neuron_diameter_um=model_diameter, model_soma_diameter_px=trained)
+    if params.spatial_scale is not None:
+        scale = params.spatial_scale
+        record["spatial_scale_from"] = "given"
+    elif params.rescale:
         missing = [what for what, value in (
             ("the movie's pixel_size_um", params.pixel_size_um),
             ("pixel_size_um in the model card", model_px),
             ("neuron_diameter_um in the model card", model_diameter)) if not value]
         if missing:
             raise ValueError(f"rescale needs {', '.join(missing)}; give spatial_scale instead")
-        trained_px = float(model_diameter) / float(model_px)
-        movie_px = float(params.neuron_diameter_um or model_diameter) / params.pixel_size_um
-        scale = trained_px / movie_px
+        diameter = float(params.neuron_diameter_um or model_diameter) / params.pixel_size_um
+        scale = trained / diameter
         if not 0.05 <= scale <= 20.0:
             raise ValueError(f"rescale would resize frames by {scale:.3g}; somata of "
-                             f"{movie_px:.3g} px against {trained_px:.3g} px trained is outside "
+                             f"{diameter:.3g} px against {trained:.3g} px trained is outside "
                              "0.05-20")
-        record["spatial_scale_from"] = "rescale"
+        record.update(soma_diameter_px=diameter, soma_diameter_from="micrometres",
+                      spatial_scale_from="rescale")
+    else:
+        if params.soma_diameter_px is not None:
+            diameter = float(params.soma_diameter_px)
+            record["soma_diameter_from"] = "given"
+        elif soma is not None:
+            diameter = soma.diameter_px
+            record["soma_diameter_from"] = "estimated from the mean image"
+        else:
+            record["soma_diameter_from"] = "not estimated (frames under 64 pixels or too few)"
+        record["soma_diameter_px"] = diameter
+        if diameter and trained:
+            wanted = trained / diameter
+            given = params.soma_diameter_px is not None
+            if given or not 1 / AUTO_SCALE_TOLERANCE <= wanted <= AUTO_SCALE_TOLERANCE:
+                low, high = (0.05, 20.0) if given else AUTO_SCALE_LIMITS
+                scale = float(min(max(wanted, low), high))
+                record["spatial_scale_from"] = "soma diameter"
+            else:
+                record["spatial_scale_from"] = "soma diameter within 20 % of the model's"
+        else:
+            record["spatial_scale_from"] = "no soma diameter to match"
     record["spatial_scale"] = float(scale)
+    # the somata's size as the network sees them (what the decisions on its grid use)
+    record["network_soma_diameter_px"] = (diameter * scale if diameter else trained)
     return Resampling(temporal_bin=int(temporal_bin), spatial_scale=float(scale), record=record)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line for people from :func:`choose`'s record (and the engine's ``input`` entry): the
+    soma diameter and frame rate found, and what was done with them."""
+    parts = []
+    diameter = record.get("soma_diameter_px")
+    scale = record.get("spatial_scale", 1.0)
+    if diameter:
+        parts.append(f"soma diameter {diameter:.1f} px ({record.get('soma_diameter_from')}), "
+                     f"the model's {record.get('model_soma_diameter_px') or 0:.1f} px")
+    else:
+        parts.append(f"soma diameter {record.get('soma_diameter_from', 'unknown')}")
+    parts.append(f"frames resized by {scale:.3g}" if scale != 1.0 else "frames not resized")
+    fps, bin_ = record.get("frame_rate_hz"), record.get("temporal_bin", 1)
+    model_fps = record.get("model_frame_rate_hz")
+    rate = f"frame rate {fps:g} Hz" if fps else "frame rate unknown"
+    if model_fps:
+        rate += f", the model's {model_fps:g} Hz"
+    parts.append(rate + (f": {bin_} frames binned into one" if bin_ > 1 else ": not binned"))
+    if str(record.get("input", "")).startswith("as given"):
+        parts.append("values already within [0, 1]: fed as they are")
+    return "; ".join(parts)
 
 
 def resize_frames(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

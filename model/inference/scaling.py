@@ -93,7 +93,20 @@ def _bracketed(flat: np.ndarray, lo: int, hi: int, subsample: np.ndarray,
     return part[lo - below], part[hi - below]
 
 
-def movie_range(movie, *, params: ScalingParams) -> MovieRange:
+def movie_sample(movie, params: ScalingParams) -> np.ndarray:
+    """The ``params.sample_frames`` evenly spaced frames :func:`movie_range` measures."""
+    return read_frames(movie, sample_indices(movie.shape[0], params.sample_frames))
+
+
+def network_units(sample: np.ndarray) -> bool:
+    """Whether sampled frames are already in the network's input units: floating-point values
+    within [0, 1] (a movie prepared for the network, as the published samples are), which the
+    engine then feeds as they are (no intensity map, no smoothing)."""
+    return (sample.dtype.kind == "f" and sample.size > 0 and bool(np.all(np.isfinite(sample)))
+            and float(sample.min()) >= 0.0 and float(sample.max()) <= 1.0)
+
+
+def movie_range(movie, *, params: ScalingParams, sample: np.ndarray | None = None) -> MovieRange:
     """Percentile range of a sample of frames.
 
     Parameters
@@ -102,13 +115,16 @@ def movie_range(movie, *, params: ScalingParams) -> MovieRange:
         ``(T, H, W)`` movie with ``.read``.
     params : ScalingParams
         Which percentiles and how many frames.
+    sample : ndarray, optional
+        The frames :func:`movie_sample` reads, when already read (reordered in place).
 
     Raises
     ------
     ValueError
         If the sampled frames hold NaN/Inf or the movie is constant.
     """
-    sample = read_frames(movie, sample_indices(movie.shape[0], params.sample_frames))
+    if sample is None:
+        sample = movie_sample(movie, params)
     if sample.dtype.kind == "f" and not np.all(np.isfinite(sample)):
         raise ValueError("the movie holds NaN or infinite pixel values; fix or drop those frames")
     low, high = percentiles(sample, [params.low_percentile, params.high_percentile],
