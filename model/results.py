@@ -25,7 +25,10 @@ IMAGE_NAMES = ("mean_image", "attention_mean", "max_projection", "correlation_im
 NEURON_FIELDS = {
     "centroid": np.float32, "area": np.int32, "snr": np.float32, "first_window": np.int32,
     "n_windows": np.int32, "tile_evidence": np.float32, "contrast": np.float32,
+    "found_by": np.int8,
 }
+#: ``neurons/found_by``: what found each neuron.
+FOUND_BY = {1: "network", 2: "mean image (a soma darker than the neuropil around it)"}
 
 
 #: Footprints written or read at once (32 MB at 512 x 512): Zarr then handles a slab's chunks

@@ -21,7 +21,8 @@ from model.inference.decide import (
 )
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
-from model.inference.refine import occupied_mask, refine_neurons
+from model.inference.anatomy import dark_somata
+from model.inference.refine import occupied_mask, paint, refine_neurons
 from model.inference.stitch import (
     Footprint,
     Neuron,
@@ -237,6 +238,35 @@ def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],
     return rescued
 
 
+def _dark_somata(plan: Plan, kept: list[dict[str, Any]], mean_image: np.ndarray,
+                 params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:
+    """Records of the somata darker than the neuropil around them that no kept network neuron
+    covers (:mod:`.anatomy`), at the soma size the plan recorded (none when it has none)."""
+    diameter = (plan.resample or {}).get("network_soma_diameter_px")
+    if params.dark_soma_evidence is None or not diameter:
+        return []
+    occupied = np.zeros(mean_image.shape, bool)
+    for rec in kept:
+        paint(occupied, rec["footprint"] > 0, rec["y0"], rec["x0"])
+    out = []
+    for soma in dark_somata(mean_image, float(diameter), params.dark_soma_evidence,
+                            occupied=occupied):
+        values = soma.on.astype(np.float32)
+        out.append({"neuron": None, "footprint": values, "y0": soma.y0, "x0": soma.x0,
+                    "centroid": centroid(Footprint(soma.y0, soma.x0, values),
+                                         params.mask_threshold),
+                    "area": int(soma.on.sum()),
+                    "contrast": soma_contrast(mean_image, soma.on, soma.y0, soma.x0),
+                    "found_by": 2})
+    reasons["kept: a soma darker than the neuropil, from the mean image"] += len(out)
+    return out
+
+
+def _first_window(rec: dict[str, Any]) -> int:
+    """The record's first window (-1 for a neuron the network did not find)."""
+    return rec["neuron"].first_window if rec["neuron"] is not None else -1
+
+
 def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:
     _, height, width = plan.movie_shape
     n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
@@ -276,7 +306,7 @@ def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
         out.append({**rec, "footprint": values, "y0": y0, "x0": x0,
                     "centroid": centroid(Footprint(y0, x0, values), threshold),
                     "area": int((values > threshold).sum())})
-    out.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
+    out.sort(key=lambda r: (r.get("found_by", 1), _first_window(r), r["centroid"]))
     return out
 
 
@@ -302,6 +332,7 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     network_images = stitcher.images.finish()
     kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows),
                                mean_image=network_images["mean_image"])
+    kept += _dark_somata(plan, kept, network_images["mean_image"], params.decide, reasons)
     kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
     reasons = Counter({k: v for k, v in reasons.items() if v})
     attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,
@@ -336,18 +367,21 @@ def _write_contents(writer: ResultWriter, plan: Plan, load: Callable[[str], Chun
         writer.put_footprints(first, [(r["y0"], r["x0"], r["footprint"])
                                       for r in kept[first:first + FOOTPRINT_SLAB]])
     for k, rec in enumerate(kept):
-        traces[k] = assemble_trace(plan, rec["neuron"].segments)
+        if rec["neuron"] is not None:  # a soma the network did not find has no network trace
+            traces[k] = assemble_trace(plan, rec["neuron"].segments)
     writer.put_traces(resample.traces_to_frames(traces, plan.temporal_bin, n_frames))
     for name, image in network_images.items():
         writer.put_image(name, resample.image_to_movie(image, frame))
+    nan = float("nan")
     writer.put_neurons({
         "centroid": np.array([r["centroid"] for r in kept], np.float32).reshape(-1, 2),
         "area": [r["area"] for r in kept],
-        "snr": [r["neuron"].snr for r in kept],
-        "first_window": [r["neuron"].first_window for r in kept],
-        "n_windows": [len(r["neuron"].segments) for r in kept],
-        "tile_evidence": [r["neuron"].tile_evidence for r in kept],
+        "snr": [r["neuron"].snr if r["neuron"] else nan for r in kept],
+        "first_window": [_first_window(r) for r in kept],
+        "n_windows": [len(r["neuron"].segments) if r["neuron"] else 0 for r in kept],
+        "tile_evidence": [r["neuron"].tile_evidence if r["neuron"] else nan for r in kept],
         "contrast": [r["contrast"] for r in kept],
+        "found_by": [r.get("found_by", 1) for r in kept],
     })
     if with_denoised:
         _write_denoised(writer, plan, load)

@@ -1,0 +1,104 @@
+"""Somata the mean image shows and the network cannot: cell bodies darker than the neuropil.
+
+The network finds somata by their activity and by being brighter than their surround, as in the
+simulated movies it was trained on. In many real recordings most somata are neither during a
+short movie: with GCaMP6s the neuropil is bright and a silent cell body, which holds no neuropil,
+is a dim disc in it (on the real development recording the median labelled soma is 0.93 times as
+bright as its surround, and most labelled cells never fire in its 80 s). Such somata are found
+here, in the mean image, at the soma size estimated from the movie (:mod:`.somasize`):
+
+1. the mean image is normalised locally (its mean and spread over ``NORMALISE`` diameters
+   divided out, so bright and dark regions of neuropil count alike) and clipped to one spread
+   either way (a few very bright pixels, such as dendrites crossing the plane, cannot outweigh a
+   soma-sized disc);
+2. a scale-normalised Laplacian of Gaussian at ``LOG_SCALE`` diameters responds to discs of
+   the soma's size, positively to dark ones;
+3. each local maximum of that response above ``DecideParams.dark_soma_evidence`` (in units of the
+   local spread), at least half a diameter from the next, is a soma whose footprint is a disc of
+   the estimated diameter (the mean image shows where a dim soma is better than its outline).
+
+Bright soma-sized spots of the mean image are left to the network: on the development half they
+were rarely labelled cells (precision 0.05: bright dendrite crossings and puncta), while the
+network judges bright somata by their activity too. A dark disc that a kept network neuron
+already covers is not added again. The choice of the constants and the evidence for each are
+in ``docs/decision-rules.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+
+#: Scale of the local normalisation of the mean image, in soma diameters.
+NORMALISE = 1.5
+#: Scale of the Laplacian of Gaussian, in soma diameters (a uniform disc responds most at
+#: ``1 / (2 sqrt(2)) = 0.35``; a labelled dim soma's dark interior is smaller than its outline).
+LOG_SCALE = 0.3
+#: Local maxima of the response closer than this many diameters are one soma.
+MIN_SEPARATION = 0.5
+#: A disc with more than this share of its pixels on a kept neuron (or a stronger disc) is that
+#: neuron.
+MAX_SHARED = 0.2
+
+
+@dataclass(frozen=True)
+class DarkSoma:
+    """One dark disc of the mean image: its footprint (boolean, at ``(y0, x0)``), its centre and
+    the response that found it."""
+
+    on: np.ndarray
+    y0: int
+    x0: int
+    centre: tuple[int, int]
+    evidence: float
+
+
+def dark_soma_response(mean_image: np.ndarray, diameter: float) -> np.ndarray:
+    """The response of the locally normalised, clipped mean image to dark discs of
+    ``diameter`` pixels (scale-normalised Laplacian of Gaussian), ``(H, W)`` float64."""
+    image = np.asarray(mean_image, np.float64)
+    local = ndimage.gaussian_filter(image, NORMALISE * diameter)
+    spread = np.sqrt(ndimage.gaussian_filter((image - local) ** 2, NORMALISE * diameter))
+    z = np.divide(image - local, spread, out=np.zeros_like(image), where=spread > 0)
+    np.clip(z, -1.0, 1.0, out=z)
+    sigma = LOG_SCALE * diameter
+    return sigma * sigma * ndimage.gaussian_laplace(z, sigma)
+
+
+def disc(diameter: float) -> np.ndarray:
+    """A boolean disc of ``diameter`` pixels, centred in an odd box."""
+    radius = diameter / 2
+    reach = int(np.floor(radius))
+    yy, xx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    return yy * yy + xx * xx <= radius * radius
+
+
+def dark_somata(mean_image: np.ndarray, diameter: float, threshold: float, *,
+                occupied: np.ndarray | None = None, border: int = 2) -> list[DarkSoma]:
+    """The dark somata of ``mean_image`` (on the network's grid) of about ``diameter`` pixels
+    whose response reaches ``threshold``, strongest first; those whose disc lies in part (over
+    :data:`MAX_SHARED`) on ``occupied`` pixels (kept neurons) or on a stronger one are left out. Maxima within ``border`` pixels of the
+    frame's edge are not taken (half a soma outside the frame)."""
+    response = dark_soma_response(mean_image, diameter)
+    occupied = (np.zeros(response.shape, bool) if occupied is None
+                else np.array(occupied, dtype=bool))
+    peaks = peak_local_max(response, min_distance=max(1, int(MIN_SEPARATION * diameter)),
+                           threshold_abs=threshold, exclude_border=border)
+    shape = disc(diameter)
+    reach = shape.shape[0] // 2
+    height, width = response.shape
+    found = []
+    for y, x in peaks.tolist():
+        y0, x0 = y - reach, x - reach
+        ya, yb, xa, xb = max(y0, 0), min(y0 + shape.shape[0], height), max(x0, 0), min(
+            x0 + shape.shape[1], width)
+        on = shape[ya - y0:yb - y0, xa - x0:xb - x0]
+        if occupied[ya:yb, xa:xb][on].mean() > MAX_SHARED:
+            continue
+        occupied[ya:yb, xa:xb] |= on  # strongest first: a weaker maximum on the same soma goes
+        found.append(DarkSoma(on=on, y0=ya, x0=xa, centre=(y, x),
+                              evidence=float(response[y, x])))
+    return found
