@@ -51,6 +51,15 @@ def settings_for(fs: float, tau: float, diameter: float) -> dict[str, Any]:
     return settings
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s values, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +68,9 @@ def main() -> None:
     ap.add_argument("--fs", type=float, required=True, help="frame rate (Hz)")
     ap.add_argument("--tau", type=float, required=True, help="indicator decay time (s)")
     ap.add_argument("--diameter", type=float, required=True, help="soma diameter (pixels)")
+    ap.add_argument("--settings", default=None,
+                    help="JSON of Suite2p settings merged over these (nested dicts merge), "
+                         "e.g. '{\"detection\": {\"threshold_scaling\": 0.5}}'")
     args = ap.parse_args()
 
     import importlib.metadata
@@ -67,7 +79,8 @@ def main() -> None:
     import torch
     from suite2p.run_s2p import run_s2p
 
-    settings = settings_for(args.fs, args.tau, args.diameter)
+    settings = merge(settings_for(args.fs, args.tau, args.diameter),
+                     json.loads(args.settings) if args.settings else {})
     import_s = time.perf_counter() - T_START
     rss_after_import_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out_dir.mkdir(parents=True, exist_ok=True)
