@@ -17,7 +17,7 @@ here, in the mean image, at the soma size estimated from the movie (:mod:`.somas
    local spread, times :func:`bright_to_dark`: in a movie of bright somata the neuropil between
    them reads as dark discs), at least half a diameter from the next, is a soma whose footprint
    is a disc of the estimated diameter (the mean image shows where a dim soma is better than its
-   outline).
+   outline), unless the kept network neurons hem it in (the neuropil between bright somata).
 
 Bright soma-sized spots of the mean image are left to the network: on the development half they
 were rarely labelled cells (precision 0.05: bright dendrite crossings and puncta), while the
@@ -41,6 +41,9 @@ NORMALISE = 1.5
 LOG_SCALE = 0.3
 #: Local maxima of the response closer than this many diameters are one soma.
 MIN_SEPARATION = 0.5
+#: A dark disc whose ring (from one pixel past its edge to 1.1 diameters from its centre) lies
+#: more than this share on kept neurons is the neuropil hemmed in between them, not a soma.
+MAX_HEMMED = 0.35
 #: A disc with more than this share of its pixels on a kept neuron (or a stronger disc) is that
 #: neuron.
 MAX_SHARED = 0.2
@@ -100,7 +103,8 @@ def dark_somata(mean_image: np.ndarray, diameter: float, threshold: float, *,
     """The dark somata of ``mean_image`` (on the network's grid) of about ``diameter`` pixels
     whose response reaches ``threshold`` (times :func:`bright_to_dark`), strongest first;
     those whose disc lies in part (over :data:`MAX_SHARED`) on ``occupied`` pixels (kept
-    neurons) or on a stronger one are left out. Maxima within ``border`` pixels of the frame's
+    neurons) or on a stronger one, or whose surroundings are mostly kept neurons
+    (:data:`MAX_HEMMED`), are left out. Maxima within ``border`` pixels of the frame's
     edge are not taken (half a soma outside the frame)."""
     occupied = (np.zeros(np.shape(mean_image), bool) if occupied is None
                 else np.array(occupied, dtype=bool))
@@ -110,9 +114,16 @@ def dark_somata(mean_image: np.ndarray, diameter: float, threshold: float, *,
                            exclude_border=border)
     shape = disc(diameter)
     reach = shape.shape[0] // 2
+    outer = int(np.ceil(1.1 * diameter))
+    yy, xx = np.mgrid[-outer:outer + 1, -outer:outer + 1]
+    distance = np.hypot(yy, xx)
+    ring = (distance > diameter / 2 + 1) & (distance <= 1.1 * diameter)
+    kept = np.pad(occupied, outer)  # the kept neurons alone (not the discs found here)
     height, width = response.shape
     found = []
     for y, x in peaks.tolist():
+        if kept[y:y + 2 * outer + 1, x:x + 2 * outer + 1][ring].mean() > MAX_HEMMED:
+            continue
         y0, x0 = y - reach, x - reach
         ya, yb, xa, xb = max(y0, 0), min(y0 + shape.shape[0], height), max(x0, 0), min(
             x0 + shape.shape[1], width)
