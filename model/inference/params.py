@@ -188,6 +188,14 @@ class DecideParams:
         "not brighter than their ring stay as they are. None keeps the network's footprints.",
         0.0, 1.0,
     )
+    refine_above: float = _p(
+        1.3,
+        "Only footprints (or split pieces) larger than this many times the median area of the "
+        "movie's neurons (5 or more) are refined: a footprint of a soma's size is the network's "
+        "outline of that soma, which the mean image (uneven across a cell, or smooth where the "
+        "cell is dim) would cut worse. With fewer than 5 neurons none is refined.",
+        0.0, 100.0,
+    )
     grow_below: float | None = _p(
         0.6,
         "After refining, a footprint smaller than this fraction of the median area of the "

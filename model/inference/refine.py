@@ -4,8 +4,9 @@ The network's footprints often reach into the neuropil around a cell or span two
 cells (one channel on both, and tiles that each saw a different pair chained by the stitch); both
 cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons` first cuts each kept neuron's
 footprint between the somata its shape holds (:func:`split_touching`: the network outlines the
-union of touching cells well, the mean image less so), then cuts each piece to the bright part of
-the mean image inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
+union of touching cells well, the mean image less so), then cuts each piece that is too large for
+one soma (``refine_above`` times the movie's typical neuron) to the bright part of the mean image
+inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
 drops parts over ``max_area`` and split pieces that fail the soma-contrast rule on their own
 (:func:`piece_contrasts`), grows footprints far smaller than the movie's typical neuron to the
 soma around them (:func:`grow_small`: the network often outlines only the core of a dim cell),
@@ -30,7 +31,8 @@ from model.inference.stitch import Footprint, Neuron, centroid
 REFINE_PERCENTILE = 90
 #: Percentile of the footprint taken as its peak by :func:`refine_footprint`.
 PEAK_PERCENTILE = 95
-#: Fewest neurons whose median area stands for the movie's typical soma (:func:`grow_small`).
+#: Fewest neurons whose median area stands for the movie's typical soma (:func:`grow_small`,
+#: and which footprints :func:`refine_neurons` cuts).
 GROW_MIN_NEURONS = 5
 #: A grown footprint stays within this many typical radii of its centre, and under this many
 #: typical areas (:func:`grow_footprint`): it may fill its soma, not reach into the next one.
@@ -106,6 +108,10 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
     dropped. Counts the splits, drops and repeats in ``reasons``."""
     refine = mean_image is not None and params.refine_level is not None
     others = occupied_mask(mean_image.shape, passed) if refine else None
+    areas = [int(on.sum()) for _, on, _ in passed]
+    # only footprints too large for one soma are cut (none when the typical size is unknown)
+    largest = (params.refine_above * float(np.median(areas)) if len(areas) >= GROW_MIN_NEURONS
+               else np.inf)
     kept = []
     for neuron, on, contrast in passed:
         fp = neuron.footprint
@@ -115,8 +121,9 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
                                    min_area=params.min_area)
         if refine:
             parts = [cut for part in parts
-                     for cut in refine_footprint(mean_image, *part, level=params.refine_level,
-                                                 min_area=params.min_area, exclude=others)]
+                     for cut in (refine_footprint(mean_image, *part, level=params.refine_level,
+                                                  min_area=params.min_area, exclude=others)
+                                 if part[0].sum() > largest else [part])]
         fitting = [p for p in parts if p[0].sum() <= params.max_area]
         if not fitting:  # one soma too large, or pieces that all are
             reasons["kept"] -= 1
