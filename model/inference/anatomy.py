@@ -17,7 +17,8 @@ here, in the mean image, at the soma size estimated from the movie (:mod:`.somas
    local spread, times :func:`bright_to_dark`: in a movie of bright somata the neuropil between
    them reads as dark discs), at least half a diameter from the next, is a soma whose footprint
    is a disc of the estimated diameter (the mean image shows where a dim soma is better than its
-   outline), unless the kept network neurons hem it in (the neuropil between bright somata).
+   outline), unless kept network neurons or clear bright discs hem it in (the neuropil between
+   bright somata).
 
 Bright soma-sized spots of the mean image are left to the network: on the development half they
 were rarely labelled cells (precision 0.05: bright dendrite crossings and puncta), while the
@@ -42,7 +43,8 @@ LOG_SCALE = 0.3
 #: Local maxima of the response closer than this many diameters are one soma.
 MIN_SEPARATION = 0.5
 #: A dark disc whose ring (from one pixel past its edge to 1.1 diameters from its centre) lies
-#: more than this share on kept neurons is the neuropil hemmed in between them, not a soma.
+#: more than this share on kept neurons or clear bright discs is the neuropil hemmed in between
+#: bright somata, not a soma.
 MAX_HEMMED = 0.35
 #: A disc with more than this share of its pixels on a kept neuron (or a stronger disc) is that
 #: neuron.
@@ -118,7 +120,9 @@ def dark_somata(mean_image: np.ndarray, diameter: float, threshold: float, *,
     yy, xx = np.mgrid[-outer:outer + 1, -outer:outer + 1]
     distance = np.hypot(yy, xx)
     ring = (distance > diameter / 2 + 1) & (distance <= 1.1 * diameter)
-    kept = np.pad(occupied, outer)  # the kept neurons alone (not the discs found here)
+    # what hems a dark disc in: the kept neurons (not the discs found here) and the bright discs
+    # as clear as a dark one must be (bright somata the network did not keep)
+    kept = np.pad(occupied | (response <= -threshold), outer)
     height, width = response.shape
     found = []
     for y, x in peaks.tolist():

@@ -77,6 +77,35 @@ def test_match_frame_rate_and_rescale_come_from_the_movie_and_the_model_card():
         ResampleParams(rescale=True, spatial_scale=0.5)
 
 
+def test_with_nothing_given_the_bin_and_scale_come_from_what_the_movie_says():
+    """No option: the bin from the file's frame rate (none when unknown), the scale from the
+    estimated soma diameter when it is more than 20 % off the model's; options override."""
+    from model.inference.somasize import SomaSize
+
+    card = dict(CARD, frame_rate_hz=10.0, pixel_size_um=1.0, neuron_diameter_um=12.0)
+    fast = _array_movie(np.zeros((90, 64, 64), np.float32), fps=31.0)
+    how = choose(fast, card, ResampleParams(), SomaSize(8.0))
+    assert (how.temporal_bin, how.spatial_scale) == (3, 1.5)
+    assert how.record["temporal_bin_from"] == "frame rates"
+    assert how.record["soma_diameter_px"] == 8.0
+    assert how.record["network_soma_diameter_px"] == 12.0
+    unknown = _array_movie(np.zeros((90, 64, 64), np.float32))
+    how = choose(unknown, card, ResampleParams(), SomaSize(11.0))  # within 20 %: left alone
+    assert (how.temporal_bin, how.spatial_scale) == (1, 1.0)
+    assert how.record["temporal_bin_from"] == "frame rate unknown"
+    assert how.record["network_soma_diameter_px"] == 11.0
+    how = choose(unknown, card, ResampleParams(), SomaSize(1.0))  # clipped to 2.5x
+    assert how.spatial_scale == 2.5
+    how = choose(unknown, card, ResampleParams(), None)  # nothing estimated: the model's size
+    assert how.spatial_scale == 1.0 and how.record["network_soma_diameter_px"] == 12.0
+    how = choose(fast, card, ResampleParams(temporal_bin=2, soma_diameter_px=11.0),
+                 SomaSize(8.0))  # given values win, a given diameter is matched exactly
+    assert (how.temporal_bin, how.spatial_scale) == (2, 12.0 / 11.0)
+    assert choose(fast, card, ResampleParams(spatial_scale=1.0), SomaSize(8.0)).spatial_scale == 1
+    with pytest.raises(ValueError, match="not two of them"):
+        ResampleParams(soma_diameter_px=9.0, spatial_scale=1.0)
+
+
 def test_binned_run_gives_every_frame_a_trace_and_records_the_bin(tmp_path):
     centers = [(6.0, 6.0), (20.0, 22.0), (32.0, 9.0)]
     movie, masks = disk_movie(centers, shape=(150, 40, 40))
