@@ -274,6 +274,10 @@ class StitchParams:
         "that also makes them one neuron: a tight and a loose mask of one soma.",
         0.0, 1.0,
     )
+    drop_fragments: bool = _p(
+        True, "A window neuron seen by one tile only, and there cut by the tile's border (an "
+        "interior one), is the part of a cell the neighbouring tile did not confirm: it is "
+        "dropped rather than kept with a footprint bounded by the tile's edge.")
 
     def __post_init__(self) -> None:
         _check_bounds(self)

@@ -319,7 +319,10 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams
         uf.union(first, second)
     neurons = []
     for members in uf.groups():
-        whole = [m for m in members if not cut[m]] or members
+        whole = [m for m in members if not cut[m]]
+        if not whole and stitch.drop_fragments and len({int(cands.tile[m]) for m in members}) == 1:
+            continue  # a cell's edge in one tile, not confirmed by its neighbour
+        whole = whole or members
         total = count = None
         for m in whole:
             fp = Footprint(int(cands.bbox[m, 0]), int(cands.bbox[m, 1]), cands.mask(m))
