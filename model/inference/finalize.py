@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from model.inference import correlation, resample
+from model.inference.anatomy import dark_somata
 from model.inference.chunks import IMAGE_PLANES, ChunkResult
 from model.inference.decide import (
     NO_TRANSIENT,
@@ -21,10 +23,11 @@ from model.inference.decide import (
 )
 from model.inference.params import DecideParams, InferenceParams
 from model.inference.plan import Plan
-from model.inference.anatomy import dark_somata
 from model.inference.refine import occupied_mask, paint, refine_neurons
 from model.inference.stitch import (
+    BY_MEAN_IMAGE,
     Footprint,
+    KeptNeuron,
     Neuron,
     assemble_trace,
     centroid,
@@ -173,7 +176,7 @@ def stitch_all(plan: Plan, load: Callable[[str], ChunkResult], params: Inference
 
 def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int = 1,
                mean_image: np.ndarray | None = None,
-               ) -> tuple[list[dict[str, Any]], Counter]:  # fmt: skip
+               ) -> tuple[list[KeptNeuron], Counter]:  # fmt: skip
     """Apply the neuron rule; returns kept neurons as records (sorted) and a count per reason.
 
     ``total_windows``: the movie's temporal windows (for ``min_window_fraction``);
@@ -198,7 +201,7 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
     if dim and params.bright_neighbour_contrast is not None and mean_image is not None:
         passed += _dim_beside_somata(dim, passed, mean_image, params, total_windows, reasons)
     kept = refine_neurons(passed, mean_image, params, reasons)
-    kept.sort(key=lambda r: (r["neuron"].first_window, r["centroid"]))
+    kept.sort(key=lambda r: r.order)
     return kept, reasons
 
 
@@ -238,33 +241,27 @@ def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],
     return rescued
 
 
-def _dark_somata(plan: Plan, kept: list[dict[str, Any]], mean_image: np.ndarray,
-                 params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:
-    """Records of the somata darker than the neuropil around them that no kept network neuron
-    covers (:mod:`.anatomy`), at the soma size the plan recorded (none when it has none)."""
+def _dark_somata(plan: Plan, kept: list[KeptNeuron], mean_image: np.ndarray,
+                 params: DecideParams, reasons: Counter) -> list[KeptNeuron]:
+    """The somata darker than the neuropil around them that no kept network neuron covers
+    (:mod:`.anatomy`), at the soma size the plan recorded (none when it has none)."""
     diameter = (plan.resample or {}).get("network_soma_diameter_px")
     if params.dark_soma_evidence is None or not diameter:
         return []
     occupied = np.zeros(mean_image.shape, bool)
     for rec in kept:
-        paint(occupied, rec["footprint"] > 0, rec["y0"], rec["x0"])
+        paint(occupied, rec.footprint.values > 0, rec.footprint.y0, rec.footprint.x0)
     out = []
     for soma in dark_somata(mean_image, float(diameter), params.dark_soma_evidence,
                             occupied=occupied):
-        values = soma.on.astype(np.float32)
-        out.append({"neuron": None, "footprint": values, "y0": soma.y0, "x0": soma.x0,
-                    "centroid": centroid(Footprint(soma.y0, soma.x0, values),
-                                         params.mask_threshold),
-                    "area": int(soma.on.sum()),
-                    "contrast": soma_contrast(mean_image, soma.on, soma.y0, soma.x0),
-                    "found_by": 2})
+        footprint = Footprint(soma.y0, soma.x0, soma.on.astype(np.float32))
+        out.append(KeptNeuron(
+            footprint=footprint, centroid=centroid(footprint, params.mask_threshold),
+            area=int(soma.on.sum()),
+            contrast=soma_contrast(mean_image, soma.on, soma.y0, soma.x0),
+            found_by=BY_MEAN_IMAGE))
     reasons["kept: a soma darker than the neuropil, from the mean image"] += len(out)
     return out
-
-
-def _first_window(rec: dict[str, Any]) -> int:
-    """The record's first window (-1 for a neuron the network did not find)."""
-    return rec["neuron"].first_window if rec["neuron"] is not None else -1
 
 
 def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult]) -> None:
@@ -289,24 +286,27 @@ def _write_denoised(writer: ResultWriter, plan: Plan, load: Callable[[str], Chun
         writer.put_denoised(first, slab * span)
 
 
-def _to_movie_grid(plan: Plan, kept: list[dict[str, Any]], reasons: Counter,
-                   threshold: float) -> list[dict[str, Any]]:
-    """Footprints, centroids and areas of ``kept`` on the movie's pixel grid (rescaled runs)."""
+def _to_movie_grid(plan: Plan, kept: list[KeptNeuron], reasons: Counter,
+                   threshold: float) -> list[KeptNeuron]:
+    """``kept`` with footprints, centroids and areas on the movie's pixel grid (rescaled
+    runs)."""
     if plan.spatial_scale == 1.0:
         return kept
     out = []
     for rec in kept:
-        back = resample.footprint_to_movie(rec["footprint"], rec["y0"], rec["x0"],
-                                           plan.movie_shape[1:], plan.frames_shape[1:], threshold)
+        fp = rec.footprint
+        back = resample.footprint_to_movie(fp.values, fp.y0, fp.x0, plan.movie_shape[1:],
+                                           plan.frames_shape[1:], threshold)
         if back is None:
             reasons["kept"] -= 1
             reasons["vanished at the movie's resolution"] += 1
             continue
         values, y0, x0 = back
-        out.append({**rec, "footprint": values, "y0": y0, "x0": x0,
-                    "centroid": centroid(Footprint(y0, x0, values), threshold),
-                    "area": int((values > threshold).sum())})
-    out.sort(key=lambda r: (r.get("found_by", 1), _first_window(r), r["centroid"]))
+        footprint = Footprint(y0, x0, values)
+        out.append(dataclasses.replace(rec, footprint=footprint,
+                                       centroid=centroid(footprint, threshold),
+                                       area=int((values > threshold).sum())))
+    out.sort(key=lambda r: r.order)
     return out
 
 
@@ -352,36 +352,36 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
         _write_contents(*args)
     return {"n_neurons": len(kept), "n_candidates": n_candidates,
             "decisions": dict(sorted(reasons.items())),
-            "footprints": [(r["y0"], r["x0"], r["footprint"]) for r in kept],
+            "footprints": [(r.footprint.y0, r.footprint.x0, r.footprint.values) for r in kept],
             "written": written}
 
 
 def _write_contents(writer: ResultWriter, plan: Plan, load: Callable[[str], ChunkResult],
-                    kept: list[dict[str, Any]], network_images: dict[str, np.ndarray],
+                    kept: list[KeptNeuron], network_images: dict[str, np.ndarray],
                     with_denoised: bool) -> None:
     """The result arrays' contents: footprints, traces, images, per-neuron fields, and the
     denoised movie when the result has one."""
     n_frames, frame = plan.frames_shape[0], plan.frames_shape[1:]
     traces = np.zeros((len(kept), plan.movie_shape[0]), np.float32)
     for first in range(0, len(kept), FOOTPRINT_SLAB):
-        writer.put_footprints(first, [(r["y0"], r["x0"], r["footprint"])
+        writer.put_footprints(first, [(r.footprint.y0, r.footprint.x0, r.footprint.values)
                                       for r in kept[first:first + FOOTPRINT_SLAB]])
     for k, rec in enumerate(kept):
-        if rec["neuron"] is not None:  # a soma the network did not find has no network trace
-            traces[k] = assemble_trace(plan, rec["neuron"].segments)
+        if rec.neuron is not None:  # a soma the network did not find has no network trace
+            traces[k] = assemble_trace(plan, rec.neuron.segments)
     writer.put_traces(resample.traces_to_frames(traces, plan.temporal_bin, n_frames))
     for name, image in network_images.items():
         writer.put_image(name, resample.image_to_movie(image, frame))
     nan = float("nan")
     writer.put_neurons({
-        "centroid": np.array([r["centroid"] for r in kept], np.float32).reshape(-1, 2),
-        "area": [r["area"] for r in kept],
-        "snr": [r["neuron"].snr if r["neuron"] else nan for r in kept],
-        "first_window": [_first_window(r) for r in kept],
-        "n_windows": [len(r["neuron"].segments) if r["neuron"] else 0 for r in kept],
-        "tile_evidence": [r["neuron"].tile_evidence if r["neuron"] else nan for r in kept],
-        "contrast": [r["contrast"] for r in kept],
-        "found_by": [r.get("found_by", 1) for r in kept],
+        "centroid": np.array([r.centroid for r in kept], np.float32).reshape(-1, 2),
+        "area": [r.area for r in kept],
+        "snr": [r.neuron.snr if r.neuron else nan for r in kept],
+        "first_window": [r.first_window for r in kept],
+        "n_windows": [len(r.neuron.segments) if r.neuron else 0 for r in kept],
+        "tile_evidence": [r.neuron.tile_evidence if r.neuron else nan for r in kept],
+        "contrast": [r.contrast for r in kept],
+        "found_by": [r.found_by for r in kept],
     })
     if with_denoised:
         _write_denoised(writer, plan, load)

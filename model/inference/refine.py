@@ -16,7 +16,6 @@ and keeps one of two footprints that end up on the same soma.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -25,7 +24,7 @@ from skimage.segmentation import watershed
 
 from model.inference.decide import RING_GAP, ring_values, soma_contrast, too_dim
 from model.inference.params import DecideParams
-from model.inference.stitch import Footprint, Neuron, centroid
+from model.inference.stitch import Footprint, KeptNeuron, Neuron, centroid
 
 #: Percentile of the ring taken as the background by :func:`refine_footprint`.
 REFINE_PERCENTILE = 90
@@ -101,7 +100,7 @@ def split_touching(part: np.ndarray, y0: int, x0: int, *, distance: float, min_a
 
 
 def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: np.ndarray | None,
-                   params: DecideParams, reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
+                   params: DecideParams, reasons: Counter) -> list[KeptNeuron]:  # fmt: skip
     """Records of the neurons that passed the rule, ``(neuron, on, contrast)`` each, with their
     footprints split when ``params.split_distance`` is set and refined when
     ``params.refine_level`` is set and a mean image is given; parts over ``params.max_area`` are
@@ -145,18 +144,16 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
             values = fp.values[y0 - fp.y0:y0 - fp.y0 + part.shape[0],
                                x0 - fp.x0:x0 - fp.x0 + part.shape[1]]
             refined = Footprint(y0, x0, np.where(part, values, 0).astype(np.float32))
-            kept.append({
-                "neuron": neuron, "footprint": refined.values, "y0": y0, "x0": x0,
-                "centroid": centroid(refined, params.mask_threshold), "area": int(part.sum()),
-                "contrast": part_contrast,
-            })
+            kept.append(KeptNeuron(footprint=refined,
+                                   centroid=centroid(refined, params.mask_threshold),
+                                   area=int(part.sum()), contrast=part_contrast, neuron=neuron))
     if refine and params.grow_below is not None:
         kept = grow_small(kept, mean_image, params, reasons)
     return drop_repeats(kept, reasons)
 
 
-def grow_small(kept: list[dict[str, Any]], image: np.ndarray, params: DecideParams,
-               reasons: Counter) -> list[dict[str, Any]]:  # fmt: skip
+def grow_small(kept: list[KeptNeuron], image: np.ndarray, params: DecideParams,
+               reasons: Counter) -> list[KeptNeuron]:  # fmt: skip
     """Grow each footprint under ``params.grow_below`` x the median area of ``kept`` to the soma
     the mean image shows around it (:func:`grow_footprint`).
 
@@ -167,26 +164,28 @@ def grow_small(kept: list[dict[str, Any]], image: np.ndarray, params: DecidePara
     """
     if len(kept) < GROW_MIN_NEURONS:
         return kept
-    areas = np.array([rec["area"] for rec in kept])
+    areas = np.array([rec.area for rec in kept])
     typical = float(np.median(areas))
     small = areas < params.grow_below * typical
     occupied = np.zeros(image.shape, bool)
     for rec in (rec for rec, is_small in zip(kept, small, strict=True) if not is_small):
-        paint(occupied, rec["footprint"] > 0, rec["y0"], rec["x0"])
+        paint(occupied, rec.footprint.values > 0, rec.footprint.y0, rec.footprint.x0)
     radius = float(np.sqrt(typical / np.pi))
     max_area = min(params.max_area, int(GROW_MAX_AREA * typical))
     for rec in (rec for rec, is_small in zip(kept, small, strict=True) if is_small):
-        on = rec["footprint"] > 0
-        grown = grow_footprint(image, on, rec["y0"], rec["x0"], radius=radius,
+        fp = rec.footprint
+        on = fp.values > 0
+        grown = grow_footprint(image, on, fp.y0, fp.x0, radius=radius,
                                occupied=occupied, level=params.grow_level, max_area=max_area)
         if grown is None:
             continue
         part, y0, x0 = grown
         values = np.zeros(part.shape, np.float32)
-        values[part] = float(np.median(rec["footprint"][on]))
-        paint_values(values, rec["footprint"], rec["y0"] - y0, rec["x0"] - x0)
-        rec.update(footprint=values, y0=y0, x0=x0, area=int(part.sum()),
-                   centroid=centroid(Footprint(y0, x0, values), params.mask_threshold))
+        values[part] = float(np.median(fp.values[on]))
+        paint_values(values, fp.values, fp.y0 - y0, fp.x0 - x0)
+        rec.footprint = Footprint(y0, x0, values)
+        rec.area = int(part.sum())
+        rec.centroid = centroid(rec.footprint, params.mask_threshold)
         reasons["grown to its soma"] += 1
     return kept
 
@@ -287,12 +286,12 @@ def occupied_mask(shape: tuple[int, int], passed: list[tuple[Neuron, np.ndarray,
     return ndimage.binary_dilation(occupied, iterations=RING_GAP) if passed else occupied
 
 
-def drop_repeats(kept: list[dict[str, Any]], reasons: Counter,
-                 iou: float = 0.5) -> list[dict[str, Any]]:  # fmt: skip
+def drop_repeats(kept: list[KeptNeuron], reasons: Counter,
+                 iou: float = 0.5) -> list[KeptNeuron]:  # fmt: skip
     """Keep one of footprints that cover the same soma (IoU > ``iou``): two network neurons cut
     down to one cell would otherwise count it twice. The larger footprint stays."""
-    order = sorted(range(len(kept)), key=lambda i: -kept[i]["area"])
-    out: list[dict[str, Any]] = []
+    order = sorted(range(len(kept)), key=lambda i: -kept[i].area)
+    out: list[KeptNeuron] = []
     for i in order:
         rec = kept[i]
         if any(_iou(rec, other) > iou for other in out):
@@ -303,15 +302,14 @@ def drop_repeats(kept: list[dict[str, Any]], reasons: Counter,
     return out
 
 
-def _iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+def _iou(a: KeptNeuron, b: KeptNeuron) -> float:
     """IoU of two records' footprints (each a box at ``y0, x0``)."""
-    ay1, ax1 = a["y0"] + a["footprint"].shape[0], a["x0"] + a["footprint"].shape[1]
-    by1, bx1 = b["y0"] + b["footprint"].shape[0], b["x0"] + b["footprint"].shape[1]
-    y0, y1 = max(a["y0"], b["y0"]), min(ay1, by1)
-    x0, x1 = max(a["x0"], b["x0"]), min(ax1, bx1)
+    fa, fb = a.footprint, b.footprint
+    y0, x0 = max(fa.y0, fb.y0), max(fa.x0, fb.x0)
+    y1, x1 = min(fa.box[2], fb.box[2]), min(fa.box[3], fb.box[3])
     if y0 >= y1 or x0 >= x1:
         return 0.0
-    pa = a["footprint"][y0 - a["y0"]:y1 - a["y0"], x0 - a["x0"]:x1 - a["x0"]] > 0
-    pb = b["footprint"][y0 - b["y0"]:y1 - b["y0"], x0 - b["x0"]:x1 - b["x0"]] > 0
+    pa = fa.values[y0 - fa.y0:y1 - fa.y0, x0 - fa.x0:x1 - fa.x0] > 0
+    pb = fb.values[y0 - fb.y0:y1 - fb.y0, x0 - fb.x0:x1 - fb.x0] > 0
     inter = int((pa & pb).sum())
-    return inter / (a["area"] + b["area"] - inter) if inter else 0.0
+    return inter / (a.area + b.area - inter) if inter else 0.0

@@ -383,6 +383,39 @@ class Neuron:
         return self.detected / self.covering if self.covering else 1.0
 
 
+#: ``KeptNeuron.found_by``: the network found it (:mod:`.stitch`), or the mean image did
+#: (:mod:`.anatomy`: a soma darker than the neuropil around it).
+BY_NETWORK, BY_MEAN_IMAGE = 1, 2
+
+
+@dataclass
+class KeptNeuron:
+    """A neuron of the result: its footprint (on the network's grid until finalize brings it to
+    the movie's), what found it, and what was measured of it.
+
+    ``neuron`` is the stitched network neuron whose windows give the network's trace (``None``
+    for a soma found in the mean image alone, which has no network trace).
+    """
+
+    footprint: Footprint
+    centroid: tuple[float, float]
+    area: int
+    contrast: float
+    neuron: Neuron | None = None
+    found_by: int = BY_NETWORK
+
+    @property
+    def first_window(self) -> int:
+        """The first window the network saw it in (-1: not found by the network)."""
+        return self.neuron.first_window if self.neuron is not None else -1
+
+    @property
+    def order(self) -> tuple[int, int, tuple[float, float]]:
+        """Sort key of the result's neurons: the network's first, by first window, then by
+        centroid."""
+        return self.found_by, self.first_window, self.centroid
+
+
 def _tile_arrays(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([t.y0 for t in plan.tiles], np.int64),
             np.array([t.x0 for t in plan.tiles], np.int64))

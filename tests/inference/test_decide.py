@@ -154,8 +154,8 @@ def test_touching_somata_in_one_footprint_become_one_neuron_each_even_over_max_a
     assert chain.sum() > DecideParams().max_area
     kept, reasons = decide_all([_neuron(chain)], DecideParams(), mean_image=image)
     assert len(kept) == 3 and reasons["split into separate somata"] == 2
-    assert sorted(round(r["centroid"][1]) for r in kept) == [24, 37, 50]
-    assert all(r["area"] <= DecideParams().max_area for r in kept)
+    assert sorted(round(r.centroid[1]) for r in kept) == [24, 37, 50]
+    assert all(r.area <= DecideParams().max_area for r in kept)
 
 
 def test_without_the_split_a_footprint_over_max_area_is_dropped():
@@ -175,7 +175,7 @@ def test_touching_somata_without_transients_keep_every_piece():
     image, chain = _chain_of_three_somata()
     kept, reasons = decide_all([_quiet(_neuron(chain))], DecideParams(), mean_image=image)
     assert len(kept) == 3 and reasons["split piece not brighter than its surroundings"] == 0
-    assert all(r["contrast"] > 0.2 for r in kept)
+    assert all(r.contrast > 0.2 for r in kept)
 
 
 def test_a_split_piece_of_plain_neuropil_beside_a_vessel_is_dropped():
@@ -190,7 +190,7 @@ def test_a_split_piece_of_plain_neuropil_beside_a_vessel_is_dropped():
     assert soma_contrast(image, *_on_at(footprint)) > 0  # the whole passes the neuron rule
     kept, reasons = decide_all([_quiet(_neuron(footprint))], DecideParams(), mean_image=image)
     assert reasons["split piece not brighter than its surroundings"] >= 1  # the strip's pieces
-    assert len(kept) == 1 and np.allclose(kept[0]["centroid"], (32, 20), atol=1.5)
+    assert len(kept) == 1 and np.allclose(kept[0].centroid, (32, 20), atol=1.5)
 
 
 def _dim_cell_between_bright_ones() -> tuple[np.ndarray, list[np.ndarray]]:
@@ -211,8 +211,8 @@ def test_a_dim_cell_between_bright_neighbours_is_measured_without_them():
     kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
     assert len(kept) == 3
     assert reasons["kept once bright neighbours were left out of its ring"] == 1
-    middle = min(kept, key=lambda r: abs(r["centroid"][1] - 40))
-    assert abs(middle["centroid"][1] - 40) < 1.5 and middle["contrast"] > 0.05
+    middle = min(kept, key=lambda r: abs(r.centroid[1] - 40))
+    assert abs(middle.centroid[1] - 40) < 1.5 and middle.contrast > 0.05
     # switched off, the ring keeps every pixel and the dim cell fails the contrast rule
     kept, reasons = decide_all([_quiet(_neuron(mask)) for mask in masks],
                                DecideParams(bright_neighbour_contrast=None), mean_image=image)
@@ -286,18 +286,19 @@ def test_a_dim_cell_outlined_by_its_core_grows_to_its_soma():
     neurons = [_neuron(mask) for mask in (*bright, core)]
     kept, reasons = decide_all(neurons, DecideParams(), mean_image=image)
     assert len(kept) == 7 and reasons["grown to its soma"] == 1
-    grown = min(kept, key=lambda r: abs(r["centroid"][1] - 33) + abs(r["centroid"][0] - 20))
+    grown = min(kept, key=lambda r: abs(r.centroid[1] - 33) + abs(r.centroid[0] - 20))
     placed = np.zeros(image.shape, bool)
-    h, w = grown["footprint"].shape
-    placed[grown["y0"]:grown["y0"] + h, grown["x0"]:grown["x0"] + w] = grown["footprint"] > 0
+    fp = grown.footprint
+    h, w = fp.values.shape
+    placed[fp.y0:fp.y0 + h, fp.x0:fp.x0 + w] = fp.values > 0
     assert (placed & dim).sum() / (placed | dim).sum() > 0.8
     assert not (placed & bright[0]).any()  # the bright neighbour's pixels stay its own
-    assert grown["area"] == int(placed.sum())
+    assert grown.area == int(placed.sum())
     # switched off, the core stays as the network drew it
     kept, reasons = decide_all([_neuron(mask) for mask in (*bright, core)],
                                DecideParams(grow_below=None), mean_image=image)
     assert reasons["grown to its soma"] == 0
-    assert min(r["area"] for r in kept) <= core.sum()
+    assert min(r.area for r in kept) <= core.sum()
 
 
 def test_footprints_of_typical_size_are_not_grown():
