@@ -133,8 +133,11 @@ class DecideParams:
 
     mask_threshold: float = _p(0.5, "Opened-mask value above which a pixel belongs to a channel.",
                                0.0, 1.0)
-    min_area: int = _p(20, "Smallest footprint (pixels) kept, per candidate and per neuron.", 0,
-                       100_000)
+    min_area: int = _p(
+        26, "Smallest footprint (pixels, on the network's grid) kept, per neuron and per split "
+        "or refined piece: more than one 5 x 5 square, the smallest shape the network's opening "
+        "of its masks lets through (its weakest detections; square fragments on real movies).",
+        0, 100_000)
     max_area: int = _p(400, "Largest footprint (pixels) kept (after splitting, when split_distance "
                              "is set).", 1, 10_000_000)
     min_tile_evidence: float = _p(

@@ -49,6 +49,11 @@ class PeakPredictor:
                                raw_footprints=footprints, traces=traces)
 
 
+#: The synthetic movies here are 40 x 40: smaller than motion.min_size, so motion correction is
+#: asked for explicitly where these tests exercise it.
+SMALL = {"motion": {"min_size": 8}}
+
+
 def disk_movie(centers, *, shape=(60, 40, 40), radius=3.0, resting=60.0, seed=0):
     """Flat background, Gaussian noise, disks (resting brightness) that flash at different times."""
     rng = np.random.default_rng(seed)
@@ -111,7 +116,7 @@ def test_reading_ahead_in_threads_changes_nothing(tmp_path):
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     results = {}
     for read_ahead in (0, 1, 3, 6):
-        params = InferenceParams.from_dict({"plan": {"window_overlap": 8},
+        params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8},
                                             "decide": {"min_area": 10}, "read_ahead": read_ahead})
         out = tmp_path / f"r{read_ahead}.zarr"
         summary = process_movie(movie, PeakPredictor(), output=out, params=params)
@@ -130,7 +135,7 @@ def test_a_digest_known_beforehand_is_recorded_without_hashing_the_file(tmp_path
     movie, _ = disk_movie([(16.0, 20.0)])
     np.save(tmp_path / "movie.npy", movie)
     known = "AB" * 32  # not the file's: only a digest taken as given comes out as this
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}})
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8}})
     with open_movie(tmp_path / "movie.npy") as reader:
         process_movie(reader, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
                       input_sha256=known)
@@ -167,8 +172,9 @@ def test_batches_span_chunks_and_change_no_byte(tmp_path):
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     files = {}
     for batch, threads in ((1, 1), (7, 3), (16, 1), (100, 2)):
-        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": batch,
-                                            "read_ahead": 2, "candidate_threads": threads})
+        params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8},
+                                            "batch_size": batch, "read_ahead": 2,
+                                            "candidate_threads": threads})
         predictor = SizeRecorder()
         summary = process_movie(movie, predictor, output=tmp_path / f"r{batch}.zarr",
                                 params=params, work_dir=tmp_path / f"w{batch}")
@@ -248,7 +254,7 @@ def test_the_next_batches_start_before_the_last_is_collected(tmp_path, depth):
     staging = StagingPredictor()
     for name, predictor, in_flight in (("plain", PeakPredictor(), 1), ("staged", staging, 1),
                                        ("in flight", InFlightPredictor(), depth)):
-        params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
+        params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8}, "batch_size": 7,
                                             "read_ahead": 2, "batches_in_flight": in_flight})
         process_movie(movie, predictor, output=tmp_path / f"{name}.zarr", params=params,
                       work_dir=tmp_path / name)
@@ -298,7 +304,7 @@ def test_the_digest_and_oasis_begin_once_the_first_batch_is_started(tmp_path, mo
     monkeypatch.setattr(deconvolve, "preload", preload)
     monkeypatch.setattr(MovieDigest, "start", digest_start)
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0)], shape=(120, 40, 40))
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "batch_size": 7,
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8}, "batch_size": 7,
                                         "read_ahead": 2})
     process_movie(movie, predictor, output=tmp_path / "r.zarr", params=params)
     assert len(began["preload"]) == 1 and began["preload"][0] >= 1
@@ -310,7 +316,8 @@ def test_the_digest_and_oasis_begin_once_the_first_batch_is_started(tmp_path, mo
 def test_the_denoised_movie_is_asked_for_when_it_is_written(tmp_path):
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
     predictor = InFlightPredictor()
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "write_denoised": True})
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8},
+                                        "write_denoised": True, "decide": {"min_area": 10}})
     result = process_movie(movie, predictor, output=tmp_path / "d.zarr", params=params)
     assert predictor.asked_denoised == {True} and result.n_neurons >= 1
 
@@ -329,7 +336,7 @@ def test_cancel_while_chunks_are_read_ahead(tmp_path, predictor_class):
         return len(asked) > 2
 
     # 9 patches a chunk, 2 calls of 16: 3 chunks complete, the 4th half done
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "read_ahead": 2,
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8}, "read_ahead": 2,
                                         "batch_size": 16})
     with pytest.raises(InferenceCancelled, match="cancelled after 3 of"):
         process_movie(movie, predictor_class(), output=tmp_path / "r.zarr", params=params,
@@ -347,7 +354,7 @@ def test_fluorescence_reuses_the_shifts_the_chunks_applied(tmp_path):
     movie, _ = disk_movie([(8.0, 9.0), (20.0, 24.0), (30.0, 10.0)], shape=(120, 40, 40))
     movie[1::3] = np.roll(movie[1::3], 3, axis=2)  # every third frame 3 px to the right
     params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
-                                        "motion": {"enabled": True}})
+                                        "motion": {"enabled": True, "min_size": 8}})
     process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
                   work_dir=tmp_path / "w")
     shifts = chunk_shifts(load_plan(tmp_path / "w"), tmp_path / "w")
@@ -374,7 +381,8 @@ def test_binned_frames_lend_their_shift_to_each_of_their_frames(tmp_path):
 
     movie, _ = disk_movie([(8.0, 9.0), (20.0, 24.0), (30.0, 10.0)], shape=(242, 40, 40))
     movie[120:180] = np.roll(movie[120:180], 3, axis=2)  # bins 40-59 moved 3 px to the right
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8},
+                                        "decide": {"min_area": 10},
                                         "resample": {"temporal_bin": 3}})
     process_movie(movie, PeakPredictor(), output=tmp_path / "r.zarr", params=params,
                   work_dir=tmp_path / "w")
@@ -397,8 +405,9 @@ def test_stitching_while_the_network_runs_equals_finalizing_from_disk(tmp_path):
     from model.inference.engine import add_fluorescence
 
     movie, _ = disk_movie([(5.0, 5.0), (16.0, 20.0), (27.0, 7.0)], shape=(120, 40, 40))
-    params = InferenceParams.from_dict({"plan": {"window_overlap": 8}, "decide": {"min_area": 10},
-                                        "batch_size": 7, "read_ahead": 2})
+    params = InferenceParams.from_dict({**SMALL, "plan": {"window_overlap": 8},
+                                        "decide": {"min_area": 10}, "batch_size": 7,
+                                        "read_ahead": 2})
     summary = process_movie(movie, PeakPredictor(), output=tmp_path / "live.zarr", params=params,
                             work_dir=tmp_path / "w")
     plan = load_plan(tmp_path / "w")
