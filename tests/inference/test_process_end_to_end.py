@@ -161,13 +161,15 @@ def big_disk_movie(shape=(96, 96, 96), radius=12.0, seed=3):
 
 def test_rescale_finds_cells_twice_the_trained_size(tmp_path, capsys):
     # suppose the model was trained on 12 um somata at 1 um per pixel; this movie has 0.5 um
-    # pixels, so its 12 um somata are 24 px across and rescale halves every frame
+    # pixels, so its 12 um somata are 24 px across and rescale halves every frame; with no flag
+    # the soma size estimated from the movie does the same
     models = _model_with_card(tmp_path, pixel_size_um=1.0, neuron_diameter_um=12.0)
     movie, masks = big_disk_movie()
     np.save(tmp_path / "movie.npy", movie)
     np.savez(tmp_path / "gt.npz", masks=masks)
-    scores = {}
-    for name, extra in (("off", []), ("on", ["--rescale", "--pixel-size", "0.5"])):
+    scores, adapted = {}, {}
+    for name, extra in (("off", ["--spatial-scale", "1"]), ("auto", []),
+                        ("on", ["--rescale", "--pixel-size", "0.5"])):
         out = tmp_path / f"{name}.zarr"
         assert main(["process", str(tmp_path / "movie.npy"), "-o", str(out), "--models-dir",
                      str(models), "--quiet", *extra]) == 0
@@ -177,7 +179,12 @@ def test_rescale_finds_cells_twice_the_trained_size(tmp_path, capsys):
         capsys.readouterr()
         assert main(["evaluate", str(out), "--gt", str(tmp_path / "gt.npz"), "--json"]) == 0
         scores[name] = json.loads(capsys.readouterr().out)
-        print(name, scores[name])
+        adapted[name] = result.attrs["resample"]
+        print(name, scores[name], adapted[name])
+    assert 20.0 <= adapted["auto"]["soma_diameter_px"] <= 30.0  # 24 px discs
+    assert 0.4 <= adapted["auto"]["spatial_scale"] <= 0.6
+    assert adapted["auto"]["soma_diameter_from"] == "estimated from the mean image"
+    assert scores["auto"]["f1"] >= 0.75
     assert result.attrs["resample"]["spatial_scale"] == 0.5
     assert result.attrs["parameters"]["resample"]["rescale"] is True
     assert result.attrs["plan"]["network_shape"] == [96, 48, 48]
