@@ -308,7 +308,8 @@ class ResampleParams:
         "images come back at the movie's resolution. None: so that the movie's somata (its "
         "soma_diameter_px, else rescale's micrometres, else the diameter estimated from its mean "
         "image) have the size the model was trained on; an estimate within 20 % of that size "
-        "leaves the frames as they are. 1: no resizing.",
+        "leaves the frames as they are, and an estimate under it does not enlarge them "
+        "(enlarging lowered F1 on a real recording; give soma_diameter_px to). 1: no resizing.",
         0.05, 20.0)
     soma_diameter_px: float | None = _p(
         None, "Typical soma diameter in this movie, pixels. None: estimated from the movie's mean "

@@ -84,18 +84,21 @@ def test_with_nothing_given_the_bin_and_scale_come_from_what_the_movie_says():
 
     card = dict(CARD, frame_rate_hz=10.0, pixel_size_um=1.0, neuron_diameter_um=12.0)
     fast = _array_movie(np.zeros((90, 64, 64), np.float32), fps=31.0)
-    how = choose(fast, card, ResampleParams(), SomaSize(8.0))
-    assert (how.temporal_bin, how.spatial_scale) == (3, 1.5)
+    how = choose(fast, card, ResampleParams(), SomaSize(18.0))
+    assert (how.temporal_bin, how.spatial_scale) == (3, 12.0 / 18.0)
     assert how.record["temporal_bin_from"] == "frame rates"
-    assert how.record["soma_diameter_px"] == 8.0
+    assert how.record["soma_diameter_px"] == 18.0
     assert how.record["network_soma_diameter_px"] == 12.0
+    how = choose(fast, card, ResampleParams(), SomaSize(8.0))  # smaller somata: not enlarged
+    assert how.spatial_scale == 1.0 and how.record["network_soma_diameter_px"] == 8.0
+    assert how.record["spatial_scale_from"].startswith("somata smaller than the model's")
     unknown = _array_movie(np.zeros((90, 64, 64), np.float32))
     how = choose(unknown, card, ResampleParams(), SomaSize(11.0))  # within 20 %: left alone
     assert (how.temporal_bin, how.spatial_scale) == (1, 1.0)
     assert how.record["temporal_bin_from"] == "frame rate unknown"
     assert how.record["network_soma_diameter_px"] == 11.0
-    how = choose(unknown, card, ResampleParams(), SomaSize(1.0))  # clipped to 2.5x
-    assert how.spatial_scale == 2.5
+    how = choose(unknown, card, ResampleParams(), SomaSize(100.0))  # shrunk 2.5x at most
+    assert how.spatial_scale == 0.4
     how = choose(unknown, card, ResampleParams(), None)  # nothing estimated: the model's size
     assert how.spatial_scale == 1.0 and how.record["network_soma_diameter_px"] == 12.0
     how = choose(fast, card, ResampleParams(temporal_bin=2, soma_diameter_px=11.0),
