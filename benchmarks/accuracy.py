@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 GRID: dict[str, tuple[Any, ...]] = {
-    "min_area": (10, 20, 40),
-    "min_snr": (0.0, 3.0, 5.0),
-    "min_tile_evidence": (0.0, 0.5),
-    "min_windows": (1, 2),
+    "min_area": (20, 26, 40),
+    "min_contrast": (None, 0.0),
+    "dark_soma_evidence": (None, 0.6),
 }
 SCORES = ("n_true", "n_found", "precision", "recall", "f1", "mean_iou", "trace_r")
 

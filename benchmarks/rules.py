@@ -134,7 +134,9 @@ def score(args: argparse.Namespace) -> None:
                 continue
             for name in names:
                 plan = load_plan(work / name)
-                params = InferenceParams.from_dict(_merged(plan.params, over))
+                # today's decision and stitching defaults (finalize takes only those from params;
+                # the rest comes from the plan the network ran with)
+                params = InferenceParams.from_dict(_merged(InferenceParams().to_dict(), over))
                 finalize(plan, work_dir=work / name, output=work / name / "variant.zarr",
                          params=params)
                 found = read_result(work / name / "variant.zarr").footprints > 0

@@ -1,23 +1,21 @@
 """Which network channels become neurons.
 
 Each connected part (4-connected pixels above ``mask_threshold``, inside the real frame) of one
-channel's opened mask is a *candidate* when it has at least ``min_area`` pixels: the network can
-put two separate somata in one channel, and each becomes its own candidate. After stitching, a
-*neuron* is kept when all of these hold (each threshold a
-:class:`~model.inference.params.DecideParams` field):
+channel's opened mask is a *candidate*: the network can put two separate somata in one channel,
+and each becomes its own candidate. After stitching, a *neuron* is kept when all of these hold
+(each threshold a :class:`~model.inference.params.DecideParams` field; the evidence for each in
+``docs/decision-rules.md``):
 
-- its footprint area is in ``[min_area, max_area]``;
-- it was detected in at least ``min_windows`` temporal windows, and in at least
-  ``min_window_fraction`` of the movie's windows (false detections rarely recur, somata do);
-- tile evidence: in the windows where it was detected, at least ``min_tile_evidence`` of the tiles
-  that fully cover it (centroid ``edge_margin`` pixels inside) detected it too;
+- its footprint has at least ``min_area`` pixels;
+- it was detected in at least ``min_window_fraction`` of the movie's windows (false detections
+  rarely recur, somata do);
 - it stands out as a soma: in the mean image its footprint is brighter than the bright part of
-  its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its fluorescence shows
-  transients clear enough (SNR >= ``active_snr``, measured on its fluorescence less its ring's,
-  ``snr_neuropil_coefficient``) to keep a cell that is dim at rest; a neuron that fails only
-  this test is measured again with the clear somata among the kept neurons (contrast >=
-  ``bright_neighbour_contrast``) left out of its ring (dense fields);
-- its fluorescence shows real transients: best candidate SNR >= ``min_snr``.
+  its surroundings (:func:`soma_contrast` >= ``min_contrast``); a neuron that fails only this
+  test is measured again with the clear somata among the kept neurons (contrast >=
+  ``bright_neighbour_contrast``) left out of its ring (dense fields).
+
+Each candidate's transient SNR (its fluorescence less its ring's) and each neuron's share of the
+covering tiles that detected it are measured and recorded with the result, but decide nothing.
 """
 
 from __future__ import annotations
@@ -122,6 +120,11 @@ def transient_snrs(traces: np.ndarray) -> np.ndarray:
     return np.where(noise > 0, ratio, np.where(spread > 0, np.inf, 0.0))
 
 
+#: The share of its ring's mean subtracted from a candidate's fluorescence before its transient
+#: SNR is measured: slow neuropil fluctuations, far above the frame-to-frame noise at high photon
+#: counts, are not the cell's transients.
+SNR_NEUROPIL_COEFFICIENT = 1.0
+
 #: 4-connected within each channel's mask, never across masks (labelling a stack of masks at once)
 _PLANAR_4 = np.stack([np.zeros((3, 3), bool), ndimage.generate_binary_structure(2, 1),
                       np.zeros((3, 3), bool)])
@@ -162,7 +165,7 @@ def patch_candidates(outputs, first: int, tiles: list, pixels: np.ndarray, *,
     """Candidates from one batch of network outputs: each part :func:`mask_components` finds in
     each channel (the whole batch labelled in one call, the traces and SNRs computed together).
     A candidate's SNR is :func:`transient_snrs` of its mean raw fluorescence minus
-    ``params.snr_neuropil_coefficient`` times the mean of its ring in the block (the neuropil:
+    :data:`SNR_NEUROPIL_COEFFICIENT` times the mean of its ring in the block (the neuropil:
     its slow fluctuations are not transients).
 
     Parameters
@@ -208,7 +211,7 @@ def patch_candidates(outputs, first: int, tiles: list, pixels: np.ndarray, *,
     if not rows["tile"]:
         return Candidates.empty(length)
     raw = corrected_traces(pixels, block_shape, rows["placed"],
-                           params.snr_neuropil_coefficient)[:, offset:offset + length]
+                           SNR_NEUROPIL_COEFFICIENT)[:, offset:offset + length]
     sizes = [m.size for m in rows["masks"]]
     return Candidates(
         tile=np.asarray(rows["tile"], np.int32), channel=np.asarray(rows["channel"], np.int32),
@@ -334,45 +337,29 @@ def soma_contrast(image: np.ndarray, on: np.ndarray, y0: int, x0: int,
 
 def required_windows(total_windows: int, params: DecideParams) -> int:
     """Windows a neuron must be seen in, out of the movie's ``total_windows``
-    (``min_window_fraction`` of them, rounded up)."""
+    (``min_window_fraction`` of them, rounded up, at least one)."""
     share = math.ceil(params.min_window_fraction * total_windows - 1e-9)
-    return max(params.min_windows, share)
+    return max(1, share)
 
 
 #: :func:`keep_neuron`'s reason when only the soma-contrast rule failed.
-TOO_DIM = "not brighter than its surroundings and no clear transient"
-#: The reason of :func:`keep_neuron` for a neuron without a transient of ``min_snr``.
-NO_TRANSIENT = "no clear transient"
+TOO_DIM = "not brighter than its surroundings"
 
 
-def too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
-    """The soma-contrast rule: under ``min_contrast`` without transients reaching ``active_snr``
-    (``nan``, unknown contrast, passes)."""
-    return (params.min_contrast is not None and contrast < params.min_contrast
-            and snr < params.active_snr)
+def too_dim(contrast: float, params: DecideParams) -> bool:
+    """The soma-contrast rule: under ``min_contrast`` (``nan``, unknown contrast, passes)."""
+    return params.min_contrast is not None and contrast < params.min_contrast
 
 
-def keep_neuron(*, area: int, n_windows: int, tile_evidence: float, snr: float,
-                params: DecideParams, total_windows: int = 1,
-                contrast: float = math.inf, split_later: bool = False,
-                ) -> tuple[bool, str]:  # fmt: skip
+def keep_neuron(*, area: int, n_windows: int, params: DecideParams, total_windows: int = 1,
+                contrast: float = math.inf) -> tuple[bool, str]:
     """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test).
 
-    ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes);
-    ``split_later``: the footprint will be split into somata (``max_area`` is then tested on the
-    pieces: two or three touching cells in one footprint are over it together)."""
+    ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes)."""
     if area < params.min_area:
         return False, "area below min_area"
-    if area > params.max_area and not split_later:
-        return False, "area above max_area"
-    if n_windows < params.min_windows:
-        return False, "seen in too few windows"
     if n_windows < required_windows(total_windows, params):
         return False, "seen in too small a share of the windows"
-    if tile_evidence < params.min_tile_evidence:
-        return False, "too few covering tiles agree"
-    if too_dim(contrast, snr, params):
+    if too_dim(contrast, params):
         return False, TOO_DIM
-    if snr < params.min_snr:
-        return False, NO_TRANSIENT
     return True, "kept"

@@ -15,7 +15,6 @@ from model.inference import correlation, resample
 from model.inference.anatomy import dark_somata
 from model.inference.chunks import IMAGE_PLANES, ChunkResult
 from model.inference.decide import (
-    NO_TRANSIENT,
     TOO_DIM,
     Candidates,
     keep_neuron,
@@ -39,12 +38,12 @@ from model.results import FOOTPRINT_SLAB, ResultWriter
 
 
 def _filter(cands: Candidates, params: DecideParams) -> Candidates:
-    """Drop candidates whose binarized mask area is outside ``[min_area, max_area]``."""
+    """Drop candidates whose binarized mask has fewer than ``min_area`` pixels."""
     areas = np.add.reduceat((cands.masks > params.mask_threshold).astype(np.int64),
                             cands.mask_offsets[:-1]) if len(cands) else np.zeros(0, np.int64)
     sizes = np.diff(cands.mask_offsets)
     areas = np.where(sizes > 0, areas, 0)
-    return cands.take(np.nonzero((areas >= params.min_area) & (areas <= params.max_area))[0])
+    return cands.take(np.nonzero(areas >= params.min_area)[0])
 
 
 class _Images:
@@ -190,7 +189,7 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
         # stitched neurons are one-window detections that fail those
         ok, reason = _keep(neuron, on, float("nan"), params, total_windows)
         contrast = float("nan")
-        if (ok or reason == NO_TRANSIENT) and mean_image is not None and on.any():
+        if ok and mean_image is not None and on.any():
             contrast = soma_contrast(mean_image, on, fp.y0, fp.x0)
             ok, reason = _keep(neuron, on, contrast, params, total_windows)
         reasons[reason] += 1
@@ -207,10 +206,8 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
 
 def _keep(neuron: Neuron, on: np.ndarray, contrast: float, params: DecideParams,
           total_windows: int) -> tuple[bool, str]:
-    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments),
-                       tile_evidence=neuron.tile_evidence, snr=neuron.snr, params=params,
-                       total_windows=total_windows, contrast=contrast,
-                       split_later=params.split_distance is not None)
+    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments), params=params,
+                       total_windows=total_windows, contrast=contrast)
 
 
 def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],

@@ -101,7 +101,7 @@ class MotionParams:
         False, "With temporal binning, estimate every movie frame's motion again for the "
         "fluorescence pass (True) instead of moving each frame by its bin's shift, as the "
         "network's input was moved (False): a second pass of estimation over every frame, more "
-        "exact under fast motion (docs/benchmarks.md).")
+        "exact under fast motion (docs/performance.md).")
 
     def __post_init__(self) -> None:
         _check_bounds(self)
@@ -138,23 +138,12 @@ class DecideParams:
         "or refined piece: more than one 5 x 5 square, the smallest shape the network's opening "
         "of its masks lets through (its weakest detections; square fragments on real movies).",
         0, 100_000)
-    max_area: int = _p(400, "Largest footprint (pixels) kept (after splitting, when split_distance "
-                             "is set).", 1, 10_000_000)
-    min_tile_evidence: float = _p(
-        0.5,
-        "Fraction of the tiles covering a neuron (in windows where it was seen) that must "
-        "detect it.",
-        0.0, 1.0,
-    )
-    edge_margin: int = _p(4, "A tile covers a neuron when its centroid is this far inside it.",
-                          0, 1024)
-    min_windows: int = _p(1, "Temporal windows in which a neuron must be detected.", 1, 100_000)
     min_window_fraction: float = _p(
         0.1,
         "Share of the movie's temporal windows in which a neuron must be detected (rounded up; "
-        "never fewer than min_windows). False detections are independent from window to window "
-        "and rarely recur, while a soma recurs in most windows; without this rule they add up with "
-        "the movie's length (docs/benchmarks.md). 0 turns it off.",
+        "never fewer than one). False detections are independent from window to window and "
+        "rarely recur, while a soma recurs in most windows; without this rule they add up with "
+        "the movie's length (docs/decision-rules.md). 0 turns it off.",
         0.0, 1.0,
     )
     min_contrast: float | None = _p(
@@ -163,9 +152,9 @@ class DecideParams:
         "percentile of a ring 2-10 pixels around it) / |that percentile|. A soma is brighter than "
         "the neuropil around it; the network's false detections along blood vessels (a bright "
         "strip of neuropil beside a dark vessel) are not brighter than the other side of their "
-        "ring (docs/benchmarks.md). Neurons with clear transients (active_snr) are kept "
-        "anyway. Each piece of a split footprint (split_distance) must pass it too, measured "
-        "with its sibling pieces left out of its ring. None turns the rule off.",
+        "ring (docs/decision-rules.md). Each piece of a split footprint (split_distance) must "
+        "pass it too, measured with its sibling pieces left out of its ring. None turns the "
+        "rule off.",
         -1.0, 100.0,
     )
     bright_neighbour_contrast: float | None = _p(
@@ -173,14 +162,8 @@ class DecideParams:
         "A neuron that failed min_contrast is measured again with the pixels of the kept neurons "
         "whose contrast reaches this value (clear somata) left out of its ring, and kept if it "
         "passes then: in dense fields a cell's ring holds its bright neighbours, which are not "
-        "neuropil (docs/benchmarks.md). None: every ring keeps all its pixels.",
+        "neuropil (docs/decision-rules.md). None: every ring keeps all its pixels.",
         -1.0, 100.0,
-    )
-    active_snr: float = _p(
-        8.0,
-        "Transient SNR (as min_snr) at which a neuron is kept whatever its mean-image contrast: "
-        "active cells can be dim at rest.",
-        0.0, 1000.0,
     )
     refine_level: float | None = _p(
         0.3,
@@ -221,15 +204,6 @@ class DecideParams:
         "commonest miss). None: no split.",
         1.0, 100.0,
     )
-    snr_neuropil_coefficient: float = _p(
-        1.0,
-        "Transient SNRs (min_snr, active_snr) are measured on the candidate's mean raw "
-        "fluorescence minus this times the mean of its ring (2-10 pixels out): slow neuropil "
-        "fluctuations, far above the frame-to-frame noise at high photon counts, are not a "
-        "cell's transients, and a spot of neuropil kept for them is a false neuron "
-        "(docs/benchmarks.md). 0: the raw fluorescence. Applies when chunks run.",
-        0.0, 1.0,
-    )
     dark_soma_evidence: float | None = _p(
         0.6,
         "Response (in units of the mean image's local spread) at which a disc of the movie's "
@@ -238,45 +212,19 @@ class DecideParams:
         "network does not see). None: only the network's neurons.",
         0.0, 100.0,
     )
-    min_snr: float = _p(
-        0.0,
-        "Transient SNR of the neuropil-corrected fluorescence under the footprint "
-        "(snr_neuropil_coefficient): (99th percentile - median) / noise, noise from the median "
-        "absolute frame-to-frame difference. Off (0) by default: "
-        "on simulated movies every threshold tried (3, 5) lost more true cells than false ones "
-        "(docs/benchmarks.md).",
-        0.0, 1000.0,
-    )
-
     def __post_init__(self) -> None:
         _check_bounds(self)
-        if self.min_area > self.max_area:
-            raise ValueError("DecideParams.min_area must not exceed max_area")
 
 
 @dataclass(frozen=True)
 class StitchParams:
     """How candidates from overlapping tiles and windows become one neuron."""
 
-    merge_iou: float = _p(0.3, "IoU at which two tiles' footprints (same window) are one neuron.",
-                          0.0, 1.0)
-    merge_containment: float = _p(
-        0.7, "Share of the smaller footprint inside the larger one that also merges "
-        "(tile borders).",
-        0.0, 1.0,
-    )
+    merge_iou: float = _p(
+        0.3, "IoU at which two tiles' footprints (same window), compared inside the part of the "
+        "frame both tiles see, are one neuron.", 0.0, 1.0)
     link_iou: float = _p(0.3, "IoU at which footprints of different windows are one neuron.",
                          0.0, 1.0)
-    same_patch_iou: float = _p(
-        0.5, "IoU at which two channels of one patch are one neuron (the network can spend two "
-        "channels on one soma); genuinely overlapping somata overlap far less.",
-        0.0, 1.0,
-    )
-    same_patch_containment: float = _p(
-        0.8, "Share of the smaller of two channels' footprints (one patch) inside the larger one "
-        "that also makes them one neuron: a tight and a loose mask of one soma.",
-        0.0, 1.0,
-    )
     drop_fragments: bool = _p(
         True, "A window neuron seen by one tile only, and there cut by the tile's border (an "
         "interior one), is the part of a cell the neighbouring tile did not confirm: it is "
@@ -351,6 +299,15 @@ class ImageParams:
                              f"{self.correlation_size}")
 
 
+#: Parameters of earlier versions, removed because the rules they set did not earn their place
+#: (docs/decision-rules.md): accepted in stored plans and job parameters, and ignored.
+RETIRED: dict[str, frozenset[str]] = {
+    "decide": frozenset({"max_area", "min_tile_evidence", "edge_margin", "min_windows",
+                         "active_snr", "snr_neuropil_coefficient", "min_snr"}),
+    "stitch": frozenset({"merge_containment", "same_patch_iou", "same_patch_containment"}),
+}
+
+
 @dataclass(frozen=True)
 class InferenceParams:
     """All parameters of :func:`model.inference.process_movie`."""
@@ -400,6 +357,12 @@ class InferenceParams:
             raise ValueError(f"unknown inference parameters: {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
+            if key in stages:
+                value = {k: v for k, v in value.items() if k not in RETIRED.get(key, ())}
+                fields = {f.name for f in dataclasses.fields(stages[key])}
+                if set(value) - fields:
+                    raise ValueError("unknown inference parameters: "
+                                     f"{sorted(f'{key}.{k}' for k in set(value) - fields)}")
             kwargs[key] = stages[key](**value) if key in stages else value
         return cls(**kwargs)
 

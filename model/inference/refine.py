@@ -6,11 +6,11 @@ cost matches (IoU < 0.5) and blur the traces. :func:`refine_neurons` first cuts 
 footprint between the somata its shape holds (:func:`split_touching`: the network outlines the
 union of touching cells well, the mean image less so), then cuts each piece that is too large for
 one soma (``refine_above`` times the movie's typical neuron) to the bright part of the mean image
-inside it (:func:`refine_footprint`), makes each separate part a neuron of its own,
-drops parts over ``max_area`` and split pieces that fail the soma-contrast rule on their own
-(:func:`piece_contrasts`), grows footprints far smaller than the movie's typical neuron to the
-soma around them (:func:`grow_small`: the network often outlines only the core of a dim cell),
-and keeps one of two footprints that end up on the same soma.
+inside it (:func:`refine_footprint`), makes each separate part a neuron of its own, drops split
+pieces that fail the soma-contrast rule on their own (:func:`piece_contrasts`), grows footprints
+far smaller than the movie's typical neuron to the soma around them (:func:`grow_small`: the
+network often outlines only the core of a dim cell), and keeps one of two footprints that end up
+on the same soma.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
                    params: DecideParams, reasons: Counter) -> list[KeptNeuron]:  # fmt: skip
     """Records of the neurons that passed the rule, ``(neuron, on, contrast)`` each, with their
     footprints split when ``params.split_distance`` is set and refined when
-    ``params.refine_level`` is set and a mean image is given; parts over ``params.max_area`` are
-    dropped. Counts the splits, drops and repeats in ``reasons``."""
+    ``params.refine_level`` is set and a mean image is given. Counts the splits, drops and
+    repeats in ``reasons``."""
     refine = mean_image is not None and params.refine_level is not None
     others = occupied_mask(mean_image.shape, passed) if refine else None
     areas = [int(on.sum()) for _, on, _ in passed]
@@ -123,17 +123,10 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
                      for cut in (refine_footprint(mean_image, *part, level=params.refine_level,
                                                   min_area=params.min_area, exclude=others)
                                  if part[0].sum() > largest else [part])]
-        fitting = [p for p in parts if p[0].sum() <= params.max_area]
-        if not fitting:  # one soma too large, or pieces that all are
-            reasons["kept"] -= 1
-            reasons["area above max_area"] += 1
-            continue
-        reasons["area above max_area"] += len(parts) - len(fitting)
-        parts = fitting
         contrasts = [contrast] * len(parts)
         if len(parts) > 1 and mean_image is not None:
             contrasts = piece_contrasts(mean_image, parts)
-            bright = [i for i, c in enumerate(contrasts) if not too_dim(c, neuron.snr, params)]
+            bright = [i for i, c in enumerate(contrasts) if not too_dim(c, params)]
             if not bright:
                 reasons["kept"] -= 1
             reasons["split piece not brighter than its surroundings"] += len(parts) - len(bright)
@@ -171,7 +164,7 @@ def grow_small(kept: list[KeptNeuron], image: np.ndarray, params: DecideParams,
     for rec in (rec for rec, is_small in zip(kept, small, strict=True) if not is_small):
         paint(occupied, rec.footprint.values > 0, rec.footprint.y0, rec.footprint.x0)
     radius = float(np.sqrt(typical / np.pi))
-    max_area = min(params.max_area, int(GROW_MAX_AREA * typical))
+    max_area = int(GROW_MAX_AREA * typical)
     for rec in (rec for rec, is_small in zip(kept, small, strict=True) if is_small):
         fp = rec.footprint
         on = fp.values > 0

@@ -4,15 +4,15 @@ Rules (thresholds in :class:`~model.inference.params.StitchParams`):
 
 1. *Tiles, same window.* Two candidates from different tiles are the same neuron when their
    binarized footprints, compared inside the part of the frame both tiles see, have IoU >=
-   ``merge_iou``, or when at least ``merge_containment`` of the smaller one lies inside the larger
-   one (a neuron cut by a tile border is a part of the same neuron seen whole by the neighbouring
-   tile). Merging is transitive (union-find). Two channels of one patch merge only when their IoU
-   reaches ``same_patch_iou`` or ``same_patch_containment`` of the smaller lies inside the larger:
-   the network usually separates neighbours itself, but sometimes spends two channels on one soma.
-   The merged footprint is the mean of the members' masks over the members that detected each
+   ``merge_iou`` (a neuron cut by a tile border is compared with the part of the same neuron the
+   neighbouring tile sees there). Merging is transitive (union-find). Two channels of one patch
+   are never merged: the network separates neighbours itself, and the few times it spends two
+   channels on one soma the footprints coincide and ``refine.drop_repeats`` keeps one. The
+   merged footprint is the mean of the members' masks over the members that detected each
    pixel, and the window's trace the mean of the members' traces, both over the members that no
    interior tile border cut when there is one (a cell seen in part is placed a few pixels inward
-   by the network).
+   by the network). A group seen by one tile only and cut by its border is a fragment and is
+   dropped (``drop_fragments``).
 2. *Windows.* Window neurons are linked to the neurons found so far, in window order, by footprint
    IoU >= ``link_iou``, best pairs first, one to one; an unmatched window neuron starts a new
    neuron.
@@ -255,6 +255,10 @@ def mask_pixels(fp: Footprint, threshold: float) -> tuple[np.ndarray, np.ndarray
     return ys.astype(np.int64) + fp.y0, xs.astype(np.int64) + fp.x0
 
 
+#: A tile covers a neuron (for its recorded ``tile_evidence``) when the neuron's centroid lies this
+#: many pixels inside it.
+EDGE_MARGIN = 4
+
 #: A candidate whose mask reaches this many pixels from a tile side that is not a frame edge was
 #: cut by the tile border (or pulled inward by the network, which does that to cells it sees
 #: only in part); see :func:`cut_by_tile`.
@@ -310,11 +314,8 @@ def merge_tiles(cands: Candidates, *, decide: DecideParams, stitch: StitchParams
         both = np.concatenate([np.maximum(box_i[:, :2], box_j[:, :2]),
                                np.minimum(box_i[:, 2:], box_j[:, 2:])], axis=1)
         regions[~same_tile] = both[~same_tile]
-    iou, contained = region_overlaps(candidate_pixels(cands, decide.mask_threshold), i, j,
-                                     regions)
-    same = np.where(same_tile,
-                    (iou >= stitch.same_patch_iou) | (contained >= stitch.same_patch_containment),
-                    (iou >= stitch.merge_iou) | (contained >= stitch.merge_containment))
+    iou, _ = region_overlaps(candidate_pixels(cands, decide.mask_threshold), i, j, regions)
+    same = ~same_tile & (iou >= stitch.merge_iou)
     for first, second in pairs[same].tolist():
         uf.union(first, second)
     neurons = []
@@ -505,7 +506,7 @@ def link_window(neurons: list[Neuron], window: int, found: list[WindowNeuron], p
             target[j] = i
     centroids = np.array([_centroid_of(p, wn.footprint)
                           for p, wn in zip(found_pixels, found, strict=True)]).reshape(-1, 2)
-    coverings = covering_tiles_of(plan, centroids, decide.edge_margin, _tile_arrays(plan))
+    coverings = covering_tiles_of(plan, centroids, EDGE_MARGIN, _tile_arrays(plan))
     first_new = len(neurons)
     for j, (wn, covering) in enumerate(zip(found, coverings, strict=True)):
         if j in target:

@@ -19,15 +19,15 @@ def test_round_trip_through_json():
 
 
 def test_bounds_are_checked():
-    with pytest.raises(ValueError, match="min_tile_evidence"):
-        DecideParams(min_tile_evidence=1.5)
+    with pytest.raises(ValueError, match="min_window_fraction"):
+        DecideParams(min_window_fraction=1.5)
     with pytest.raises(ValueError, match="unknown"):
         InferenceParams.from_dict({"nope": 1})
 
 
 def test_every_parameter_is_described():
     rows = describe()
-    assert {"decide.min_snr", "plan.tile_overlap", "batch_size"} <= {r["name"] for r in rows}
+    assert {"decide.min_contrast", "plan.tile_overlap", "batch_size"} <= {r["name"] for r in rows}
     assert all(r["description"] for r in rows)
 
 
