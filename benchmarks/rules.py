@@ -208,7 +208,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--seeds", type=int, nargs="+", default=[101, 201])
+    r.add_argument("--seeds", type=int, nargs="*", default=[101, 201])
     r.add_argument("--size", type=int, default=192)
     r.add_argument("--frames", type=int, default=500)
     r.add_argument("--model", default="caimx-mini")
