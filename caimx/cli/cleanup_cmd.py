@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from caimx.settings import get_settings
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     cleanup = subparsers.add_parser(
@@ -26,6 +24,7 @@ def run_cleanup(args: argparse.Namespace) -> int:
     from caimx.cli import CliError
     from caimx.jobs import JobStore
     from caimx.retention import cleanup
+    from caimx.settings import get_settings
     from caimx.upload_store import UploadStore
 
     settings = get_settings()

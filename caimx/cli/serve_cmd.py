@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from caimx.settings import get_settings
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,11 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.set_defaults(func=run_worker)
 
 
+def require_worker(args: argparse.Namespace, settings: Any) -> None:
+    """Refuse to start a worker (or a service with one) that would fail on its first task: the
+    network's packages are imported only then."""
+    from caimx.cli import require
+
+    require(args, "celery", "keras",
+            *(("tensorflow",) if settings.model_runtime == "savedmodel" else ()))  # fmt: skip
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from caimx.cli import CliError
+    from caimx.cli import CliError, require
+
+    require(args, "pydantic_settings", "redis", "fastapi", "uvicorn", "python_multipart")
     from caimx.embedded import LaunchError, serve
+    from caimx.settings import get_settings
 
     settings = get_settings()
+    if not args.no_worker:
+        require_worker(args, settings)
     try:
         return serve(
             settings,
@@ -67,8 +80,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from caimx.cli import CliError
+    from caimx.settings import get_settings
 
     settings = get_settings()
+    require_worker(args, settings)
     if not settings.redis_url:
         raise CliError("caimx worker needs CAIMX_REDIS_URL, the Redis that the API uses")
     from caimx.memory import limit_malloc_arenas

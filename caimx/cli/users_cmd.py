@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from caimx.settings import get_settings
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     users = subparsers.add_parser(
@@ -79,6 +77,7 @@ def _store():
     import redis
 
     from caimx.cli import CliError
+    from caimx.settings import get_settings
     from caimx.users import UserStore
 
     settings = get_settings()
@@ -133,6 +132,7 @@ def _shown(own: int | None, setting: int, *, size: bool) -> str:
 
 def run_limits(args: argparse.Namespace) -> int:
     from caimx.cli import CliError
+    from caimx.settings import get_settings
     from caimx.users import UserError
 
     store = _store()
