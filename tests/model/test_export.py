@@ -18,7 +18,6 @@ from conftest_network import (
     assert_science,
     load_reference,
     load_sample,
-    require_data,
     science,
 )
 
@@ -35,7 +34,6 @@ ROUND_TRIP = 1e-4
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """``caimx model export`` of the published weights into a fresh models folder."""
-    require_data()
     models_dir = tmp_path_factory.mktemp("models")
     code = main([
         "model", "export", "--weights", str(PUBLISHED_H5), "--preset", "mini", "--name", NAME,
@@ -64,7 +62,6 @@ def keras_model(installed):
 
 @pytest.fixture(scope="module")
 def reference_inputs():
-    require_data()
     return np.stack([load_reference(k)["input"] for k in SAMPLES])
 
 

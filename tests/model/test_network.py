@@ -12,7 +12,6 @@ from conftest_network import (
     assert_science,
     load_reference,
     load_sample,
-    require_data,
     science,
 )
 
@@ -28,7 +27,6 @@ FULL_PARAMETERS = 543_462
 @pytest.fixture(scope="module")
 def published():
     """The mini network with the published weights and its outputs on the 3 reference inputs."""
-    require_data()
     model = build_network("mini")
     load_published_weights(model, PUBLISHED_H5, PRESETS["mini"])
     inputs = np.stack([load_reference(k)["input"] for k in SAMPLES])[..., None]
@@ -123,14 +121,12 @@ def test_opening_matches_flat_grey_opening():
 
 
 def test_wrong_preset_is_rejected_loudly():
-    require_data()
     with pytest.raises(WeightImportError, match="shape"):
         load_published_weights(build_network("full"), PUBLISHED_H5, PRESETS["mini"])
 
 
 def test_reference_input_is_the_stored_video():
     """The authors fed the simulated video exactly as stored in the .mat file (no rescaling)."""
-    require_data()
     for k in SAMPLES:
         np.testing.assert_allclose(load_reference(k)["input"], load_sample(k).video, atol=1e-6)
 
