@@ -21,6 +21,7 @@ def _files(folder):
 def test_rewriting_a_chunk_gives_the_same_bytes(tmp_path):
     first = _files(write_chunk(tmp_path, _result()))
     second = _files(write_chunk(tmp_path, _result()))
+    assert len(read_chunk(tmp_path, "w00000-g0000").candidates.tile) >= 1  # not an empty chunk
     assert first == second
     assert not [p for p in (tmp_path / "chunks").iterdir() if p.name.startswith(".tmp")]
 
@@ -32,5 +33,6 @@ def test_chunk_round_trip(tmp_path):
     assert chunk_done(tmp_path, result.chunk_id)
     back = read_chunk(tmp_path, result.chunk_id)
     assert back.tiles == result.tiles and back.window == 0
+    assert len(back.candidates.tile) >= 1 and back.candidates.masks.any()  # not an empty chunk
     np.testing.assert_array_equal(back.candidates.masks, result.candidates.masks)
     np.testing.assert_array_equal(back.images, result.images)

@@ -115,6 +115,7 @@ def test_caimx_process_then_evaluate(tmp_path, capsys):
 
 def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
     from model.inference import prepare, run_chunk
+    from model.inference.chunks import read_chunk
     from model.serving import SavedModelPredictor
 
     movie, _, _ = simulated_movie(shape=(96, 40, 40), n_cells=2)
@@ -124,6 +125,7 @@ def test_rerun_chunk_with_the_real_model_gives_same_bytes(tmp_path):
     folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert json.loads(first["meta.json"])["network"] == predictor.runtime
+    assert len(read_chunk(tmp_path, chunk).candidates.tile) >= 1  # the bytes hold a neuron
     folder = run_chunk(movie, predictor, plan, chunk, work_dir=tmp_path)
     assert first == {p.name: p.read_bytes() for p in folder.iterdir()}
 

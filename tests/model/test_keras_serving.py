@@ -34,6 +34,7 @@ def patches() -> np.ndarray:
 def test_keras_runner_matches_the_saved_model(patches):
     saved = load_predictor(MODEL, "savedmodel").predict(patches)
     keras_out = load_predictor(MODEL, "keras", batch_size=4).predict(patches)  # 4 + 1 padded
+    assert (saved.footprints > 0.5).any()  # a neuron found: the outputs compared are not empty
     for key in ("denoised", "attention", "traces", "raw_footprints", "footprints"):
         a, b = getattr(saved, key), getattr(keras_out, key)
         assert a.shape == b.shape and b.dtype == np.float32, key
@@ -49,6 +50,7 @@ def test_per_frame_convolutions_give_the_same_outputs(patches, ista, head):
                                     head_convs="conv3d").predict(patches)
     frame2d = KerasPredictor.load(MODEL, batch_size=8, ista_convs=ista,
                                   head_convs=head).predict(patches)
+    assert (reference.footprints > 0.5).any()  # a neuron found
     for key in ("denoised", "attention", "traces", "footprints"):
         np.testing.assert_allclose(getattr(frame2d, key), getattr(reference, key), atol=1e-3,
                                    err_msg=key)
@@ -59,6 +61,7 @@ def test_padding_does_not_change_results(patches):
     predictor = KerasPredictor.load(MODEL, batch_size=8)
     whole = predictor.predict(patches)  # padded to 8
     one_by_one = [predictor.predict(patches[i:i + 1]) for i in range(len(patches))]
+    assert (whole.footprints > 0.5).any() and whole.traces.any()  # a neuron found
     np.testing.assert_allclose(np.concatenate([o.traces for o in one_by_one]), whole.traces,
                                atol=1e-5)
     empty = predictor.predict(np.zeros((0, 100, 32, 32), np.float32))
@@ -79,6 +82,7 @@ def test_attention_summed_over_the_frames_asked_for(patches):
     summed = predictor.predict(patches, attention_frames=weights)
     maps = predictor.predict(patches)
     assert summed.attention.shape == (len(patches), 32, 32)
+    assert summed.attention.any() and maps.traces.any()  # the outputs compared are not empty
     expected = np.stack([m[w > 0].sum(axis=0) for m, w in zip(maps.attention, weights,
                                                                 strict=True)])
     np.testing.assert_array_equal(summed.attention, expected)

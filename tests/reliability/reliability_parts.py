@@ -103,14 +103,21 @@ class Worker:
                 self.process.wait()
 
 
-def start_worker(settings: Settings, started: list[Worker], *, wait: bool = True) -> Worker:
+def start_worker(settings: Settings, started: list[Worker], *, wait: bool = True,
+                 hold: Path | None = None) -> Worker:
+    """A ``caimx worker`` process; with ``hold``, one that stops a chunk in its middle once
+    ``hold / "armed"`` exists (see ``held_worker.py``)."""
     name = f"rel-{uuid.uuid4().hex[:6]}@localhost"
     log = settings.data_dir.parent / f"{name.split('@')[0]}.log"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    command, extra = CAIMX, {}
+    if hold is not None:
+        command = [sys.executable, str(Path(__file__).with_name("held_worker.py"))]
+        extra = {"RELIABILITY_HOLD_DIR": str(hold)}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*CAIMX, "worker", "--name", name, "--loglevel", "INFO", "--concurrency", "1"],
-            env=process_env(settings), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            [*command, "worker", "--name", name, "--loglevel", "INFO", "--concurrency", "1"],
+            env=process_env(settings, **extra), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     worker = Worker(name, process, log)

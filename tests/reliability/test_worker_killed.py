@@ -33,7 +33,9 @@ def test_sigkill_mid_chunk_redelivers_and_gives_the_same_result(
     settings = rel_settings.model_copy(update={"tiles_per_chunk": 1})
     movie = tmp_path / "movie.tif"
     tifffile.imwrite(movie, make_movie(t=160, h=48, w=48, seed=3))
-    first = start_worker(settings, workers)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    first = start_worker(settings, workers, hold=hold)  # runs the reference job as usual
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     store = JobStore(client, writer="test")
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {rel_key}"}) as api:
@@ -46,19 +48,22 @@ def test_sigkill_mid_chunk_redelivers_and_gives_the_same_result(
         assert reference["state"] == "succeeded", reference
         assert reference["progress"]["chunks_total"] >= 4
 
+        # A chunk takes ~50 ms on a fast CPU, so a kill sent once a chunk is seen running could
+        # land after it finished. Armed, the first worker runs one chunk of the next job to its
+        # end and stops the next one at its first network batch until it is killed.
+        (hold / "armed").touch()
         job_id = submit()
-        wait_job(api.get, job_id, until=lambda j: j["progress"]["chunks_done"] >= 1)
-        # Kill the moment a chunk has started: a chunk takes ~50 ms on a fast CPU, so waiting to
-        # see it in the broker's unacked set and then killing could land after it finished.
-        deadline = time.monotonic() + 60
-        while not started_unfinished(client, store, job_id):
-            assert time.monotonic() < deadline, "no chunk was seen running"
-            time.sleep(0.002)
+        deadline = time.monotonic() + 120
+        while not (hold / "holding").exists():
+            assert first.process.poll() is None, first.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no chunk was held running"
+            time.sleep(0.01)
+        assert api.get(f"/v1/jobs/{job_id}").json()["progress"]["chunks_done"] >= 1
         first.kill()
         killed_at = time.monotonic()
         in_flight = started_unfinished(client, store, job_id)
-        assert in_flight, "the worker finished its chunk before it died"
-        victim = sorted(in_flight)[0]  # it died in the middle of this chunk
+        assert len(in_flight) == 1, in_flight  # the held chunk: started, never finished
+        (victim,) = in_flight  # it died in the middle of this chunk
         assert store.get(job_id).state == "running"
 
         start_worker(settings, workers)  # restores the unacked chunk after the visibility timeout
@@ -69,6 +74,7 @@ def test_sigkill_mid_chunk_redelivers_and_gives_the_same_result(
     deliveries = client.hgetall(f"{store.key(job_id)}:deliveries")
     assert int(deliveries[f"chunk {victim}"]) == 2  # the killed chunk ran again, once
     expected, got = result_arrays(settings, reference["id"]), result_arrays(settings, job_id)
+    assert expected["footprints"].shape[0] > 0  # the comparison below is of neurons found
     assert got["footprints"].shape == expected["footprints"].shape  # no neuron twice, none lost
     np.testing.assert_array_equal(got["footprints"], expected["footprints"])
     np.testing.assert_array_equal(got["traces"], expected["traces"])
