@@ -206,8 +206,8 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
 
 def _keep(neuron: Neuron, on: np.ndarray, contrast: float, params: DecideParams,
           total_windows: int) -> tuple[bool, str]:
-    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments), params=params,
-                       total_windows=total_windows, contrast=contrast)
+    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments), snr=neuron.snr,
+                       params=params, total_windows=total_windows, contrast=contrast)
 
 
 def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],
