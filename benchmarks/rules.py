@@ -46,18 +46,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no soma contrast (min_contrast)": {"decide": {"min_contrast": None}},
     "no bright-neighbour rescue": {"decide": {"bright_neighbour_contrast": None}},
     "no active_snr exemption": {"decide": {"active_snr": 1000.0}},
-    "no neuropil-corrected SNR": {"decide": {"snr_neuropil_coefficient": 0.0}},
-    "no tile evidence": {"decide": {"min_tile_evidence": 0.0}},
     "no window share": {"decide": {"min_window_fraction": 0.0}},
+    "min_area 20 (was the default)": {"decide": {"min_area": 20}},
     "no min_area": {"decide": {"min_area": 1}},
-    "no max_area": {"decide": {"max_area": 10_000_000}},
     "no split": {"decide": {"split_distance": None}},
     "no refine (nor grow)": {"decide": {"refine_level": None}},
     "refine every footprint (refine_above 0)": {"decide": {"refine_above": 0.0}},
     "no grow": {"decide": {"grow_below": None}},
     "keep tile fragments": {"stitch": {"drop_fragments": False}},
-    "no same-patch merge": {"stitch": {"same_patch_iou": 1.0, "same_patch_containment": 1.0}},
-    "no containment merge across tiles": {"stitch": {"merge_containment": 1.0}},
 }
 
 
