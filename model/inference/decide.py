@@ -10,14 +10,13 @@ and each becomes its own candidate. After stitching, a *neuron* is kept when all
 - it was detected in at least ``min_window_fraction`` of the movie's windows (false detections
   rarely recur, somata do);
 - it stands out as a soma: in the mean image its footprint is brighter than the bright part of
-  its surroundings (:func:`soma_contrast` >= ``min_contrast``), or its fluorescence shows
-  transients clear enough (SNR >= ``active_snr``, measured on its fluorescence less its ring's)
-  to keep a cell that is dim at rest; a neuron that fails only this test is measured again with
-  the clear somata among the kept neurons (contrast >= ``bright_neighbour_contrast``) left out
-  of its ring (dense fields).
+  its surroundings (:func:`soma_contrast` >= ``min_contrast``; where the mean image shows somata
+  at all, ``model.inference.resample.shows_somata``); a neuron that fails only this test is
+  measured again with the clear somata among the kept neurons (contrast >=
+  ``bright_neighbour_contrast``) left out of its ring (dense fields).
 
-Each neuron's share of the covering tiles that detected it is measured and recorded with the
-result, but decides nothing.
+Each candidate's transient SNR (its fluorescence less its ring's) and each neuron's share of the
+covering tiles that detected it are measured and recorded with the result, but decide nothing.
 """
 
 from __future__ import annotations
@@ -345,18 +344,16 @@ def required_windows(total_windows: int, params: DecideParams) -> int:
 
 
 #: :func:`keep_neuron`'s reason when only the soma-contrast rule failed.
-TOO_DIM = "not brighter than its surroundings and no clear transient"
+TOO_DIM = "not brighter than its surroundings"
 
 
-def too_dim(contrast: float, snr: float, params: DecideParams) -> bool:
-    """The soma-contrast rule: under ``min_contrast`` without transients reaching ``active_snr``
-    (``nan``, unknown contrast, passes)."""
-    return (params.min_contrast is not None and contrast < params.min_contrast
-            and snr < params.active_snr)
+def too_dim(contrast: float, params: DecideParams) -> bool:
+    """The soma-contrast rule: under ``min_contrast`` (``nan``, unknown contrast, passes)."""
+    return params.min_contrast is not None and contrast < params.min_contrast
 
 
-def keep_neuron(*, area: int, n_windows: int, snr: float, params: DecideParams,
-                total_windows: int = 1, contrast: float = math.inf) -> tuple[bool, str]:
+def keep_neuron(*, area: int, n_windows: int, params: DecideParams, total_windows: int = 1,
+                contrast: float = math.inf) -> tuple[bool, str]:
     """The neuron-level rule; returns ``(keep, reason)`` (reason names the first failed test).
 
     ``contrast``: :func:`soma_contrast` in the mean image (``nan``, unknown, passes)."""
@@ -364,6 +361,6 @@ def keep_neuron(*, area: int, n_windows: int, snr: float, params: DecideParams,
         return False, "area below min_area"
     if n_windows < required_windows(total_windows, params):
         return False, "seen in too small a share of the windows"
-    if too_dim(contrast, snr, params):
+    if too_dim(contrast, params):
         return False, TOO_DIM
     return True, "kept"

@@ -109,10 +109,8 @@ def prepare(movie: Any, card: Any, *, work_dir: str | Path,
     card_input_scaling(card)
     sample = movie_sample(movie, params.scaling)
     as_given = network_units(sample)
-    soma = None
-    wanted = params.resample
-    if wanted.spatial_scale is None and not wanted.rescale and wanted.soma_diameter_px is None:
-        soma = estimate_soma_diameter(sample)
+    # the somata's size also tells the decisions whether the mean image shows somata at all
+    soma = estimate_soma_diameter(sample) if params.resample.soma_diameter_px is None else None
     how = resample.choose(movie, card, params.resample, soma)
     seen = resample.network_movie(movie, how.temporal_bin, how.spatial_scale)
     if how.active:

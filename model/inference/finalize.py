@@ -206,8 +206,8 @@ def decide_all(neurons: list[Neuron], params: DecideParams, total_windows: int =
 
 def _keep(neuron: Neuron, on: np.ndarray, contrast: float, params: DecideParams,
           total_windows: int) -> tuple[bool, str]:
-    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments), snr=neuron.snr,
-                       params=params, total_windows=total_windows, contrast=contrast)
+    return keep_neuron(area=int(on.sum()), n_windows=len(neuron.segments), params=params,
+                       total_windows=total_windows, contrast=contrast)
 
 
 def _dim_beside_somata(dim: list[tuple[Neuron, np.ndarray]],
@@ -327,9 +327,12 @@ def finalize_result(plan: Plan, load: Callable[[str], ChunkResult], *, output: s
     stitcher = stitched if stitched is not None else stitch_all(plan, load, params)
     neurons, n_candidates = stitcher.finish()
     network_images = stitcher.images.finish()
+    # the mean image judges the network's neurons only where it shows somata at all
+    mean_image = network_images["mean_image"] if resample.shows_somata(plan.resample) else None
     kept, reasons = decide_all(neurons, params.decide, total_windows=len(plan.windows),
-                               mean_image=network_images["mean_image"])
-    kept += _dark_somata(plan, kept, network_images["mean_image"], params.decide, reasons)
+                               mean_image=mean_image)
+    if mean_image is not None:
+        kept += _dark_somata(plan, kept, mean_image, params.decide, reasons)
     kept = _to_movie_grid(plan, kept, reasons, params.decide.mask_threshold)
     reasons = Counter({k: v for k, v in reasons.items() if v})
     attrs = {**attrs, "decisions": dict(sorted(reasons.items())), "n_candidates": n_candidates,

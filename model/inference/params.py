@@ -152,9 +152,9 @@ class DecideParams:
         "percentile of a ring 2-10 pixels around it) / |that percentile|. A soma is brighter than "
         "the neuropil around it; the network's false detections along blood vessels (a bright "
         "strip of neuropil beside a dark vessel) are not brighter than the other side of their "
-        "ring (docs/decision-rules.md). Neurons with clear transients (active_snr) are kept "
-        "anyway. Each piece of a split footprint (split_distance) must pass it too, measured "
-        "with its sibling pieces left out of its ring. None turns the rule off.",
+        "ring (docs/decision-rules.md). Each piece of a split footprint (split_distance) must "
+        "pass it too, measured with its sibling pieces left out of its ring. Applies when the "
+        "mean image shows somata (a soma size was estimated or given). None turns the rule off.",
         -1.0, 100.0,
     )
     bright_neighbour_contrast: float | None = _p(
@@ -164,13 +164,6 @@ class DecideParams:
         "passes then: in dense fields a cell's ring holds its bright neighbours, which are not "
         "neuropil (docs/decision-rules.md). None: every ring keeps all its pixels.",
         -1.0, 100.0,
-    )
-    active_snr: float = _p(
-        8.0,
-        "Transient SNR (of the fluorescence under the footprint less its ring's) at which a "
-        "neuron is kept whatever its mean-image contrast: active cells can be dim at rest (the "
-        "published samples' cells are not brighter than their surroundings in the mean image).",
-        0.0, 1000.0,
     )
     refine_level: float | None = _p(
         0.3,
@@ -310,7 +303,7 @@ class ImageParams:
 #: (docs/decision-rules.md): accepted in stored plans and job parameters, and ignored.
 RETIRED: dict[str, frozenset[str]] = {
     "decide": frozenset({"max_area", "min_tile_evidence", "edge_margin", "min_windows",
-                         "snr_neuropil_coefficient", "min_snr"}),
+                         "active_snr", "snr_neuropil_coefficient", "min_snr"}),
     "stitch": frozenset({"merge_containment", "same_patch_iou", "same_patch_containment"}),
 }
 

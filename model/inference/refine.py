@@ -126,7 +126,7 @@ def refine_neurons(passed: list[tuple[Neuron, np.ndarray, float]], mean_image: n
         contrasts = [contrast] * len(parts)
         if len(parts) > 1 and mean_image is not None:
             contrasts = piece_contrasts(mean_image, parts)
-            bright = [i for i, c in enumerate(contrasts) if not too_dim(c, neuron.snr, params)]
+            bright = [i for i, c in enumerate(contrasts) if not too_dim(c, params)]
             if not bright:
                 reasons["kept"] -= 1
             reasons["split piece not brighter than its surroundings"] += len(parts) - len(bright)

@@ -72,6 +72,21 @@ AUTO_SCALE_TOLERANCE = 1.2
 AUTO_SCALE_MIN = 0.4
 
 
+#: Why a movie has no soma diameter: its mean image shows no soma-sized structure above its
+#: noise, or its frames are too small or too few to tell (:mod:`.somasize`). The decisions then
+#: use no mean-image rule (:func:`shows_somata`).
+NOT_ESTIMATED = "not estimated: no soma-sized structure in the mean image (or frames under 64 px)"
+
+
+def shows_somata(record: dict[str, Any] | None) -> bool:
+    """Whether the mean image of the movie a plan's ``resample`` record describes shows somata
+    (a soma diameter was estimated or given): only then do the rules that judge the network's
+    neurons by the mean image apply (soma contrast, refinement, dim somata). A record from before
+    the diameter was recorded counts as showing them, as those rules always applied then."""
+    record = record or {}
+    return "soma_diameter_px" not in record or record["soma_diameter_px"] is not None
+
+
 def trained_diameter_px(card: Any) -> float | None:
     """The soma diameter in pixels the model was trained on (card ``neuron_diameter_um`` /
     ``pixel_size_um``), ``None`` when the card lacks either."""
@@ -84,7 +99,8 @@ def choose(movie: Any, card: Any, params: ResampleParams,
     """The bin and scale for ``movie`` and the model ``card`` (see :class:`ResampleParams`).
 
     ``soma``: the diameter estimated from the movie (:func:`~.somasize.estimate_soma_diameter`),
-    used when neither ``spatial_scale``, ``rescale`` nor ``soma_diameter_px`` is given.
+    which sets the scale when neither ``spatial_scale``, ``rescale`` nor ``soma_diameter_px``
+    is given, and is recorded whatever sets it (the decisions use it).
 
     Raises
     ------
@@ -124,6 +140,9 @@ def choose(movie: Any, card: Any, params: ResampleParams,
     if params.spatial_scale is not None:
         scale = params.spatial_scale
         record["spatial_scale_from"] = "given"
+        diameter = soma.diameter_px if soma is not None else None
+        record.update(soma_diameter_px=diameter, soma_diameter_from=(
+            "estimated from the mean image" if soma is not None else NOT_ESTIMATED))
     elif params.rescale:
         missing = [what for what, value in (
             ("the movie's pixel_size_um", params.pixel_size_um),
@@ -147,7 +166,7 @@ def choose(movie: Any, card: Any, params: ResampleParams,
             diameter = soma.diameter_px
             record["soma_diameter_from"] = "estimated from the mean image"
         else:
-            record["soma_diameter_from"] = "not estimated (frames under 64 pixels or too few)"
+            record["soma_diameter_from"] = NOT_ESTIMATED
         record["soma_diameter_px"] = diameter
         if diameter and trained:
             wanted = trained / diameter
